@@ -1,0 +1,82 @@
+"""BitCPMForCausalLM: MindFormers' LlamaForCausalLM with the MiniCPM scalings, optionally QAT.
+
+Nothing of LLaMA is rewritten. After the parent builds the network, three small Cells are slotted
+in where MiniCPM differs:
+  * `model.tok_embeddings` -> ScaleOutput(embedding, scale_emb)
+  * each decoder layer's residual `add` primitive -> ScaledResidualAdd (x + branch * c)
+  * `model.norm_out` -> ScaleOutput(norm, dim_model_base / hidden_size), so lm_head sees the
+    scaled hidden state.
+Parameter names are restored afterwards, so checkpoints keep MindFormers' LLaMA names and map
+1:1 to Hugging Face names. Quantization is applied last by `quantize_model` (the model code
+itself holds no quantization logic).
+"""
+from mindspore import nn
+from mindspore.ops import operations as P
+from mindformers.models.llama.llama import LlamaForCausalLM
+from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
+
+from ..quant import QuantConfig, quantize_model
+from .bitcpm_config import BitCPMConfig
+
+
+class ScaleOutput(nn.Cell):
+    """y = cell(x) * scale (a wrapper that keeps the wrapped cell's parameters)."""
+
+    def __init__(self, cell: nn.Cell, scale: float, strategy=None):
+        super().__init__()
+        self.cell = cell
+        self.scale = float(scale)
+        self.mul = P.Mul()
+        if strategy is not None:
+            self.mul.shard((strategy, ()))
+        if hasattr(cell, "pipeline_stage"):
+            self.pipeline_stage = cell.pipeline_stage
+
+    def construct(self, *args):
+        return self.mul(self.cell(*args), self.scale)
+
+
+class ScaledResidualAdd(nn.Cell):
+    """Replaces a decoder layer's residual `Add`: add(x, branch) = x + branch * scale."""
+
+    def __init__(self, scale: float, add_strategy=None):
+        super().__init__()
+        self.scale = float(scale)
+        self.mul = P.Mul()
+        self.add = P.Add()
+        if add_strategy is not None:
+            self.add.shard(add_strategy)
+            self.mul.shard((add_strategy[1], ()))
+
+    def construct(self, x, branch):
+        return self.add(x, self.mul(branch, self.scale))
+
+
+def _strategy(prim):
+    s = prim.attrs.get("in_strategy") if hasattr(prim, "attrs") else None
+    return tuple(tuple(x) for x in s) if s else None
+
+
+@MindFormerRegister.register(MindFormerModuleType.MODELS)
+class BitCPMForCausalLM(LlamaForCausalLM):
+    """MiniCPM-architecture causal LM on MindFormers' LLaMA; ternary QAT when `qat_config` enables it."""
+    config_class = BitCPMConfig
+
+    def __init__(self, config: BitCPMConfig = None):
+        if not isinstance(config, BitCPMConfig):
+            raise TypeError(f"BitCPMForCausalLM needs a BitCPMConfig, got {type(config).__name__}")
+        super().__init__(config)
+        names = {id(p): p.name for p in self.get_parameters()}
+        model = self.model
+        if config.scale_emb != 1.0:
+            model.tok_embeddings = ScaleOutput(model.tok_embeddings, config.scale_emb)
+        if config.residual_scale != 1.0:
+            for layer in model.layers:
+                layer.add = ScaledResidualAdd(config.residual_scale, _strategy(layer.add))
+        if config.logit_scale != 1.0:
+            model.norm_out = ScaleOutput(model.norm_out, config.logit_scale)
+        if config.qat_config:
+            quantize_model(self, QuantConfig.from_dict(config.qat_config))
+        for p in self.get_parameters():      # keep LLaMA's checkpoint names
+            if id(p) in names and p.name != names[id(p)]:
+                p.name = names[id(p)]

@@ -1,0 +1,86 @@
+"""BitCPMConfig: MindFormers' LlamaConfig plus the MiniCPM muP scalings and the QAT settings.
+
+MiniCPM = LLaMA with three scalings (MiniCPM4 report; HF `modeling_minicpm.py`):
+  embeddings * scale_emb;  h + branch(h) * scale_depth / sqrt(num_layers);
+  logits = lm_head(h / (hidden_size / dim_model_base)).
+Defaults reproduce the plain LLaMA forward exactly (scale_emb=1, scale_depth=sqrt(num_layers),
+dim_model_base=hidden_size).
+"""
+import logging
+import math
+
+import mindspore as ms
+from mindformers.models.llama.llama_config import LlamaConfig
+from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
+
+logger = logging.getLogger(__name__)
+
+# Settings MindFormers' LLaMA needs to run on CPU (platform notes): no fused Ascend kernels,
+# sliced RoPE, float32 everywhere.
+CPU_SAFE_SETTINGS = {
+    "use_flash_attention": False,
+    "fused_rms_norm": False,
+    "use_rope_slice": True,
+}
+_DTYPE_FIELDS = ("compute_dtype", "layernorm_compute_type", "softmax_compute_type", "rotary_dtype",
+                 "param_init_type", "residual_dtype", "embedding_init_type")
+
+
+@MindFormerRegister.register(MindFormerModuleType.CONFIG)
+class BitCPMConfig(LlamaConfig):
+    """Config of BitCPM (MiniCPM-architecture) causal LMs.
+
+    Extra args:
+        scale_emb (float): multiplier of the token embeddings (MiniCPM4: 12).
+        scale_depth (float): residual branches are scaled by scale_depth / sqrt(num_layers)
+            (MiniCPM4: 1.4). None means sqrt(num_layers), i.e. no scaling.
+        dim_model_base (int): logits use h / (hidden_size / dim_model_base) (MiniCPM4: 256).
+            None means hidden_size, i.e. no scaling.
+        qat_config (dict): the `QuantConfig` fields (the YAML's top-level `quant:` section);
+            None or enabled=False trains in full precision.
+        cpu_safe (bool or None): force (True) / forbid (False) the CPU-safe settings; None picks
+            them when MindSpore's device target is CPU.
+    """
+    model_type = "bitcpm"
+
+    def __init__(self, scale_emb: float = 1.0, scale_depth: float = None, dim_model_base: int = None,
+                 qat_config: dict = None, cpu_safe: bool = None, **kwargs):
+        super().__init__(**kwargs)
+        self.scale_emb = float(scale_emb)
+        self.scale_depth = float(scale_depth) if scale_depth is not None else math.sqrt(self.num_layers)
+        self.dim_model_base = int(dim_model_base) if dim_model_base is not None else self.hidden_size
+        self.qat_config = dict(qat_config) if qat_config else None
+        self.cpu_safe = cpu_safe
+        self._validate()
+        if cpu_safe or (cpu_safe is None and ms.get_context("device_target") == "CPU"):
+            self._apply_cpu_safe()
+
+    def _validate(self):
+        for name in ("scale_emb", "scale_depth", "dim_model_base"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"BitCPMConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
+        n_kv = self.n_kv_heads or self.num_heads
+        if self.num_heads % n_kv:
+            raise ValueError(f"num_heads={self.num_heads} is not divisible by n_kv_heads={n_kv}")
+
+    @property
+    def residual_scale(self) -> float:
+        return self.scale_depth / math.sqrt(self.num_layers)
+
+    @property
+    def logit_scale(self) -> float:
+        """Factor applied to the final hidden state before the head: dim_model_base / hidden_size."""
+        return self.dim_model_base / self.hidden_size
+
+    def _apply_cpu_safe(self):
+        changed = {k: v for k, v in CPU_SAFE_SETTINGS.items() if getattr(self, k, None) != v}
+        for k, v in CPU_SAFE_SETTINGS.items():
+            setattr(self, k, v)
+        for name in _DTYPE_FIELDS:
+            if getattr(self, name, None) != ms.float32:
+                changed[name] = "float32"
+                setattr(self, name, ms.float32)
+        if changed:
+            logger.info("BitCPMConfig: CPU device, using CPU-safe settings %s", changed)

@@ -1,0 +1,5 @@
+"""Training glue registered with MindFormers: train-step wrapper and metrics callback."""
+from .wrapper import BitCPMTrainOneStepCell
+from .metrics import BitCPMMetricsMonitor
+
+__all__ = ["BitCPMTrainOneStepCell", "BitCPMMetricsMonitor"]

@@ -1,0 +1,174 @@
+"""Training metrics the user sees: a console line with progress and one JSON object per line.
+
+Logged every `log_interval` steps: step, loss, learning rate, global grad norm, tokens/s,
+model TFLOP/s (per device, formula in `bitcpm_ms.models.flops.train_flops_per_token`),
+skipped (non-finite) steps, step time. Throughput is measured between consecutive logged steps
+(wall clock, data loading included); the first step, which includes graph compilation, is
+reported separately as `first_step_s` and excluded from throughput.
+"""
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+from mindspore.train.callback import Callback
+from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
+
+from ..models.flops import train_flops_per_token
+
+
+def _scalar(x):
+    if x is None:
+        return None
+    if hasattr(x, "asnumpy"):
+        x = x.asnumpy()
+    return float(np.asarray(x).reshape(-1)[0])
+
+
+def _find_model_config(cell):
+    """The config of the first PreTrainedModel-like cell (has .config.seq_length) in a network."""
+    for _, sub in cell.cells_and_names():
+        cfg = getattr(sub, "config", None)
+        if cfg is not None and hasattr(cfg, "seq_length") and hasattr(cfg, "hidden_size"):
+            return cfg
+    return None
+
+
+def _fmt_time(seconds):
+    seconds = int(max(seconds, 0))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+@MindFormerRegister.register(MindFormerModuleType.CALLBACK)
+class BitCPMMetricsMonitor(Callback):
+    """Console + `metrics.jsonl` logging of loss, lr, grad norm, tokens/s and TFLOP/s.
+
+    Args:
+        log_interval: log every N optimizer steps.
+        output_dir: where `metrics.jsonl` goes (rank 0 only writes it).
+        total_steps: for the progress display; default: epochs x steps per epoch.
+        device_num: data-parallel world size (tokens/s counts all ranks; TFLOP/s is per device).
+    """
+
+    def __init__(self, log_interval=1, output_dir="./output", total_steps=None, device_num=None, rank_id=None,
+                 **kwargs):
+        super().__init__()
+        if int(log_interval) < 1:
+            raise ValueError(f"BitCPMMetricsMonitor.log_interval must be >= 1, got {log_interval}")
+        self.log_interval = int(log_interval)
+        self.output_dir = output_dir
+        self.total_steps = total_steps
+        self.device_num = int(device_num or os.environ.get("MS_WORKER_NUM", 1) or 1)
+        self.rank_id = int(rank_id if rank_id is not None else os.environ.get("RANK_ID", 0) or 0)
+        self.path = os.path.join(output_dir, "metrics.jsonl")
+        self._flops_per_token = None
+        self._t_last = None
+        self._step_last = None
+        self._step_prev = 0
+        self._t_begin = None
+        self._tokens_seen = 0
+
+    # ------------------------------------------------------------------ helpers
+    def _write(self, record):
+        if self.rank_id != 0:
+            return
+        os.makedirs(self.output_dir, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _tokens_per_step(self, cb_params):
+        elem = getattr(cb_params, "train_dataset_element", None)
+        if elem:
+            shape = elem[0].shape
+            return int(shape[0]) * (int(shape[1]) - 1) * self.device_num
+        return None
+
+    # ------------------------------------------------------------------ callbacks
+    def on_train_begin(self, run_context):
+        cb_params = run_context.original_args()
+        cfg = _find_model_config(cb_params.train_network)
+        if cfg is not None:
+            self._flops_per_token = train_flops_per_token(cfg)
+        if self.total_steps is None:
+            self.total_steps = int(cb_params.epoch_num) * int(cb_params.batch_num)
+        self._t_begin = time.time()
+        self._step_last = self._step_prev = int(cb_params.cur_step_num)
+        self._write({"event": "train_begin", "time": self._t_begin, "initial_step": self._step_last,
+                     "total_steps": self.total_steps, "device_num": self.device_num,
+                     "flops_per_token": self._flops_per_token})
+
+    def on_train_step_end(self, run_context):
+        cb_params = run_context.original_args()
+        step = int(cb_params.cur_step_num)
+        now = time.time()
+        tokens_per_step = self._tokens_per_step(cb_params)
+        if tokens_per_step:
+            self._tokens_seen += tokens_per_step * (step - self._step_prev)
+        self._step_prev = step
+        if self._t_last is None:               # first step: graph compilation + one step
+            first = now - self._t_begin
+            self._t_last, self._step_last = now, step
+            self._log(cb_params, step, None, tokens_per_step, first_step_s=first)
+            return
+        if step % self.log_interval and step != self.total_steps:
+            return
+        dt = (now - self._t_last) / max(step - self._step_last, 1)
+        self._t_last, self._step_last = now, step
+        self._log(cb_params, step, dt, tokens_per_step)
+
+    def _log(self, cb_params, step, step_time, tokens_per_step, first_step_s=None):
+        outputs = cb_params.net_outputs
+        if isinstance(outputs, (tuple, list)):
+            loss, overflow, scale, lr, gnorm = (list(outputs) + [None] * 5)[:5]
+        else:
+            loss, overflow, scale, lr, gnorm = outputs, None, None, None, None
+        network = cb_params.train_network
+        skipped = getattr(network, "skipped_steps", None)
+        rec = {"step": step, "loss": _scalar(loss), "lr": _scalar(lr), "grad_norm": _scalar(gnorm),
+               "overflow": bool(_scalar(overflow)) if overflow is not None else None,
+               "skipped_steps": int(_scalar(skipped)) if skipped is not None else None,
+               "tokens_seen": self._tokens_seen, "time": time.time()}
+        if first_step_s is not None:
+            rec["first_step_s"] = round(first_step_s, 3)
+        if step_time:
+            rec["step_time_s"] = round(step_time, 4)
+            if tokens_per_step:
+                rec["tokens_per_s"] = round(tokens_per_step / step_time, 1)
+                if self._flops_per_token:
+                    rec["tflops_per_device"] = round(
+                        self._flops_per_token * tokens_per_step / step_time / self.device_num / 1e12, 5)
+        if rec["loss"] is not None and not math.isfinite(rec["loss"]):
+            rec["loss"] = str(rec["loss"])          # keep the JSON valid
+        self._write(rec)
+        if self.rank_id == 0:
+            print(self._console_line(rec), file=sys.stdout, flush=True)
+
+    def _console_line(self, rec):
+        total = self.total_steps or 0
+        pct = f" ({100.0 * rec['step'] / total:5.1f}%)" if total else ""
+        parts = [f"step {rec['step']}/{total}{pct}"]
+        if rec["loss"] is not None:
+            parts.append(f"loss {rec['loss']:.4f}" if isinstance(rec["loss"], float) else f"loss {rec['loss']}")
+        if rec["lr"] is not None:
+            parts.append(f"lr {rec['lr']:.3e}")
+        if rec["grad_norm"] is not None:
+            parts.append(f"grad_norm {rec['grad_norm']:.3f}")
+        if "tokens_per_s" in rec:
+            parts.append(f"{rec['tokens_per_s']:,.0f} tok/s")
+        if "tflops_per_device" in rec:
+            parts.append(f"{rec['tflops_per_device']:.4f} TFLOP/s")
+        if rec.get("skipped_steps"):
+            parts.append(f"skipped {rec['skipped_steps']}")
+        if "first_step_s" in rec:
+            parts.append(f"first step (incl. compile) {rec['first_step_s']:.1f}s")
+        if rec.get("step_time_s") and total:
+            parts.append(f"eta {_fmt_time((total - rec['step']) * rec['step_time_s'])}")
+        return " | ".join(parts)
+
+    def on_train_end(self, run_context):
+        self._write({"event": "train_end", "time": time.time(),
+                     "wall_s": round(time.time() - (self._t_begin or time.time()), 2)})
