@@ -1,0 +1,31 @@
+"""Packed 2-bit ternary weights and the fused ternary quant-matmul (C++ AOT op for MindSpore on CPU).
+
+    from bitcpm_ms.kernels import pack_ternary, unpack_ternary, ternary_matmul
+    p = pack_ternary(codes, scales, group_size)      # codes int8 [out,in] in {-1,0,1}
+    y = ternary_matmul(x, p)                          # weight-only, x float32 [..., in]
+    y = ternary_matmul(x, p, act_bits=8)              # W1.58A8 (per-token int8 activations)
+
+See docs/kernels.md for the packed layout, build/cache details and benchmarks.
+"""
+from .packing import (PackedTernary, bits_per_weight, bits_per_weight_report, format_bits_report, pack_ternary,
+                      unpack_ternary)
+from .reference import quantize_activations_int8, ternary_matmul_dx_reference, ternary_matmul_reference
+from .ops import (get_force_portable, get_ms_op, get_num_threads, has_avx2, portable_path, set_force_portable,
+                  set_num_threads, ternary_matmul, ternary_matmul_dx_numpy, ternary_matmul_numpy)
+from .build import KernelBuildError, library_path
+
+__all__ = [
+    "PackedTernary", "pack_ternary", "unpack_ternary", "bits_per_weight", "bits_per_weight_report",
+    "format_bits_report", "ternary_matmul", "ternary_matmul_reference", "ternary_matmul_dx_reference",
+    "quantize_activations_int8", "ternary_matmul_numpy", "ternary_matmul_dx_numpy", "get_ms_op",
+    "set_num_threads", "get_num_threads", "set_force_portable", "get_force_portable", "portable_path",
+    "has_avx2", "KernelBuildError", "library_path", "PackedTernaryLinear",
+]
+
+
+def __getattr__(name):  # lazy: importing MindSpore is slow and not needed for the numpy route
+    if name == "PackedTernaryLinear":
+        from .linear import PackedTernaryLinear
+
+        return PackedTernaryLinear
+    raise AttributeError(name)

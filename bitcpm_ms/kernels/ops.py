@@ -1,0 +1,206 @@
+"""Python entry points of the ternary matmul kernels: ctypes (numpy) and MindSpore AOT Custom ops.
+
+``ternary_matmul(x, packed, act_bits=None)``: numpy in -> numpy out (ctypes, no MindSpore needed);
+MindSpore Tensor in -> Tensor out (AOT ``ops.Custom``; works in PyNative and GRAPH_MODE, has a bprop).
+
+Settings shared by both routes (they live in the loaded library, which MindSpore's AOT loader and
+ctypes share: the same path is dlopen'ed once per process):
+  ``set_num_threads(n)``  threads over output rows (default: env BITCPM_MS_NUM_THREADS, else all cores)
+  ``set_force_portable(True)`` / ``portable_path()`` context: disable the AVX2 path.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import threading
+
+import numpy as np
+
+from .build import library_path
+from .packing import PackedTernary
+
+_lib = None
+_lib_lock = threading.Lock()
+
+
+def _load():
+    global _lib
+    if _lib is not None:
+        return _lib
+    with _lib_lock:
+        if _lib is None:
+            lib = ctypes.CDLL(str(library_path()))
+            i64, i32 = ctypes.c_int64, ctypes.c_int
+            vp = ctypes.c_void_p
+            lib.bitcpm_ternary_matmul.argtypes = [vp, vp, vp, vp, i64, i64, i64, i64, i32, i32, i32]
+            lib.bitcpm_ternary_matmul.restype = i32
+            lib.bitcpm_ternary_matmul_dx.argtypes = [vp, vp, vp, vp, i64, i64, i64, i64, i32]
+            lib.bitcpm_ternary_matmul_dx.restype = i32
+            lib.bitcpm_last_error.restype = ctypes.c_char_p
+            for f in ("bitcpm_set_num_threads", "bitcpm_set_force_portable"):
+                getattr(lib, f).argtypes = [i32]
+            env = os.environ.get("BITCPM_MS_NUM_THREADS")
+            if env:
+                lib.bitcpm_set_num_threads(int(env))
+            _lib = lib
+    return _lib
+
+
+def set_num_threads(n: int) -> int:
+    """Threads used by the kernels (n <= 0: all cores). Returns the effective count."""
+    return int(_load().bitcpm_set_num_threads(int(n)))
+
+
+def get_num_threads() -> int:
+    return int(_load().bitcpm_get_num_threads())
+
+
+def set_force_portable(flag: bool) -> None:
+    """Force the portable C++ path (no AVX2) for all later calls, including the MindSpore op."""
+    _load().bitcpm_set_force_portable(1 if flag else 0)
+
+
+def get_force_portable() -> bool:
+    return bool(_load().bitcpm_get_force_portable())
+
+
+def has_avx2() -> bool:
+    return bool(_load().bitcpm_has_avx2())
+
+
+@contextlib.contextmanager
+def portable_path(flag: bool = True):
+    old = get_force_portable()
+    set_force_portable(flag)
+    try:
+        yield
+    finally:
+        set_force_portable(old)
+
+
+def _is_ms_tensor(x) -> bool:
+    return type(x).__module__.startswith("mindspore") and hasattr(x, "asnumpy")
+
+
+def _check(x_shape, x_dtype, packed: PackedTernary, act_bits):
+    if not isinstance(packed, PackedTernary):
+        raise ValueError(f"packed must be a PackedTernary, got {type(packed).__name__}")
+    packed.validate()
+    if act_bits not in (None, 8):
+        raise ValueError(f"act_bits must be None (weight-only) or 8 (W1.58A8), got {act_bits!r}")
+    if str(x_dtype) not in ("float32", "Float32"):
+        raise ValueError(f"x must be float32, got {x_dtype}")
+    if len(x_shape) < 1 or x_shape[-1] != packed.in_features:
+        raise ValueError(f"x last dimension must be in_features={packed.in_features}, got shape {tuple(x_shape)}")
+
+
+def _raise_kernel(rc):
+    msg = _load().bitcpm_last_error().decode(errors="replace")
+    raise ValueError(f"ternary matmul kernel failed (code {rc}): {msg}")
+
+
+def ternary_matmul_numpy(x: np.ndarray, packed: PackedTernary, act_bits=None, num_threads: int = 0,
+                         force_portable: bool = False) -> np.ndarray:
+    """ctypes route: x float32 [..., K] -> y float32 [..., N]."""
+    x = np.asarray(x)
+    _check(x.shape, x.dtype, packed, act_bits)
+    lib = _load()
+    N, K = packed.shape
+    lead = x.shape[:-1]
+    x2 = np.ascontiguousarray(x.reshape(-1, K))
+    M = x2.shape[0]
+    w = np.ascontiguousarray(packed.packed)
+    s = np.ascontiguousarray(packed.scales)
+    y = np.empty((M, N), np.float32)
+    rc = lib.bitcpm_ternary_matmul(x2.ctypes.data, w.ctypes.data, s.ctypes.data, y.ctypes.data, M, K, N,
+                                   s.shape[1], 8 if act_bits == 8 else 0, int(num_threads), int(bool(force_portable)))
+    if rc:
+        _raise_kernel(rc)
+    return y.reshape(*lead, N)
+
+
+def ternary_matmul_dx_numpy(dy: np.ndarray, packed: PackedTernary, num_threads: int = 0) -> np.ndarray:
+    """ctypes route of the backward: dx = dy @ W_q."""
+    dy = np.ascontiguousarray(np.asarray(dy, np.float32))
+    N, K = packed.shape
+    if dy.ndim != 2 or dy.shape[1] != N:
+        raise ValueError(f"dy must be [M, {N}], got {dy.shape}")
+    dx = np.empty((dy.shape[0], K), np.float32)
+    w = np.ascontiguousarray(packed.packed)
+    s = np.ascontiguousarray(packed.scales)
+    rc = _load().bitcpm_ternary_matmul_dx(dy.ctypes.data, w.ctypes.data, s.ctypes.data, dx.ctypes.data,
+                                          dy.shape[0], K, N, s.shape[1], int(num_threads))
+    if rc:
+        _raise_kernel(rc)
+    return dx
+
+
+# ----------------------------------------------------------------------------- MindSpore
+_ms_ops = {}
+
+
+def _custom(func_name, out_shape, bprop=None):
+    import mindspore as ms
+    from mindspore import ops
+
+    return ops.Custom(f"{library_path()}:{func_name}", out_shape=out_shape,
+                      out_dtype=lambda *a: ms.float32, func_type="aot", bprop=bprop)
+
+
+def get_ms_op(act_bits=None):
+    """The AOT Custom op ``op(x [M,K] f32, packed [N,K/4] u8, scales [N,G] f32) -> y [M,N] f32``.
+
+    bprop: dx = dy @ W_q via the TernaryMatmulDx kernel; packed/scales get zero gradients
+    (they are frozen inference weights)."""
+    key = 8 if act_bits == 8 else 0
+    if key in _ms_ops:
+        return _ms_ops[key]
+    _load()  # make sure settings from the environment are applied
+    from mindspore import ops
+
+    dx_op = _ms_ops.get("dx")
+    if dx_op is None:
+        dx_op = _custom("TernaryMatmulDx", lambda dy, p, s: (dy[0], p[1] * 4))
+        _ms_ops["dx"] = dx_op
+    zeros_like = ops.ZerosLike()
+
+    def bprop(x, packed, scales, out, dout):
+        return dx_op(dout, packed, scales), zeros_like(packed), zeros_like(scales)
+
+    op = _custom("TernaryMatmulA8" if key == 8 else "TernaryMatmulW", lambda x, p, s: (x[0], p[0]), bprop=bprop)
+    _ms_ops[key] = op
+    return op
+
+
+def _ms_weights(packed: PackedTernary):
+    import mindspore as ms
+
+    cache = packed.__dict__.setdefault("_ms_cache", {})
+    key = (id(packed.packed), id(packed.scales))
+    if key not in cache:
+        cache.clear()
+        cache[key] = (ms.Tensor(packed.packed), ms.Tensor(packed.scales))
+    return cache[key]
+
+
+def ternary_matmul_ms(x, packed: PackedTernary, act_bits=None):
+    """MindSpore route: x Tensor float32 [..., K] -> Tensor [..., N] via the AOT op."""
+    _check(x.shape, x.dtype, packed, act_bits)
+    w, s = _ms_weights(packed)
+    K, N = packed.in_features, packed.out_features
+    lead = tuple(x.shape[:-1])
+    y = get_ms_op(act_bits)(x.reshape(-1, K), w, s)
+    return y.reshape(*lead, N)
+
+
+def ternary_matmul(x, packed: PackedTernary, act_bits=None):
+    """y = x @ W^T with W the packed ternary weight. act_bits=None: weight-only; 8: W1.58A8.
+
+    Accepts numpy arrays (returns numpy, via ctypes) or MindSpore Tensors (returns a Tensor, via the
+    AOT Custom op). x must be float32 with last dimension in_features."""
+    if _is_ms_tensor(x):
+        return ternary_matmul_ms(x, packed, act_bits)
+    if not isinstance(x, np.ndarray):
+        raise ValueError(f"x must be a numpy array or a MindSpore Tensor, got {type(x).__name__}")
+    return ternary_matmul_numpy(x, packed, act_bits)

@@ -1,0 +1,556 @@
+// Fused ternary (1.58-bit) quant-matmul for CPU: y[M,N] = x[M,K] @ W^T, W packed 2 bits/weight.
+//
+// Packed layout (must match bitcpm_ms/kernels/packing.py):
+//   Each output row n stores K/4 bytes. The K input elements are split into blocks of 128
+//   (the last block may be shorter: r = K % 128, r % 4 == 0). In a block of B elements with
+//   q = B/4 bytes, byte j (0 <= j < q) holds the 2-bit codes u = code + 1 (in {0,1,2}) of the
+//   elements t*q + j at bits [2t, 2t+1], t = 0..3 (first slot in the low bits).
+//   For full blocks: shifting the 32 bytes right by 2t and masking with 3 yields the 32
+//   consecutive codes of elements 32t..32t+31 -- one AVX2 register, no shuffles.
+//   Scales: float32 [N, G], group size g = K / G along the input dimension.
+//
+// Modes:
+//   weight-only (act_bits = 0): float32 activations.
+//   W1.58A8 (act_bits = 8): per-token int8 activations, s = 127 / max(max|x_row|, 1e-5),
+//     xq = clip(nearbyint(x * s), -128, 127); y = (sum_g scale_g * sum_{k in g} xq_k c_k) / s.
+//     The integer group sums are computed exactly in int32.
+//
+// Paths: AVX2+FMA (selected at run time with __builtin_cpu_supports) and portable C++.
+// Threads: std::thread over output rows n; every (m, n) output is computed by the same
+// sequence of operations whatever the tiling or thread split, so results are bit-identical
+// for any thread count (for a given path).
+//
+// Entry points:
+//   ctypes:  bitcpm_ternary_matmul(...), bitcpm_ternary_matmul_dx(...), settings functions.
+//   MindSpore AOT (ops.Custom func_type="aot"): TernaryMatmulW, TernaryMatmulA8,
+//     TernaryMatmulDx. Signature: int F(int nparam, void **params, int *ndims,
+//     int64_t **shapes, const char **dtypes, void *stream, void *extra); nonzero on error.
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define BITCPM_X86 1
+#else
+#define BITCPM_X86 0
+#endif
+
+namespace {
+
+std::atomic<int> g_num_threads{0};     // 0: std::thread::hardware_concurrency()
+std::atomic<int> g_force_portable{0};  // 1: never use the AVX2 path
+std::mutex g_err_mu;
+std::string g_err;
+
+int set_error(int code, const std::string &msg) {
+  std::lock_guard<std::mutex> lk(g_err_mu);
+  g_err = msg;
+  return code;
+}
+
+int resolve_threads(int requested) {
+  int n = requested > 0 ? requested : g_num_threads.load();
+  if (n <= 0) {
+    n = (int)std::thread::hardware_concurrency();
+    if (n <= 0) n = 1;
+  }
+  return n;
+}
+
+bool cpu_has_avx2() {
+#if BITCPM_X86
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+// Run fn(lo, hi) over [0, n) split into contiguous ranges aligned to `align`.
+template <class F>
+void parallel_for(int64_t n, int nthreads, int64_t align, F fn) {
+  int64_t units = (n + align - 1) / align;
+  int nt = (int)std::max<int64_t>(1, std::min<int64_t>(nthreads, units));
+  if (nt <= 1) {
+    fn((int64_t)0, n);
+    return;
+  }
+  std::vector<std::thread> ts;
+  ts.reserve(nt - 1);
+  auto range = [&](int i, int64_t &lo, int64_t &hi) {
+    lo = std::min(n, (units * i / nt) * align);
+    hi = std::min(n, (units * (i + 1) / nt) * align);
+  };
+  for (int i = 1; i < nt; ++i) {
+    int64_t lo, hi;
+    range(i, lo, hi);
+    ts.emplace_back([=, &fn]() { fn(lo, hi); });
+  }
+  int64_t lo, hi;
+  range(0, lo, hi);
+  fn(lo, hi);
+  for (auto &t : ts) t.join();
+}
+
+// Position of element k of a row in the packed layout.
+inline void locate(int64_t K, int64_t k, int64_t &byte, int &shift) {
+  int64_t base = (k / 128) * 128;
+  int64_t B = std::min<int64_t>(128, K - base);
+  int64_t q = B / 4;
+  int64_t off = k - base;
+  byte = base / 4 + off % q;
+  shift = (int)(2 * (off / q));
+}
+
+// Decode one packed row into int8 codes in {-1, 0, 1}.
+void decode_row(const uint8_t *prow, int64_t K, int8_t *codes) {
+  for (int64_t base = 0; base < K; base += 128) {
+    int64_t B = std::min<int64_t>(128, K - base);
+    int64_t q = B / 4;
+    const uint8_t *p = prow + base / 4;
+    for (int t = 0; t < 4; ++t)
+      for (int64_t j = 0; j < q; ++j) codes[base + t * q + j] = (int8_t)(((p[j] >> (2 * t)) & 3) - 1);
+  }
+}
+
+// Per-token int8 quantization (matches the training-time quantizer bit for bit).
+void quantize_rows(const float *x, int64_t M, int64_t K, int8_t *xq, float *s) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float *xr = x + m * K;
+    float amax = 0.0f;
+    for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(xr[k]));
+    float sm = 127.0f / std::max(amax, 1e-5f);
+    s[m] = sm;
+    int8_t *qr = xq + m * K;
+    for (int64_t k = 0; k < K; ++k) {
+      float v = std::nearbyint(xr[k] * sm);
+      v = std::min(127.0f, std::max(-128.0f, v));
+      qr[k] = (int8_t)v;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- portable path
+void portable_f32(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K,
+                  int64_t N, int64_t G, int64_t n0, int64_t n1) {
+  const int64_t g = K / G;
+  std::vector<int8_t> c(K);
+  for (int64_t n = n0; n < n1; ++n) {
+    decode_row(W + n * (K / 4), K, c.data());
+    const float *sr = S + n * G;
+    for (int64_t m = 0; m < M; ++m) {
+      const float *xr = x + m * K;
+      float acc = 0.0f;
+      for (int64_t gi = 0; gi < G; ++gi) {
+        float gs = 0.0f;  // add where code is +1, subtract where -1
+        for (int64_t k = gi * g; k < (gi + 1) * g; ++k) {
+          if (c[k] > 0)
+            gs += xr[k];
+          else if (c[k] < 0)
+            gs -= xr[k];
+        }
+        acc += gs * sr[gi];
+      }
+      y[m * N + n] = acc;
+    }
+  }
+}
+
+void portable_a8(const int8_t *xq, const float *xs, const uint8_t *W, const float *S, float *y, int64_t M,
+                 int64_t K, int64_t N, int64_t G, int64_t n0, int64_t n1) {
+  const int64_t g = K / G;
+  std::vector<int8_t> c(K);
+  for (int64_t n = n0; n < n1; ++n) {
+    decode_row(W + n * (K / 4), K, c.data());
+    const float *sr = S + n * G;
+    for (int64_t m = 0; m < M; ++m) {
+      const int8_t *xr = xq + m * K;
+      float acc = 0.0f;
+      for (int64_t gi = 0; gi < G; ++gi) {
+        int32_t is = 0;
+        for (int64_t k = gi * g; k < (gi + 1) * g; ++k) is += (int32_t)xr[k] * (int32_t)c[k];
+        acc += (float)is * sr[gi];
+      }
+      y[m * N + n] = acc / xs[m];
+    }
+  }
+}
+
+// ---------------------------------------------------------------- AVX2 path
+#if BITCPM_X86
+#define AVX2_FN __attribute__((target("avx2,fma")))
+
+// A chunk is 8 consecutive elements k..k+7 whose codes sit in 8 consecutive bytes at `byte`,
+// bits [shift, shift+1]. Chunks are listed in packed order; `grp` is the scale group.
+struct Chunk8 {
+  int32_t k, byte, shift, grp;
+};
+
+std::vector<Chunk8> make_chunks8(int64_t K, int64_t g) {
+  std::vector<Chunk8> ch;
+  ch.reserve(K / 8);
+  for (int64_t base = 0; base < K; base += 128) {
+    int64_t B = std::min<int64_t>(128, K - base);
+    int64_t q = B / 4;
+    for (int t = 0; t < 4; ++t)
+      for (int64_t j = 0; j < q; j += 8) {
+        int64_t k = base + t * q + j;
+        ch.push_back({(int32_t)k, (int32_t)(base / 4 + j), 2 * t, (int32_t)(k / g)});
+      }
+  }
+  return ch;
+}
+
+AVX2_FN inline float hsum256(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v);
+  __m128 hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  __m128 sh = _mm_movehdup_ps(lo);
+  __m128 s = _mm_add_ps(lo, sh);
+  sh = _mm_movehl_ps(sh, s);
+  s = _mm_add_ss(s, sh);
+  return _mm_cvtss_f32(s);
+}
+
+// Weight-only tile: MR rows of x times NR packed weight rows. The group scale is folded into
+// an 8-entry lookup table (index = 3 low bits of the shifted byte; entries {-s, 0, s, 0} twice),
+// rebuilt once per group, so each weight costs one permute and one FMA per activation row.
+template <int MR, int NR>
+AVX2_FN void tile_f32(const float *x, int64_t K, const uint8_t *W, int64_t ldw, const float *S, int64_t G,
+                      const Chunk8 *ch, int64_t nch, float *y, int64_t ldy) {
+  __m256 acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_setzero_ps();
+  const __m256 base_lut = _mm256_setr_ps(-1.f, 0.f, 1.f, 0.f, -1.f, 0.f, 1.f, 0.f);
+  __m256 lut[NR];
+  for (int r = 0; r < NR; ++r) lut[r] = _mm256_setzero_ps();
+  int32_t cur = -1;
+  for (int64_t c = 0; c < nch; ++c) {
+    const Chunk8 cc = ch[c];
+    if (cc.grp != cur) {
+      cur = cc.grp;
+      for (int r = 0; r < NR; ++r) lut[r] = _mm256_mul_ps(base_lut, _mm256_set1_ps(S[r * G + cur]));
+    }
+    const __m128i cnt = _mm_cvtsi32_si128(cc.shift);
+    __m256 w[NR];
+    for (int r = 0; r < NR; ++r) {
+      __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(W + r * ldw + cc.byte)));
+      w[r] = _mm256_permutevar8x32_ps(lut[r], _mm256_srl_epi32(b, cnt));
+    }
+    for (int i = 0; i < MR; ++i) {
+      __m256 xv = _mm256_loadu_ps(x + i * K + cc.k);
+      for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_fmadd_ps(xv, w[r], acc[i][r]);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NR; ++r) y[i * ldy + r] = hsum256(acc[i][r]);
+}
+
+// A8 tile. Full 128-blocks only: chunk (block b, slot t) = 32 consecutive elements.
+// u = code + 1 in {0,1,2} (unsigned) times xq (signed) with maddubs, pairs summed with madd;
+// the +1 offset is removed by starting each group's int32 accumulator at -sum(xq over group)
+// (in lane 0). Group sums are exact int32; converted to float and scaled once per group.
+template <int MR, int NR>
+AVX2_FN void tile_a8(const int8_t *xq, const int32_t *xsum, const float *xs, int64_t K, const uint8_t *W,
+                     int64_t ldw, const float *S, int64_t G, int64_t g, float *y, int64_t ldy) {
+  __m256 facc[MR][NR];
+  __m256i iacc[MR][NR];
+  const __m256i mask3 = _mm256_set1_epi8(3);
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NR; ++r) {
+      facc[i][r] = _mm256_setzero_ps();
+      iacc[i][r] = _mm256_setr_epi32(-xsum[i * G + 0], 0, 0, 0, 0, 0, 0, 0);
+    }
+  const int64_t nchunks = K / 32;
+  const int64_t cpg = g / 32;  // chunks per group
+  int64_t gi = 0, left = cpg;
+  for (int64_t b = 0; b < K / 128; ++b) {
+    __m256i bytes[NR];
+    for (int r = 0; r < NR; ++r) bytes[r] = _mm256_loadu_si256((const __m256i *)(W + r * ldw + b * 32));
+    for (int t = 0; t < 4; ++t) {
+      const int64_t k = b * 128 + t * 32;
+      __m256i u[NR];
+      for (int r = 0; r < NR; ++r)
+        u[r] = _mm256_and_si256(_mm256_srl_epi16(bytes[r], _mm_cvtsi32_si128(2 * t)), mask3);
+      for (int i = 0; i < MR; ++i) {
+        __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + i * K + k));
+        for (int r = 0; r < NR; ++r) {
+          __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(u[r], xv), ones16);
+          iacc[i][r] = _mm256_add_epi32(iacc[i][r], p);
+        }
+      }
+      if (--left == 0) {  // end of group gi: scale and restart
+        for (int r = 0; r < NR; ++r) {
+          __m256 sc = _mm256_set1_ps(S[r * G + gi]);
+          for (int i = 0; i < MR; ++i) facc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[i][r]), sc, facc[i][r]);
+        }
+        ++gi;
+        left = cpg;
+        if (gi < G)
+          for (int i = 0; i < MR; ++i)
+            for (int r = 0; r < NR; ++r) iacc[i][r] = _mm256_setr_epi32(-xsum[i * G + gi], 0, 0, 0, 0, 0, 0, 0);
+      }
+    }
+  }
+  (void)nchunks;
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NR; ++r) y[i * ldy + r] = hsum256(facc[i][r]) / xs[i];
+}
+
+template <int MR, int NR>
+void run_f32_tiles(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N,
+                   int64_t G, const Chunk8 *ch, int64_t nch, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  (void)M;
+  const int64_t ldw = K / 4;
+  int64_t m = m0;
+  for (; m + MR <= m1; m += MR) {
+    int64_t n = n0;
+    for (; n + NR <= n1; n += NR)
+      tile_f32<MR, NR>(x + m * K, K, W + n * ldw, ldw, S + n * G, G, ch, nch, y + m * N + n, N);
+    for (; n < n1; ++n) tile_f32<MR, 1>(x + m * K, K, W + n * ldw, ldw, S + n * G, G, ch, nch, y + m * N + n, N);
+  }
+  for (; m < m1; ++m) {
+    int64_t n = n0;
+    for (; n + NR <= n1; n += NR)
+      tile_f32<1, NR>(x + m * K, K, W + n * ldw, ldw, S + n * G, G, ch, nch, y + m * N + n, N);
+    for (; n < n1; ++n) tile_f32<1, 1>(x + m * K, K, W + n * ldw, ldw, S + n * G, G, ch, nch, y + m * N + n, N);
+  }
+}
+
+void avx2_f32(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N,
+              int64_t G, const Chunk8 *ch, int64_t nch, int64_t n0, int64_t n1) {
+  if (M < 4) {
+    run_f32_tiles<1, 4>(x, W, S, y, M, K, N, G, ch, nch, 0, M, n0, n1);
+    return;
+  }
+  // Block over m so that the x panel stays in L2 while the packed rows stream.
+  const int64_t MB = 64;
+  for (int64_t m0 = 0; m0 < M; m0 += MB) {
+    int64_t m1 = std::min(M, m0 + MB);
+    for (int64_t nb = n0; nb < n1; nb += 48)
+      run_f32_tiles<4, 3>(x, W, S, y, M, K, N, G, ch, nch, m0, m1, nb, std::min(n1, nb + 48));
+  }
+}
+
+template <int MR, int NR>
+void run_a8_tiles(const int8_t *xq, const int32_t *xsum, const float *xs, const uint8_t *W, const float *S,
+                  float *y, int64_t K, int64_t N, int64_t G, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  const int64_t ldw = K / 4, g = K / G;
+  int64_t m = m0;
+  for (; m + MR <= m1; m += MR) {
+    int64_t n = n0;
+    for (; n + NR <= n1; n += NR)
+      tile_a8<MR, NR>(xq + m * K, xsum + m * G, xs + m, K, W + n * ldw, ldw, S + n * G, G, g, y + m * N + n, N);
+    for (; n < n1; ++n)
+      tile_a8<MR, 1>(xq + m * K, xsum + m * G, xs + m, K, W + n * ldw, ldw, S + n * G, G, g, y + m * N + n, N);
+  }
+  for (; m < m1; ++m) {
+    int64_t n = n0;
+    for (; n + NR <= n1; n += NR)
+      tile_a8<1, NR>(xq + m * K, xsum + m * G, xs + m, K, W + n * ldw, ldw, S + n * G, G, g, y + m * N + n, N);
+    for (; n < n1; ++n)
+      tile_a8<1, 1>(xq + m * K, xsum + m * G, xs + m, K, W + n * ldw, ldw, S + n * G, G, g, y + m * N + n, N);
+  }
+}
+
+void avx2_a8(const int8_t *xq, const int32_t *xsum, const float *xs, const uint8_t *W, const float *S, float *y,
+             int64_t M, int64_t K, int64_t N, int64_t G, int64_t n0, int64_t n1) {
+  if (M < 2) {
+    run_a8_tiles<1, 4>(xq, xsum, xs, W, S, y, K, N, G, 0, M, n0, n1);
+    return;
+  }
+  const int64_t MB = 64;
+  for (int64_t m0 = 0; m0 < M; m0 += MB) {
+    int64_t m1 = std::min(M, m0 + MB);
+    for (int64_t nb = n0; nb < n1; nb += 48)
+      run_a8_tiles<2, 2>(xq, xsum, xs, W, S, y, K, N, G, m0, m1, nb, std::min(n1, nb + 48));
+  }
+}
+#endif  // BITCPM_X86
+
+int validate(int64_t M, int64_t K, int64_t N, int64_t G, int act_bits) {
+  if (M < 0 || N < 0 || K <= 0) return set_error(2, "ternary_matmul: M, N must be >= 0 and K > 0");
+  if (K % 4 != 0) return set_error(2, "ternary_matmul: K (in_features) must be a multiple of 4");
+  if (G <= 0 || K % G != 0)
+    return set_error(2, "ternary_matmul: number of scale groups must divide K (K % group_size != 0)");
+  if (act_bits != 0 && act_bits != 8) return set_error(2, "ternary_matmul: act_bits must be 0 (weight-only) or 8");
+  return 0;
+}
+
+int matmul_impl(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N,
+                int64_t G, int act_bits, int nthreads, int force_portable) {
+  int rc = validate(M, K, N, G, act_bits);
+  if (rc) return rc;
+  if (M == 0 || N == 0) return 0;
+  const int nt = resolve_threads(nthreads);
+  const bool portable = force_portable || g_force_portable.load() || !cpu_has_avx2();
+  const int64_t g = K / G;
+  if (act_bits == 0) {
+#if BITCPM_X86
+    if (!portable && K % 32 == 0 && g % 8 == 0) {
+      std::vector<Chunk8> ch = make_chunks8(K, g);
+      const Chunk8 *cp = ch.data();
+      int64_t nch = (int64_t)ch.size();
+      parallel_for(N, nt, 12, [&](int64_t n0, int64_t n1) { avx2_f32(x, W, S, y, M, K, N, G, cp, nch, n0, n1); });
+      return 0;
+    }
+#endif
+    parallel_for(N, nt, 8, [&](int64_t n0, int64_t n1) { portable_f32(x, W, S, y, M, K, N, G, n0, n1); });
+    return 0;
+  }
+  std::vector<int8_t> xq(M * K);
+  std::vector<float> xs(M);
+  quantize_rows(x, M, K, xq.data(), xs.data());
+#if BITCPM_X86
+  if (!portable && K % 128 == 0 && g % 32 == 0) {
+    std::vector<int32_t> xsum(M * G);
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t gi = 0; gi < G; ++gi) {
+        int32_t s = 0;
+        for (int64_t k = gi * g; k < (gi + 1) * g; ++k) s += xq[m * K + k];
+        xsum[m * G + gi] = s;
+      }
+    parallel_for(N, nt, 8, [&](int64_t n0, int64_t n1) {
+      avx2_a8(xq.data(), xsum.data(), xs.data(), W, S, y, M, K, N, G, n0, n1);
+    });
+    return 0;
+  }
+#endif
+  parallel_for(N, nt, 8,
+               [&](int64_t n0, int64_t n1) { portable_a8(xq.data(), xs.data(), W, S, y, M, K, N, G, n0, n1); });
+  return 0;
+}
+
+// dx[M,K] = dy[M,N] @ Wq[N,K] (Wq = codes * scales). Threads over K ranges aligned to groups of 128.
+int dx_impl(const float *dy, const uint8_t *W, const float *S, float *dx, int64_t M, int64_t K, int64_t N,
+            int64_t G, int nthreads) {
+  int rc = validate(M, K, N, G, 0);
+  if (rc) return rc;
+  std::fill(dx, dx + M * K, 0.0f);
+  if (M == 0 || N == 0) return 0;
+  const int64_t g = K / G;
+  parallel_for(K, resolve_threads(nthreads), 128, [&](int64_t k0, int64_t k1) {
+    std::vector<float> w(k1 - k0);
+    for (int64_t n = 0; n < N; ++n) {
+      const uint8_t *prow = W + n * (K / 4);
+      for (int64_t k = k0; k < k1; ++k) {
+        int64_t byte;
+        int shift;
+        locate(K, k, byte, shift);
+        w[k - k0] = (float)(((prow[byte] >> shift) & 3) - 1) * S[n * G + k / g];
+      }
+      for (int64_t m = 0; m < M; ++m) {
+        const float d = dy[m * N + n];
+        float *o = dx + m * K + k0;
+        for (int64_t k = 0; k < k1 - k0; ++k) o[k] += d * w[k];
+      }
+    }
+  });
+  return 0;
+}
+
+bool is_dtype(const char *d, const char *want) { return d != nullptr && std::strcmp(d, want) == 0; }
+
+int check_aot(int nparam, int expected, int *ndims, int64_t **shapes, const char **dtypes, const char *name,
+              const char *const *want_dtypes) {
+  if (nparam != expected)
+    return set_error(3, std::string(name) + ": expected " + std::to_string(expected) + " params, got " +
+                            std::to_string(nparam));
+  for (int i = 0; i < expected; ++i) {
+    if (ndims[i] != 2)
+      return set_error(3, std::string(name) + ": param " + std::to_string(i) + " must be 2-D, got ndim " +
+                              std::to_string(ndims[i]));
+    if (!is_dtype(dtypes[i], want_dtypes[i]))
+      return set_error(3, std::string(name) + ": param " + std::to_string(i) + " must be " + want_dtypes[i] +
+                              ", got " + (dtypes[i] ? dtypes[i] : "null"));
+  }
+  (void)shapes;
+  return 0;
+}
+
+int aot_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, int act_bits,
+                const char *name) {
+  static const char *const want[4] = {"float32", "uint8", "float32", "float32"};
+  int rc = check_aot(nparam, 4, ndims, shapes, dtypes, name, want);
+  if (rc) return rc;
+  const int64_t M = shapes[0][0], K = shapes[0][1], N = shapes[1][0], G = shapes[2][1];
+  if (K % 4 != 0 || shapes[1][1] * 4 != K || shapes[2][0] != N || shapes[3][0] != M || shapes[3][1] != N)
+    return set_error(3, std::string(name) + ": inconsistent shapes (x [M,K], packed [N,K/4], scales [N,G], y [M,N])");
+  return matmul_impl((const float *)params[0], (const uint8_t *)params[1], (const float *)params[2],
+                     (float *)params[3], M, K, N, G, act_bits, 0, 0);
+}
+
+}  // namespace
+
+extern "C" {
+
+int bitcpm_set_num_threads(int n) {
+  g_num_threads.store(n > 0 ? n : 0);
+  return resolve_threads(0);
+}
+int bitcpm_get_num_threads() { return resolve_threads(0); }
+int bitcpm_set_force_portable(int f) {
+  g_force_portable.store(f ? 1 : 0);
+  return 0;
+}
+int bitcpm_get_force_portable() { return g_force_portable.load(); }
+int bitcpm_has_avx2() { return cpu_has_avx2() ? 1 : 0; }
+const char *bitcpm_last_error() {
+  static thread_local std::string copy;
+  std::lock_guard<std::mutex> lk(g_err_mu);
+  copy = g_err;
+  return copy.c_str();
+}
+
+// nthreads <= 0: use the global setting; force_portable != 0: portable path for this call.
+int bitcpm_ternary_matmul(const float *x, const uint8_t *packed, const float *scales, float *y, int64_t M,
+                          int64_t K, int64_t N, int64_t G, int act_bits, int nthreads, int force_portable) {
+  return matmul_impl(x, packed, scales, y, M, K, N, G, act_bits, nthreads, force_portable);
+}
+
+int bitcpm_ternary_matmul_dx(const float *dy, const uint8_t *packed, const float *scales, float *dx, int64_t M,
+                             int64_t K, int64_t N, int64_t G, int nthreads) {
+  return dx_impl(dy, packed, scales, dx, M, K, N, G, nthreads);
+}
+
+// AOT: inputs x float32 [M,K], packed uint8 [N,K/4], scales float32 [N,G]; output y float32 [M,N].
+int TernaryMatmulW(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                   void *extra) {
+  (void)stream;
+  (void)extra;
+  return aot_forward(nparam, params, ndims, shapes, dtypes, 0, "TernaryMatmulW");
+}
+
+int TernaryMatmulA8(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                    void *extra) {
+  (void)stream;
+  (void)extra;
+  return aot_forward(nparam, params, ndims, shapes, dtypes, 8, "TernaryMatmulA8");
+}
+
+// AOT backward: inputs dy float32 [M,N], packed uint8 [N,K/4], scales float32 [N,G]; output dx float32 [M,K].
+int TernaryMatmulDx(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                    void *extra) {
+  (void)stream;
+  (void)extra;
+  static const char *const want[4] = {"float32", "uint8", "float32", "float32"};
+  int rc = check_aot(nparam, 4, ndims, shapes, dtypes, "TernaryMatmulDx", want);
+  if (rc) return rc;
+  const int64_t M = shapes[0][0], N = shapes[0][1], K = shapes[3][1], G = shapes[2][1];
+  if (shapes[1][0] != N || shapes[1][1] * 4 != K || shapes[2][0] != N || shapes[3][0] != M)
+    return set_error(3, "TernaryMatmulDx: inconsistent shapes (dy [M,N], packed [N,K/4], scales [N,G], dx [M,K])");
+  return dx_impl((const float *)params[0], (const uint8_t *)params[1], (const float *)params[2], (float *)params[3],
+                 M, K, N, G, 0);
+}
+
+}  // extern "C"

@@ -1,0 +1,152 @@
+"""C++ kernels (ctypes route) vs the numpy reference."""
+import numpy as np
+import pytest
+
+from bitcpm_ms import kernels as K_
+from bitcpm_ms.kernels import (has_avx2, pack_ternary, portable_path, quantize_activations_int8, ternary_matmul,
+                               ternary_matmul_dx_numpy, ternary_matmul_dx_reference, ternary_matmul_numpy,
+                               ternary_matmul_reference)
+
+from .conftest import make_packed
+
+PATHS = [True] + ([False] if has_avx2() else [])  # force_portable flags to test
+
+
+def _cases():
+    for K in (32, 96, 256, 4096):
+        for g in sorted({-1, 32, 64, 128, K}):
+            if g != -1 and K % g:
+                continue
+            yield K, g
+
+
+def _bound(x, p, act_bits):
+    """Error bound: float32 rounding relative to sum |x_k| |W_nk| (per output)."""
+    xa = np.abs(x.astype(np.float64))
+    if act_bits == 8:
+        xq, s = quantize_activations_int8(x)
+        xa = np.abs(xq.astype(np.float64)) / s[:, None]
+    return 2e-6 * (xa @ np.abs(p.dequantize().astype(np.float64)).T) + 1e-7
+
+
+@pytest.mark.parametrize("portable", PATHS, ids=lambda v: "portable" if v else "avx2")
+@pytest.mark.parametrize("act_bits", [None, 8], ids=["w", "a8"])
+@pytest.mark.parametrize("K,g", list(_cases()))
+def test_matches_reference(K, g, act_bits, portable):
+    rng = np.random.default_rng(K * 7 + g)
+    Ms, Ns = ((1, 3), (1, 5)) if K == 4096 else ((1, 3, 17), (1, 5, 64))
+    for N in Ns:
+        p, _, _ = make_packed(rng, N, K, g)
+        for M in Ms:
+            x = rng.standard_normal((M, K)).astype(np.float32)
+            ref = ternary_matmul_reference(x, p, act_bits)
+            y1 = ternary_matmul_numpy(x, p, act_bits, num_threads=1, force_portable=portable)
+            y2 = ternary_matmul_numpy(x, p, act_bits, num_threads=2, force_portable=portable)
+            assert y1.shape == (M, N) and y1.dtype == np.float32
+            np.testing.assert_array_equal(y1, y2)  # thread count does not change a single bit
+            err = np.abs(y1.astype(np.float64) - ref)
+            assert np.all(err <= _bound(x, p, act_bits)), (M, N, float(err.max()))
+
+
+@pytest.mark.parametrize("portable", PATHS, ids=lambda v: "portable" if v else "avx2")
+@pytest.mark.parametrize("K,g", [(96, 32), (256, 64), (512, -1), (4096, 128)])
+def test_a8_integer_part_exact(K, g, portable):
+    """With s_token = 1 (row absmax 127, integer x) and power-of-two scales every float step is exact,
+    so the kernel must equal the exact integer result bit for bit."""
+    rng = np.random.default_rng(K)
+    M, N = 5, 7
+    p, codes, scales = make_packed(rng, N, K, g, pow2_scales=True)
+    x = rng.integers(-127, 128, size=(M, K)).astype(np.float32)
+    x[:, 0] = 127.0
+    x[1, :] = -128.0  # clipping: s = 127/128, still exercises the -128 boundary after rounding
+    y = ternary_matmul_numpy(x, p, 8, force_portable=portable)
+    xq, s = quantize_activations_int8(x)
+    gg = K if g == -1 else g
+    isum = (xq.astype(np.int64).reshape(M, 1, K // gg, gg) * codes.astype(np.int64).reshape(1, N, K // gg, gg)).sum(-1)
+    exact = (isum * scales[None].astype(np.float64)).sum(-1) / s[:, None].astype(np.float64)
+    rows = [0, 2, 3, 4]  # rows with s == 1: exact
+    np.testing.assert_array_equal(y[rows], exact[rows].astype(np.float32))
+    np.testing.assert_allclose(y[1], exact[1], rtol=1e-6)
+    np.testing.assert_array_equal(y[rows], ternary_matmul_reference(x, p, 8)[rows])
+
+
+def test_a8_quantizer_matches_training_quantizer():
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((6, 64)) * np.array([1e-7, 1e-3, 1, 10, 1e3, 0.5])[:, None]).astype(np.float32)
+    xq, s = quantize_activations_int8(x)
+    s_ref = (np.float32(127) / np.maximum(np.abs(x).max(1), np.float32(1e-5))).astype(np.float32)
+    np.testing.assert_array_equal(s, s_ref)
+    np.testing.assert_array_equal(xq, np.clip(np.round(x * s_ref[:, None]), -128, 127).astype(np.int8))
+    # kernel on an identity-like weight reproduces dequantized activations xq / s (half-even ties included)
+    K = 64
+    codes = np.eye(K, dtype=np.int8)
+    p = pack_ternary(codes, np.ones((K, 1), np.float32), -1)
+    for portable in PATHS:
+        y = ternary_matmul_numpy(x, p, 8, force_portable=portable)
+        np.testing.assert_array_equal(y, (xq.astype(np.float32) / s[:, None]).astype(np.float32))
+
+
+def test_global_portable_switch_and_threads():
+    rng = np.random.default_rng(5)
+    p, _, _ = make_packed(rng, 33, 256, 64)
+    x = rng.standard_normal((9, 256)).astype(np.float32)
+    old = K_.get_num_threads()
+    try:
+        with portable_path():
+            assert K_.get_force_portable()
+            K_.set_num_threads(1)
+            a = ternary_matmul(x, p)
+            K_.set_num_threads(2)
+            assert K_.get_num_threads() == 2
+            b = ternary_matmul(x, p)
+        assert not K_.get_force_portable()
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, ternary_matmul_numpy(x, p, force_portable=True))
+    finally:
+        K_.set_num_threads(old)
+
+
+def test_leading_dims():
+    rng = np.random.default_rng(6)
+    p, _, _ = make_packed(rng, 5, 128, 32)
+    x = rng.standard_normal((2, 3, 128)).astype(np.float32)
+    y = ternary_matmul(x, p, act_bits=8)
+    assert y.shape == (2, 3, 5)
+    np.testing.assert_allclose(y.reshape(6, 5), ternary_matmul_reference(x.reshape(6, 128), p, 8), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("K,g", [(96, 32), (256, -1), (384, 128)])
+def test_dx_kernel(K, g):
+    rng = np.random.default_rng(K)
+    p, _, _ = make_packed(rng, 11, K, g)
+    dy = rng.standard_normal((4, 11)).astype(np.float32)
+    for nt in (1, 2):
+        np.testing.assert_allclose(ternary_matmul_dx_numpy(dy, p, num_threads=nt), ternary_matmul_dx_reference(dy, p),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_errors():
+    rng = np.random.default_rng(7)
+    p, _, _ = make_packed(rng, 4, 64, 32)
+    x = rng.standard_normal((2, 64)).astype(np.float32)
+    with pytest.raises(ValueError, match="float32"):
+        ternary_matmul(x.astype(np.float64), p)
+    with pytest.raises(ValueError, match="float32"):
+        ternary_matmul(x.astype(np.int32), p)
+    with pytest.raises(ValueError, match="last dimension"):
+        ternary_matmul(x[:, :32], p)
+    with pytest.raises(ValueError, match="act_bits"):
+        ternary_matmul(x, p, act_bits=4)
+    with pytest.raises(ValueError, match="PackedTernary"):
+        ternary_matmul(x, p.packed)
+    with pytest.raises(ValueError, match="numpy array or a MindSpore Tensor"):
+        ternary_matmul(x.tolist(), p)
+    # the C entry point itself refuses inconsistent shapes with a nonzero code (never zeros)
+    lib = K_.ops._load()
+    y = np.zeros((2, 4), np.float32)
+    rc = lib.bitcpm_ternary_matmul(x.ctypes.data, p.packed.ctypes.data, p.scales.ctypes.data, y.ctypes.data,
+                                   2, 64, 4, 3, 0, 1, 0)  # 3 groups do not divide K=64
+    assert rc != 0 and b"group" in lib.bitcpm_last_error()
+    rc = lib.bitcpm_ternary_matmul(x.ctypes.data, p.packed.ctypes.data, p.scales.ctypes.data, y.ctypes.data,
+                                   2, 62, 4, 2, 0, 1, 0)
+    assert rc != 0 and b"multiple of 4" in lib.bitcpm_last_error()
