@@ -370,6 +370,7 @@ def iter_dictd_file(path: str, stats: ReadStats, skip_info_entries: bool = True)
         raise DataError(f"{path}: dictd dictionary without its .index file")
     entries = dictd_entries(index_path)
     dec_stats = stats
+    bad_here = 0
     pos = 0
     with open_binary(path) as f:
         first = True
@@ -388,14 +389,15 @@ def iter_dictd_file(path: str, stats: ReadStats, skip_info_entries: bool = True)
             text = data.decode("utf-8", errors="bitcpm_count_replace")
             bad = _COUNTER["n"] - before
             if bad:
+                bad_here += bad
                 dec_stats.invalid_utf8 += bad
                 if path not in dec_stats.files_with_invalid_utf8:
                     dec_stats.files_with_invalid_utf8.append(path)
             if skip_info_entries and text.startswith("00-"):
                 continue     # dictd metadata entries (00-database-info, ...)
             yield text
-    if path in dec_stats.files_with_invalid_utf8:
-        warnings.warn(f"{path}: invalid UTF-8 byte(s) replaced by U+FFFD", DataWarning, stacklevel=2)
+    if bad_here:
+        warnings.warn(f"{path}: {bad_here} invalid UTF-8 byte(s) replaced by U+FFFD", DataWarning, stacklevel=2)
 
 
 def iter_file_documents(path: str, stats: ReadStats, fmt: str = "auto", text_field: str = "text",

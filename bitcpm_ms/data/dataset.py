@@ -1,0 +1,93 @@
+"""Loading a prepared dataset for training / evaluation through MindFormers' builders."""
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Sequence, Union
+
+from .errors import DataError
+from .packing import SPLITS, read_manifest, split_files
+
+
+def dataset_files(dataset_dir_or_files: Union[str, Sequence[str]], split: str = "train") -> List[str]:
+    """MindRecord files of ``split``: from a prepared dataset directory (manifest) or as given."""
+    if isinstance(dataset_dir_or_files, (str, os.PathLike)):
+        p = os.fspath(dataset_dir_or_files)
+        if os.path.isdir(p):
+            return split_files(p, split)
+        if not os.path.isfile(p):
+            raise DataError(f"dataset path {p!r} does not exist (run run/prepare_data.py first)")
+        return [p]
+    files = [os.fspath(f) for f in dataset_dir_or_files]
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing or not files:
+        raise DataError(f"dataset file(s) missing: {missing or '(empty list)'}")
+    return files
+
+
+def build_dataset(dataset_dir_or_files: Union[str, Sequence[str]], batch_size: int,
+                  split: str = "train", shuffle: Optional[bool] = None,
+                  rank_id: Optional[int] = None, device_num: Optional[int] = None,
+                  seed: Optional[int] = None, drop_remainder: bool = True,
+                  num_parallel_workers: int = 1, repeat: int = 1, num_samples: Optional[int] = None):
+    """A MindSpore dataset of ``input_ids`` batches ``[batch_size, seq_length + 1]`` int32.
+
+    Built as ``mindspore.dataset.MindDataset`` (data-parallel sharding: ``num_shards=device_num,
+    shard_id=rank_id``; every rank gets a disjoint, equally sized part of ``total // device_num``
+    samples, the ``total % device_num`` left over are skipped that epoch) wrapped by MindFormers'
+    ``CausalLanguageModelDataset`` (batching, int32 cast, column projection).
+
+    ``shuffle``: default True for train (global shuffle across shards, re-drawn every epoch,
+    seeded by ``seed`` via ``mindspore.dataset.config.set_seed`` when given), False for
+    validation. ``rank_id``/``device_num`` default to the communication group when one is
+    initialised, else a single shard.
+    """
+    import mindspore.dataset as ds
+    from mindformers.dataset import CausalLanguageModelDataset
+
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r} (train, validation)")
+    if batch_size < 1:
+        raise DataError(f"batch_size must be >= 1, got {batch_size}")
+    files = dataset_files(dataset_dir_or_files, split)
+    if shuffle is None:
+        shuffle = split == "train"
+    if device_num is None or rank_id is None:
+        try:
+            from mindspore.communication import get_group_size, get_rank
+            device_num, rank_id = get_group_size(), get_rank()
+        except Exception:  # communication not initialised: single process
+            device_num, rank_id = 1, 0
+    if not 0 <= rank_id < device_num:
+        raise DataError(f"rank_id {rank_id} out of range for device_num {device_num}")
+    if seed is not None:
+        ds.config.set_seed(int(seed))
+    kwargs = dict(dataset_files=files, columns_list=["input_ids"], shuffle=shuffle,
+                  num_parallel_workers=num_parallel_workers)
+    if device_num > 1:
+        # MindDataset shards by stride and pads the shorter shards by repeating samples; cap
+        # every rank at total // device_num samples so the ranks' parts are disjoint.
+        total = ds.MindDataset(dataset_files=files, columns_list=["input_ids"],
+                               shuffle=False).get_dataset_size()
+        per_rank = total // device_num
+        if per_rank == 0:
+            raise DataError(f"{split} split has {total} samples, fewer than device_num {device_num}")
+        kwargs.update(num_shards=device_num, shard_id=rank_id)
+        num_samples = per_rank if num_samples is None else min(num_samples, per_rank)
+    if num_samples is not None:
+        kwargs["num_samples"] = num_samples
+    loader = ds.MindDataset(**kwargs)
+    n = loader.get_dataset_size()
+    if n < batch_size and drop_remainder:
+        raise DataError(f"{split} split has {n} samples on this rank, fewer than batch_size {batch_size}")
+    return CausalLanguageModelDataset(data_loader=loader, input_columns=["input_ids"],
+                                      batch_size=batch_size, drop_remainder=drop_remainder,
+                                      num_parallel_workers=num_parallel_workers, repeat=repeat)
+
+
+def dataset_info(dataset_dir: str) -> dict:
+    """Small summary the runner can log (seq_length, vocab, samples and bytes/token per split)."""
+    man = read_manifest(dataset_dir)
+    return {"seq_length": man["seq_length"], "vocab_size": man["vocab_size"],
+            "tokenizer": os.path.join(dataset_dir, man["tokenizer"]["file"]),
+            **{f"{s}_samples": man["splits"][s]["samples"] for s in SPLITS},
+            **{f"{s}_bytes_per_token": man["splits"][s]["bytes_per_token"] for s in SPLITS}}
