@@ -12,6 +12,7 @@ from copy import deepcopy
 
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
+from mindspore.nn.learning_rate_schedule import LearningRateSchedule
 from mindspore.ops import composite as C
 from mindspore.ops import functional as F
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
@@ -57,7 +58,7 @@ class BitCPMTrainOneStepCell(nn.TrainOneStepCell):
         self.scale_sense = Parameter(Tensor(self.scale_value, ms.float32), name="scale_sense", requires_grad=False)
         self.skipped_steps = Parameter(Tensor(0, ms.int32), name="skipped_steps", requires_grad=False)
         self.learning_rate = deepcopy(self.optimizer.learning_rate)
-        self.dynamic_lr = isinstance(self.learning_rate, nn.LearningRateSchedule)
+        self.dynamic_lr = isinstance(self.learning_rate, LearningRateSchedule)
         self.hyper_map = C.HyperMap()
 
     def construct(self, *inputs):

@@ -1,0 +1,112 @@
+"""Load a MindFormers-style YAML, apply dotted command-line overrides, validate our sections.
+
+`--a.b.c value` overrides work like MindFormers' run_mindformer.py: values are parsed as YAML
+scalars (`false`, `64`, `null`, `1e-3`, `[1, 2]`). An override whose top-level section does
+not exist in the file is an error (a typo would otherwise be silently ignored).
+"""
+import os
+from typing import Dict, List, Tuple
+
+import yaml
+from mindformers.tools.register import MindFormerConfig
+
+from .quant import QuantConfig
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the key or file."""
+
+
+def parse_overrides(tokens: List[str]) -> Dict[str, object]:
+    """['--quant.group_size', '64', '--quant.enabled=false'] -> {'quant.group_size': 64, ...}."""
+    out, i = {}, 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if not tok.startswith("--") or len(tok) <= 2:
+            raise ConfigError(f"unexpected argument {tok!r}: overrides look like --section.key value")
+        key = tok[2:]
+        if "=" in key:
+            key, raw = key.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(tokens):
+                raise ConfigError(f"override --{key} has no value")
+            raw = tokens[i + 1]
+            i += 2
+        out[key] = parse_value(raw)
+    return out
+
+
+def parse_value(raw: str):
+    """YAML scalar parsing, plus plain floats like 1e-3 that YAML 1.1 reads as strings."""
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def apply_overrides(config: MindFormerConfig, overrides: Dict[str, object]) -> None:
+    for key, value in overrides.items():
+        parts = key.split(".")
+        if parts[0] not in config:
+            raise ConfigError(f"override --{key}: the config has no top-level section {parts[0]!r} "
+                              f"(sections: {sorted(config.keys())})")
+        node = config
+        for j, part in enumerate(parts[:-1]):
+            if not isinstance(node, dict):
+                raise ConfigError(f"override --{key}: {'.'.join(parts[:j])} is not a section")
+            if part not in node or node[part] is None:
+                node[part] = MindFormerConfig()
+            node = node[part]
+        if not isinstance(node, dict):
+            raise ConfigError(f"override --{key}: {'.'.join(parts[:-1])} is not a section")
+        node[parts[-1]] = value
+
+
+def load_config(path: str, overrides: Dict[str, object] = None) -> MindFormerConfig:
+    """Read the YAML, apply overrides, validate the quant section and copy it into the model config."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        config = MindFormerConfig(os.path.realpath(path))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    for section in ("model", "runner_config", "context"):
+        if section not in config:
+            raise ConfigError(f"config file {path} has no '{section}' section")
+    if "model_config" not in config.model or "arch" not in config.model:
+        raise ConfigError(f"config file {path}: 'model' needs 'model_config' and 'arch'")
+    apply_overrides(config, overrides or {})
+    sync_quant_section(config)
+    return config
+
+
+def sync_quant_section(config: MindFormerConfig) -> QuantConfig:
+    """Validate `quant:` and make model.model_config.qat_config equal to it (overrides included)."""
+    try:
+        qcfg = QuantConfig.from_dict(config.get("quant"))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"quant section: {err}") from None
+    config.model.model_config.qat_config = MindFormerConfig(**qcfg.to_dict())
+    return qcfg
+
+
+def split_argv(argv: List[str], known: Tuple[str, ...]) -> Tuple[List[str], List[str]]:
+    """Split argv into the runner's own flags and dotted overrides (anything with a '.')."""
+    own, rest, i = [], [], 0
+    while i < len(argv):
+        tok = argv[i]
+        name = tok[2:].split("=", 1)[0] if tok.startswith("--") else None
+        target = own if (name in known or name in ("h", "help") or tok in ("-h",)) else rest
+        target.append(tok)
+        if name is not None and "=" not in tok and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            target.append(argv[i + 1])
+            i += 1
+        i += 1
+    return own, rest
