@@ -1,5 +1,6 @@
 """PackedTernaryLinear: inference-only linear layer holding packed 2-bit ternary weights.
 
+An optional activation Cell (MindFormers Linear's `activation`) is applied after the bias.
 Parameters (all requires_grad=False): ``weight_packed`` uint8 [out, in/4], ``weight_scales``
 float32 [out, in/g], optional ``bias`` float32 [out]. No latent full-precision weight.
 construct: x [..., in] -> reshape to 2-D -> AOT ternary matmul -> (+ bias) -> [..., out].
@@ -15,7 +16,7 @@ from .packing import PackedTernary, pack_ternary
 
 
 class PackedTernaryLinear(nn.Cell):
-    def __init__(self, packed: PackedTernary, bias=None, act_bits=None, compute_dtype=None):
+    def __init__(self, packed: PackedTernary, bias=None, act_bits=None, activation=None):
         super().__init__()
         packed.validate()
         if act_bits not in (None, 8):
@@ -36,7 +37,9 @@ class PackedTernaryLinear(nn.Cell):
         self.matmul = get_ms_op(act_bits)
         self.reshape = ops.Reshape()
         self.cast = ops.Cast()
-        self.compute_dtype = compute_dtype
+        self.activation_flag = activation is not None
+        if self.activation_flag:
+            self.activation = activation
 
     @classmethod
     def from_codes(cls, codes, scales, group_size, bias=None, act_bits=None):
@@ -53,6 +56,8 @@ class PackedTernaryLinear(nn.Cell):
         y = self.matmul(x2, self.weight_packed, self.weight_scales)
         if self.has_bias:
             y = y + self.bias
+        if self.activation_flag:
+            y = self.activation(y)
         y = self.reshape(y, out_shape)
         if in_dtype != ms.float32:
             y = self.cast(y, in_dtype)

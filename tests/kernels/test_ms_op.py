@@ -103,3 +103,19 @@ def test_ms_errors():
     with pytest.raises(RuntimeError, match="Return value"):
         y = get_ms_op(None)(Tensor(x[:, :32]), Tensor(p.packed), Tensor(p.scales))
         y.asnumpy()
+
+
+def test_mindir_export_roundtrip(tmp_path):
+    old = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    try:
+        rng = np.random.default_rng(15)
+        p, _, _ = make_packed(rng, 8, 128, 64)
+        lin = PackedTernaryLinear(p, act_bits=8)
+        x = Tensor(rng.standard_normal((3, 128)).astype(np.float32))
+        path = str(tmp_path / "packed_linear")
+        ms.export(lin, x, file_name=path, file_format="MINDIR")
+        loaded = nn.GraphCell(ms.load(path + ".mindir"))
+        np.testing.assert_array_equal(loaded(x).asnumpy(), lin(x).asnumpy())
+    finally:
+        ms.set_context(mode=old)
