@@ -18,7 +18,8 @@ dictionary's markup and keeps the prose of headwords, etymologies, definitions a
    ``[alpha]``, ...) become Unicode characters (NFC);
 5. runs of ``?`` (characters lost in the original conversion, mostly Greek) are removed;
 6. lines are unwrapped: each blank-line separated block (a sense, a quotation) becomes one
-   line, inner runs of spaces are collapsed; blocks are joined with ``"\\n"``.
+   line, inner runs of spaces are collapsed (and " ," becomes ","); blocks are joined with
+   ``"\\n"``.
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ _NAMED = {
 _ACCENT_PRE = re.compile(r"\[([`'^\"~=.\-*,])([A-Za-z])\]")
 _ACCENT_POST = re.compile(r"\[([A-Za-z])\^\]")
 _NAMED_RE = re.compile(r"\[(" + "|".join(sorted((re.escape(k) for k in _NAMED), key=len, reverse=True)) + r")\]")
-_PRON = re.compile(r"[ \t]*\\[^\\\n]{0,200}\\")
+_PRON = re.compile(r"[ \t]*\\[^\\]{0,160}\\")      # may wrap onto the next line
 _RESPELL = re.compile(r"[ \t]*\((?=[^()\s]*\*)[^()\s]+\)")
 _SOURCE = re.compile(r"\[[^\[\]]*?(?:Webster|WordNet|PJC|Century Dict|RHUD|RDH|MI11|\+ ?AS\b)[^\[\]]*\]")
 _SOURCE_LINE = re.compile(r"^[ \t]*" + _SOURCE.pattern + r"[ \t]*(?:[^\s]+[ \t]*)?$", re.M)
@@ -60,6 +61,7 @@ _QMARKS = re.compile(r"[ \t]?\?{2,}")
 _BRACES = re.compile(r"[{}]")
 _SPACES = re.compile(r"[ \t]+")
 _BLOCKS = re.compile(r"\n[ \t]*\n+")
+_SPACE_COMMA = re.compile(r" +,")      # left where a pronunciation field was removed
 
 
 def _accent(m: re.Match) -> str:
@@ -83,7 +85,7 @@ def clean_gcide_entry(text: str) -> str:
         line = _SPACES.sub(" ", " ".join(l.strip() for l in block.split("\n") if l.strip())).strip()
         if line:
             blocks.append(line)
-    out = "\n".join(blocks)
+    out = _SPACE_COMMA.sub(",", "\n".join(blocks))
     return unicodedata.normalize("NFC", out)
 
 

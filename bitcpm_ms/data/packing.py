@@ -414,13 +414,8 @@ def tokenizer_sample(files: List[str], cfg: PrepareConfig, cleaner: Optional[str
     p = min(1.0, 1.25 * cfg.tokenizer_sample_bytes / max(est, 1))
     vf = cfg.validation_fraction
     clean = _cleaner_fn(cleaner) if cleaner else None
-    with warnings.catch_warnings():      # the packing pass reports reading problems
-        warnings.simplefilter("ignore", DataWarning)
-        yield from _sample_docs(files, cfg, clean, p, vf)
-
-
-def _sample_docs(files, cfg, clean, p, vf):
-    for doc in iter_documents(files, cfg.format, cfg.text_field, cfg.doc_separator):
+    quiet = ReadStats(quiet=True)        # the packing pass reports reading problems
+    for doc in iter_documents(files, cfg.format, cfg.text_field, cfg.doc_separator, stats=quiet):
         h = doc_hash(doc)
         if h < vf and vf > 0:
             continue

@@ -67,6 +67,12 @@ class ReadStats:
     invalid_utf8: int = 0          # number of undecodable bytes replaced by U+FFFD
     bad_records: int = 0           # malformed JSON lines / missing text fields / null values
     files_with_invalid_utf8: List[str] = field(default_factory=list)
+    quiet: bool = False            # count only, do not emit DataWarnings
+
+
+def _warn(stats: ReadStats, msg: str):
+    if not stats.quiet:
+        warnings.warn(msg, DataWarning, stacklevel=4)
 
 
 # --------------------------------------------------------------------------- paths
@@ -200,8 +206,7 @@ class _Decoder:
         if self.bad:
             self.stats.invalid_utf8 += self.bad
             self.stats.files_with_invalid_utf8.append(self.path)
-            warnings.warn(f"{self.path}: {self.bad} invalid UTF-8 byte(s) replaced by U+FFFD",
-                          DataWarning, stacklevel=3)
+            _warn(self.stats, f"{self.path}: {self.bad} invalid UTF-8 byte(s) replaced by U+FFFD")
 
 
 def _iter_text_chunks(path: str, stats: ReadStats) -> Iterator[str]:
@@ -311,8 +316,8 @@ def iter_jsonl_file(path: str, stats: ReadStats, text_field: str = "text") -> It
         if val is not None:
             yield from _split_long(val)
     if stats.bad_records > bad_before:
-        warnings.warn(f"{path}: skipped {stats.bad_records - bad_before} line(s) that are not JSON "
-                      f"objects with a string field {text_field!r}", DataWarning, stacklevel=2)
+        _warn(stats, f"{path}: skipped {stats.bad_records - bad_before} line(s) that are not JSON "
+                     f"objects with a string field {text_field!r}")
 
 
 def iter_parquet_file(path: str, stats: ReadStats, text_field: str = "text",
@@ -397,7 +402,7 @@ def iter_dictd_file(path: str, stats: ReadStats, skip_info_entries: bool = True)
                 continue     # dictd metadata entries (00-database-info, ...)
             yield text
     if bad_here:
-        warnings.warn(f"{path}: {bad_here} invalid UTF-8 byte(s) replaced by U+FFFD", DataWarning, stacklevel=2)
+        _warn(stats, f"{path}: {bad_here} invalid UTF-8 byte(s) replaced by U+FFFD")
 
 
 def iter_file_documents(path: str, stats: ReadStats, fmt: str = "auto", text_field: str = "text",
