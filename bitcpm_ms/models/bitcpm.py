@@ -65,7 +65,7 @@ class BitCPMForCausalLM(LlamaForCausalLM):
     def __init__(self, config: BitCPMConfig = None):
         if not isinstance(config, BitCPMConfig):
             raise TypeError(f"BitCPMForCausalLM needs a BitCPMConfig, got {type(config).__name__}")
-        super().__init__(config)
+        super().__init__(config=config)   # by keyword: MindFormers' @lazy_inline reads kwargs["config"]
         names = {id(p): p.name for p in self.get_parameters()}
         model = self.model
         if config.scale_emb != 1.0:
