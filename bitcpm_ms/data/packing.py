@@ -79,7 +79,7 @@ class PrepareConfig:
     progress: bool = True
 
     # keys that do not change the output
-    _NON_OUTPUT = ("output_dir", "num_workers", "progress", "name")
+    _NON_OUTPUT = ("output_dir", "num_workers", "progress", "name", "task_chars")
 
     def fingerprint_fields(self) -> dict:
         d = asdict(self)
@@ -310,11 +310,13 @@ def run_tasks(model_path: str, tasks: Iterator[List[str]], cleaner: Optional[str
 
 # --------------------------------------------------------------------------- writing
 SCHEMA = {"input_ids": {"type": "int32", "shape": [-1]}}
+PAGE_SIZE = 1 << 17     # the 32 MB default preallocates 50 MB (sparse) files even for tiny shards
 
 
 def write_shard(path: str, rows: np.ndarray):
     from mindspore.mindrecord import FileWriter
     writer = FileWriter(file_name=path, shard_num=1, overwrite=True)
+    writer.set_page_size(PAGE_SIZE)
     writer.add_schema(SCHEMA, "bitcpm_packed_tokens")
     for i in range(0, len(rows), 2048):
         writer.write_raw_data([{"input_ids": r} for r in rows[i:i + 2048]])
@@ -428,7 +430,7 @@ def tokenizer_sample(files: List[str], cfg: PrepareConfig, cleaner: Optional[str
 
 def compute_fingerprint(cfg: PrepareConfig, sources: List[dict], cleaner: str,
                         tokenizer_sha: Optional[str]) -> str:
-    payload = {"format_version": FORMAT_VERSION, "config": cfg.fingerprint_fields(),
+    payload = {"format_version": FORMAT_VERSION, "page_size": PAGE_SIZE, "config": cfg.fingerprint_fields(),
                "cleaner": cleaner, "sources": [[s["sha256"], s["bytes"]] for s in sources],
                "tokenizer_sha256": tokenizer_sha}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
