@@ -51,22 +51,40 @@ def parse_value(raw: str):
     return value
 
 
+def _list_index(items: list, part: str, key: str, where: str) -> int:
+    """A list element by position ('1') or by its `type` ('BitCPMMetricsMonitor')."""
+    if part.isdigit() and int(part) < len(items):
+        return int(part)
+    matches = [i for i, item in enumerate(items) if isinstance(item, dict) and item.get("type") == part]
+    if len(matches) == 1:
+        return matches[0]
+    types = [item.get("type") for item in items if isinstance(item, dict)]
+    raise ConfigError(f"override --{key}: {where} is a list of {len(items)} items {types}; "
+                      f"{part!r} is neither an index nor the type of exactly one item")
+
+
 def apply_overrides(config: MindFormerConfig, overrides: Dict[str, object]) -> None:
+    """Set each dotted key. In lists, a part selects an item by index or by its `type`
+    (`--callbacks.BitCPMMetricsMonitor.log_interval 5`)."""
     for key, value in overrides.items():
         parts = key.split(".")
         if parts[0] not in config:
             raise ConfigError(f"override --{key}: the config has no top-level section {parts[0]!r} "
                               f"(sections: {sorted(config.keys())})")
         node = config
-        for j, part in enumerate(parts[:-1]):
-            if not isinstance(node, dict):
-                raise ConfigError(f"override --{key}: {'.'.join(parts[:j])} is not a section")
-            if part not in node or node[part] is None:
-                node[part] = MindFormerConfig()
-            node = node[part]
-        if not isinstance(node, dict):
-            raise ConfigError(f"override --{key}: {'.'.join(parts[:-1])} is not a section")
-        node[parts[-1]] = value
+        for j, part in enumerate(parts):
+            last = j == len(parts) - 1
+            where = ".".join(parts[:j]) or "<root>"
+            if isinstance(node, list):
+                part = _list_index(node, part, key, where)
+            elif not isinstance(node, dict):
+                raise ConfigError(f"override --{key}: {where} is a value, not a section")
+            if last:
+                node[part] = value
+            else:
+                if isinstance(node, dict) and (part not in node or node[part] is None):
+                    node[part] = MindFormerConfig()
+                node = node[part]
 
 
 def load_config(path: str, overrides: Dict[str, object] = None) -> MindFormerConfig:
@@ -75,7 +93,7 @@ def load_config(path: str, overrides: Dict[str, object] = None) -> MindFormerCon
         raise ConfigError(f"config file not found: {path}")
     try:
         config = MindFormerConfig(os.path.realpath(path))
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, ValueError) as err:    # MindFormers re-raises YAML errors as ValueError
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
     for section in ("model", "runner_config", "context"):
         if section not in config:
@@ -93,8 +111,22 @@ def sync_quant_section(config: MindFormerConfig) -> QuantConfig:
         qcfg = QuantConfig.from_dict(config.get("quant"))
     except (TypeError, ValueError) as err:
         raise ConfigError(f"quant section: {err}") from None
+    if qcfg.enabled:
+        _check_group_divides_widths(qcfg, config.model.model_config)
     config.model.model_config.qat_config = MindFormerConfig(**qcfg.to_dict())
     return qcfg
+
+
+def _check_group_divides_widths(qcfg: QuantConfig, model_config) -> None:
+    """Input widths of the quantized projections: hidden (q/k/v/o/gate/up) and intermediate (down)."""
+    from .models.flops import ffn_hidden_size
+    widths = {"hidden_size": model_config.get("hidden_size")}
+    if model_config.get("hidden_size"):
+        widths["intermediate_size"] = ffn_hidden_size(model_config)
+    for name, width in widths.items():
+        if width and qcfg.group_size != -1 and int(width) % qcfg.group_size:
+            raise ConfigError(f"quant.group_size={qcfg.group_size} does not divide model {name}={width}; "
+                              f"use -1 or a divisor of {width}")
 
 
 def split_argv(argv: List[str], known: Tuple[str, ...]) -> Tuple[List[str], List[str]]:

@@ -38,12 +38,13 @@ def _prepare_callbacks(config):
     """Point our metrics callback at output_dir and give it the planned number of steps.
 
     MindFormers 1.9.0 builds a TrainCallBack for runner_config.stop_step but never adds it to
-    the callback list, so `--max_steps` adds it here.
+    the callback list (and it counts from 0 again in a resumed run), so `--max_steps` adds our
+    StopAtStep, which counts optimizer steps in total.
     """
     stop = config.runner_config.get("stop_step")
     callbacks = config.get("callbacks") or []
-    if stop and not any(cb.get("type") == "TrainCallBack" for cb in callbacks):
-        callbacks.append(MindFormerConfig(type="TrainCallBack", stop_step=int(stop)))
+    if stop and not any(cb.get("type") == "StopAtStep" for cb in callbacks):
+        callbacks.append(MindFormerConfig(type="StopAtStep", stop_step=int(stop)))
     config.callbacks = callbacks
     for cb in callbacks:
         if cb.get("type") == "BitCPMMetricsMonitor":

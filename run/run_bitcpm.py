@@ -63,7 +63,11 @@ def main(argv=None):
         print(f"error: {err}", file=sys.stderr)
         return 2
     from bitcpm_ms.runner import run  # heavy imports only after the arguments are known good
-    return run(config, args)
+    try:
+        return run(config, args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

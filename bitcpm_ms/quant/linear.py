@@ -35,7 +35,7 @@ class TernaryLinear(Linear):
         cfg = self.quant_config
         self.quant_weights = cfg.enabled
         self.quant_acts = cfg.enabled and cfg.act_bits is not None
-        self.group_size = cfg.group_for(in_channels)
+        self.group_size = cfg.group_for(in_channels) if cfg.enabled else None
         if self.quant_weights:
             self.weight_quantizer = WeightFakeQuant(cfg.quant_space, self.group_size, cfg.eps)
         if self.quant_acts:

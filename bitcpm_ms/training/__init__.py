@@ -1,5 +1,5 @@
 """Training glue registered with MindFormers: train-step wrapper and metrics callback."""
 from .wrapper import BitCPMTrainOneStepCell
-from .metrics import BitCPMMetricsMonitor
+from .metrics import BitCPMMetricsMonitor, StopAtStep
 
-__all__ = ["BitCPMTrainOneStepCell", "BitCPMMetricsMonitor"]
+__all__ = ["BitCPMTrainOneStepCell", "BitCPMMetricsMonitor", "StopAtStep"]

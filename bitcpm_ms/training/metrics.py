@@ -36,6 +36,17 @@ def _find_model_config(cell):
     return None
 
 
+def restored_step_offset(cb_params) -> int:
+    """Steps done before this run: the optimizer's global_step (restored on resume) minus
+    MindSpore's cur_step_num, which restarts from 0 in a resumed run."""
+    net = cb_params.train_network
+    opt = getattr(net, "optimizer", None)
+    step = getattr(opt, "global_step", None)
+    if step is None:
+        return 0
+    return int(_scalar(step)) - int(cb_params.cur_step_num)
+
+
 def _fmt_time(seconds):
     seconds = int(max(seconds, 0))
     h, rem = divmod(seconds, 3600)
@@ -69,6 +80,7 @@ class BitCPMMetricsMonitor(Callback):
         self._t_last = None
         self._step_last = None
         self._step_prev = 0
+        self._offset = 0
         self._t_begin = None
         self._tokens_seen = 0
 
@@ -96,14 +108,15 @@ class BitCPMMetricsMonitor(Callback):
         if self.total_steps is None:
             self.total_steps = int(cb_params.epoch_num) * int(cb_params.batch_num)
         self._t_begin = time.time()
-        self._step_last = self._step_prev = int(cb_params.cur_step_num)
+        self._offset = restored_step_offset(cb_params)
+        self._step_last = self._step_prev = self._offset + int(cb_params.cur_step_num)
         self._write({"event": "train_begin", "time": self._t_begin, "initial_step": self._step_last,
                      "total_steps": self.total_steps, "device_num": self.device_num,
                      "flops_per_token": self._flops_per_token})
 
     def on_train_step_end(self, run_context):
         cb_params = run_context.original_args()
-        step = int(cb_params.cur_step_num)
+        step = self._offset + int(cb_params.cur_step_num)
         now = time.time()
         tokens_per_step = self._tokens_per_step(cb_params)
         if tokens_per_step:
@@ -172,3 +185,23 @@ class BitCPMMetricsMonitor(Callback):
     def on_train_end(self, run_context):
         self._write({"event": "train_end", "time": time.time(),
                      "wall_s": round(time.time() - (self._t_begin or time.time()), 2)})
+
+
+@MindFormerRegister.register(MindFormerModuleType.CALLBACK)
+class StopAtStep(Callback):
+    """Stop training once the optimizer has taken `stop_step` steps in total (resumed runs count
+    the steps of the run they resume, unlike MindFormers' TrainCallBack)."""
+
+    def __init__(self, stop_step: int, **kwargs):
+        super().__init__()
+        if int(stop_step) < 1:
+            raise ValueError(f"StopAtStep.stop_step must be >= 1, got {stop_step}")
+        self.stop_step = int(stop_step)
+        self._offset = 0
+
+    def on_train_begin(self, run_context):
+        self._offset = restored_step_offset(run_context.original_args())
+
+    def on_train_step_end(self, run_context):
+        if self._offset + int(run_context.original_args().cur_step_num) >= self.stop_step:
+            run_context.request_stop()
