@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the default corpus: GCIDE (GNU Collaborative International Dictionary of English),
-# Debian package dict-gcide, licence GPL-3+. Provides /usr/share/dictd/gcide.dict.dz (+ .index).
+# Debian package dict-gcide, licence GPL-2.0-or-later. Provides /usr/share/dictd/gcide.dict.dz (+ .index).
 # The corpus is read from there at data-preparation time; nothing is copied into the repository.
 #
 #   bash run/setup_corpus.sh            # install if missing (needs root + apt-get)

@@ -2,8 +2,10 @@
 
 Installed by the Debian package ``dict-gcide`` (``run/setup_corpus.sh``) as
 ``/usr/share/dictd/gcide.dict.dz`` (dictzip, gzip-compatible, ~40 MB uncompressed) plus
-``gcide.index``. Licence: GPL-3+ (text derived from Webster's Revised Unabridged Dictionary
-(1913, public domain) and WordNet 1.5, edited by the GCIDE volunteers). The text is read from
+``gcide.index``. Licence: GNU GPL version 2 or any later version (GPL-2.0-or-later, per the
+package's copyright file and the dictionary's own notice). The text derives from Webster's
+Revised Unabridged Dictionary (1913, public domain) and WordNet 1.5, edited by the GCIDE
+volunteers. The text is read from
 the installed package at data-preparation time; nothing of it is copied into this repository.
 
 One document = one dictionary entry (126,000 entries). ``clean_gcide_entry`` removes the
@@ -31,7 +33,7 @@ from typing import Optional
 
 DEFAULT_GCIDE_PATH = "/usr/share/dictd/gcide.dict.dz"
 DEBIAN_PACKAGE = "dict-gcide"
-LICENSE = "GPL-3+"
+LICENSE = "GPL-2.0-or-later"
 
 _COMBINING = {"'": "\u0301", "`": "\u0300", "^": "\u0302", '"': "\u0308", "~": "\u0303",
               "=": "\u0304", ".": "\u0323", "-": "\u0306", "*": "\u030a", ",": "\u0327"}
