@@ -11,7 +11,7 @@ from .packing import (PackedTernary, bits_per_weight, bits_per_weight_report, fo
                       unpack_ternary)
 from .reference import quantize_activations_int8, ternary_matmul_dx_reference, ternary_matmul_reference
 from .ops import (get_force_portable, get_ms_op, get_num_threads, has_avx2, portable_path, set_force_portable,
-                  set_num_threads, ternary_matmul, ternary_matmul_dx_numpy, ternary_matmul_numpy)
+                  set_num_threads, ternary_matmul, ternary_matmul_dx_numpy, ternary_matmul_numpy, quantize_pack_numpy)
 from .build import KernelBuildError, library_path
 
 __all__ = [
@@ -19,7 +19,7 @@ __all__ = [
     "format_bits_report", "ternary_matmul", "ternary_matmul_reference", "ternary_matmul_dx_reference",
     "quantize_activations_int8", "ternary_matmul_numpy", "ternary_matmul_dx_numpy", "get_ms_op",
     "set_num_threads", "get_num_threads", "set_force_portable", "get_force_portable", "portable_path",
-    "has_avx2", "KernelBuildError", "library_path", "PackedTernaryLinear",
+    "has_avx2", "quantize_pack_numpy", "KernelBuildError", "library_path", "PackedTernaryLinear",
 ]
 
 

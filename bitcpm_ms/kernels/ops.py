@@ -37,6 +37,8 @@ def _load():
             lib.bitcpm_ternary_matmul.restype = i32
             lib.bitcpm_ternary_matmul_dx.argtypes = [vp, vp, vp, vp, i64, i64, i64, i64, i32]
             lib.bitcpm_ternary_matmul_dx.restype = i32
+            lib.bitcpm_quantize_pack.argtypes = [vp, i64, i64, i64, ctypes.c_float, vp, vp, i32]
+            lib.bitcpm_quantize_pack.restype = i32
             lib.bitcpm_last_error.restype = ctypes.c_char_p
             for f in ("bitcpm_set_num_threads", "bitcpm_set_force_portable"):
                 getattr(lib, f).argtypes = [i32]
@@ -134,6 +136,27 @@ def ternary_matmul_dx_numpy(dy: np.ndarray, packed: PackedTernary, num_threads: 
     if rc:
         _raise_kernel(rc)
     return dx
+
+
+def quantize_pack_numpy(w: np.ndarray, group_size: int, eps: float = 1e-5, num_threads: int = 0) -> PackedTernary:
+    """C++ one-pass ternary quantize + pack of a latent float32 weight [out, in] (s = max(mean|W_g|, eps)).
+
+    The first half of a fused training forward; used by the benchmark. The group mean is summed in
+    double, so a scale may differ from numpy's float32 mean (quantize_weight) in the last bit."""
+    w = np.ascontiguousarray(np.asarray(w))
+    if w.dtype != np.float32 or w.ndim != 2:
+        raise ValueError(f"w must be a float32 2-D array, got {w.dtype} {w.shape}")
+    N, K = w.shape
+    g = K if group_size == -1 else group_size
+    if g <= 0 or K % g or K % 4:
+        raise ValueError(f"in_features {K} must be a multiple of 4 and of group_size {group_size}")
+    packed = np.empty((N, K // 4), np.uint8)
+    scales = np.empty((N, K // g), np.float32)
+    rc = _load().bitcpm_quantize_pack(w.ctypes.data, N, K, K // g, float(eps), packed.ctypes.data,
+                                      scales.ctypes.data, int(num_threads))
+    if rc:
+        _raise_kernel(rc)
+    return PackedTernary(packed, scales, int(group_size), (N, K))
 
 
 # ----------------------------------------------------------------------------- MindSpore

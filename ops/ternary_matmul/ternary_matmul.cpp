@@ -31,11 +31,15 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <condition_variable>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -75,6 +79,76 @@ bool cpu_has_avx2() {
 #endif
 }
 
+// Persistent worker pool (threads are reused across calls: spawning threads per call costs tens
+// of microseconds, comparable to a whole decode-size matmul). One job at a time; a caller that
+// finds the pool busy (e.g. two MindSpore kernels in parallel) falls back to fresh std::threads.
+class Pool {
+ public:
+  static Pool &get() {
+    static Pool *p = new Pool();  // leaked on purpose: no join at process exit
+    return *p;
+  }
+  // Runs job(i) for i in [0, n); job(0) on the calling thread. Returns false if busy.
+  bool run(int n, const std::function<void(int)> &job) {
+    std::unique_lock<std::mutex> busy(run_mu_, std::try_to_lock);
+    if (!busy.owns_lock()) return false;
+    if (owner_ != getpid()) {  // forked child: the parent's workers do not exist here
+      workers_.clear();
+      owner_ = getpid();
+    }
+    ensure(n - 1);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      job_ = &job;
+      active_ = n - 1;
+      pending_ = n - 1;
+      ++gen_;
+    }
+    cv_.notify_all();
+    job(0);
+    std::unique_lock<std::mutex> lk(mu_);
+    done_cv_.wait(lk, [&] { return pending_ == 0; });
+    job_ = nullptr;
+    return true;
+  }
+
+ private:
+  void ensure(int n) {
+    while ((int)workers_.size() < n) {
+      int idx = (int)workers_.size() + 1;
+      uint64_t seen;
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        seen = gen_;  // generation before the job that needs this worker
+      }
+      workers_.emplace_back([this, idx, seen] { loop(idx, seen); });
+      workers_.back().detach();
+    }
+  }
+  void loop(int idx, uint64_t seen) {
+    for (;;) {
+      const std::function<void(int)> *job;
+      {
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_.wait(lk, [&] { return gen_ != seen; });
+        seen = gen_;
+        if (idx > active_) continue;
+        job = job_;
+      }
+      (*job)(idx);
+      std::lock_guard<std::mutex> lk(mu_);
+      if (--pending_ == 0) done_cv_.notify_one();
+    }
+  }
+  std::mutex run_mu_, mu_;
+  std::condition_variable cv_, done_cv_;
+  std::vector<std::thread> workers_;
+  const std::function<void(int)> *job_ = nullptr;
+  int active_ = 0, pending_ = 0;
+  uint64_t gen_ = 0;
+  pid_t owner_ = getpid();
+};
+
 // Run fn(lo, hi) over [0, n) split into contiguous ranges aligned to `align`.
 template <class F>
 void parallel_for(int64_t n, int nthreads, int64_t align, F fn) {
@@ -84,20 +158,20 @@ void parallel_for(int64_t n, int nthreads, int64_t align, F fn) {
     fn((int64_t)0, n);
     return;
   }
-  std::vector<std::thread> ts;
-  ts.reserve(nt - 1);
   auto range = [&](int i, int64_t &lo, int64_t &hi) {
     lo = std::min(n, (units * i / nt) * align);
     hi = std::min(n, (units * (i + 1) / nt) * align);
   };
-  for (int i = 1; i < nt; ++i) {
+  std::function<void(int)> job = [&](int i) {
     int64_t lo, hi;
     range(i, lo, hi);
-    ts.emplace_back([=, &fn]() { fn(lo, hi); });
-  }
-  int64_t lo, hi;
-  range(0, lo, hi);
-  fn(lo, hi);
+    if (lo < hi) fn(lo, hi);
+  };
+  if (Pool::get().run(nt, job)) return;
+  std::vector<std::thread> ts;
+  ts.reserve(nt - 1);
+  for (int i = 1; i < nt; ++i) ts.emplace_back([&job, i]() { job(i); });
+  job(0);
   for (auto &t : ts) t.join();
 }
 
@@ -256,53 +330,61 @@ AVX2_FN void tile_f32(const float *x, int64_t K, const uint8_t *W, int64_t ldw, 
 }
 
 // A8 tile. Full 128-blocks only: chunk (block b, slot t) = 32 consecutive elements.
-// u = code + 1 in {0,1,2} (unsigned) times xq (signed) with maddubs, pairs summed with madd;
-// the +1 offset is removed by starting each group's int32 accumulator at -sum(xq over group)
-// (in lane 0). Group sums are exact int32; converted to float and scaled once per group.
+// u = code + 1 in {0,1,2} (unsigned) times xq (signed) with maddubs: int16 pair sums in
+// [-512, 508], accumulated in int16 for at most 32 chunks (|sum| <= 16384, no overflow), then
+// widened to int32 with madd. The +1 offset is removed by adding -sum(xq over the group) (lane 0).
+// Group sums are exact int32; converted to float and scaled once per group; / s_token at the end.
 template <int MR, int NR>
 AVX2_FN void tile_a8(const int8_t *xq, const int32_t *xsum, const float *xs, int64_t K, const uint8_t *W,
                      int64_t ldw, const float *S, int64_t G, int64_t g, float *y, int64_t ldy) {
   __m256 facc[MR][NR];
-  __m256i iacc[MR][NR];
+  __m256i acc16[MR][NR];
+  __m256i acc32[MR][NR];
   const __m256i mask3 = _mm256_set1_epi8(3);
   const __m256i ones16 = _mm256_set1_epi16(1);
   for (int i = 0; i < MR; ++i)
     for (int r = 0; r < NR; ++r) {
       facc[i][r] = _mm256_setzero_ps();
-      iacc[i][r] = _mm256_setr_epi32(-xsum[i * G + 0], 0, 0, 0, 0, 0, 0, 0);
+      acc16[i][r] = _mm256_setzero_si256();
+      acc32[i][r] = _mm256_setr_epi32(-xsum[i * G + 0], 0, 0, 0, 0, 0, 0, 0);
     }
-  const int64_t nchunks = K / 32;
   const int64_t cpg = g / 32;  // chunks per group
-  int64_t gi = 0, left = cpg;
+  int64_t gi = 0, left = cpg, left16 = std::min<int64_t>(cpg, 32);
   for (int64_t b = 0; b < K / 128; ++b) {
     __m256i bytes[NR];
     for (int r = 0; r < NR; ++r) bytes[r] = _mm256_loadu_si256((const __m256i *)(W + r * ldw + b * 32));
     for (int t = 0; t < 4; ++t) {
       const int64_t k = b * 128 + t * 32;
-      __m256i u[NR];
-      for (int r = 0; r < NR; ++r)
-        u[r] = _mm256_and_si256(_mm256_srl_epi16(bytes[r], _mm_cvtsi32_si128(2 * t)), mask3);
-      for (int i = 0; i < MR; ++i) {
-        __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + i * K + k));
-        for (int r = 0; r < NR; ++r) {
-          __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(u[r], xv), ones16);
-          iacc[i][r] = _mm256_add_epi32(iacc[i][r], p);
-        }
+      __m256i xv[MR];
+      for (int i = 0; i < MR; ++i) xv[i] = _mm256_loadu_si256((const __m256i *)(xq + i * K + k));
+      for (int r = 0; r < NR; ++r) {
+        __m256i u = t == 0 ? _mm256_and_si256(bytes[r], mask3)
+                           : _mm256_and_si256(_mm256_srli_epi16(bytes[r], 2 * t), mask3);
+        for (int i = 0; i < MR; ++i) acc16[i][r] = _mm256_add_epi16(acc16[i][r], _mm256_maddubs_epi16(u, xv[i]));
       }
-      if (--left == 0) {  // end of group gi: scale and restart
+      --left;
+      if (--left16 == 0 || left == 0) {  // widen int16 partial sums
+        for (int i = 0; i < MR; ++i)
+          for (int r = 0; r < NR; ++r) {
+            acc32[i][r] = _mm256_add_epi32(acc32[i][r], _mm256_madd_epi16(acc16[i][r], ones16));
+            acc16[i][r] = _mm256_setzero_si256();
+          }
+        left16 = std::min<int64_t>(left, 32);
+      }
+      if (left == 0) {  // end of group gi: scale and restart
         for (int r = 0; r < NR; ++r) {
           __m256 sc = _mm256_set1_ps(S[r * G + gi]);
-          for (int i = 0; i < MR; ++i) facc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[i][r]), sc, facc[i][r]);
+          for (int i = 0; i < MR; ++i) facc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc32[i][r]), sc, facc[i][r]);
         }
         ++gi;
         left = cpg;
+        left16 = std::min<int64_t>(cpg, 32);
         if (gi < G)
           for (int i = 0; i < MR; ++i)
-            for (int r = 0; r < NR; ++r) iacc[i][r] = _mm256_setr_epi32(-xsum[i * G + gi], 0, 0, 0, 0, 0, 0, 0);
+            for (int r = 0; r < NR; ++r) acc32[i][r] = _mm256_setr_epi32(-xsum[i * G + gi], 0, 0, 0, 0, 0, 0, 0);
       }
     }
   }
-  (void)nchunks;
   for (int i = 0; i < MR; ++i)
     for (int r = 0; r < NR; ++r) y[i * ldy + r] = hsum256(facc[i][r]) / xs[i];
 }
@@ -551,6 +633,44 @@ int TernaryMatmulDx(int nparam, void **params, int *ndims, int64_t **shapes, con
     return set_error(3, "TernaryMatmulDx: inconsistent shapes (dy [M,N], packed [N,K/4], scales [N,G], dx [M,K])");
   return dx_impl((const float *)params[0], (const uint8_t *)params[1], (const float *)params[2], (float *)params[3],
                  M, K, N, G, 0);
+}
+
+// Quantize a latent float32 weight [N,K] to ternary (s = max(mean|W_group|, eps), code = clamp(round(W/s)))
+// and pack it, in one pass per group: the first half of a fused training forward (used by the
+// benchmark to measure whether fusing beats fake-quant + MatMul). The group mean is accumulated in
+// double, so a scale can differ from numpy's float32 pairwise mean in the last bit.
+int bitcpm_quantize_pack(const float *w, int64_t N, int64_t K, int64_t G, float eps, uint8_t *packed, float *scales,
+                         int nthreads) {
+  int rc = validate(1, K, N, G, 0);
+  if (rc) return rc;
+  const int64_t g = K / G;
+  parallel_for(N, resolve_threads(nthreads), 8, [&](int64_t n0, int64_t n1) {
+    std::vector<float> sx(K);  // scale of each element of the row
+    for (int64_t n = n0; n < n1; ++n) {
+      const float *wr = w + n * K;
+      for (int64_t gi = 0; gi < G; ++gi) {
+        double acc = 0.0;
+        for (int64_t k = gi * g; k < (gi + 1) * g; ++k) acc += std::fabs(wr[k]);
+        float sc = std::max((float)(acc / (double)g), eps);
+        scales[n * G + gi] = sc;
+        std::fill(sx.begin() + gi * g, sx.begin() + (gi + 1) * g, sc);
+      }
+      uint8_t *pr = packed + n * (K / 4);
+      for (int64_t base = 0; base < K; base += 128) {
+        const int64_t q = std::min<int64_t>(128, K - base) / 4;
+        for (int64_t j = 0; j < q; ++j) {
+          unsigned b = 0;
+          for (int t = 0; t < 4; ++t) {
+            const int64_t k = base + t * q + j;
+            float c = std::min(1.0f, std::max(-1.0f, std::nearbyint(wr[k] / sx[k])));
+            b |= (unsigned)((int)c + 1) << (2 * t);
+          }
+          pr[base / 4 + j] = (uint8_t)b;
+        }
+      }
+    }
+  });
+  return 0;
 }
 
 }  // extern "C"

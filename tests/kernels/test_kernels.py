@@ -49,7 +49,7 @@ def test_matches_reference(K, g, act_bits, portable):
 
 
 @pytest.mark.parametrize("portable", PATHS, ids=lambda v: "portable" if v else "avx2")
-@pytest.mark.parametrize("K,g", [(96, 32), (256, 64), (512, -1), (4096, 128)])
+@pytest.mark.parametrize("K,g", [(96, 32), (256, 64), (512, -1), (4096, 128), (4096, -1)])
 def test_a8_integer_part_exact(K, g, portable):
     """With s_token = 1 (row absmax 127, integer x) and power-of-two scales every float step is exact,
     so the kernel must equal the exact integer result bit for bit."""
@@ -150,3 +150,18 @@ def test_errors():
     rc = lib.bitcpm_ternary_matmul(x.ctypes.data, p.packed.ctypes.data, p.scales.ctypes.data, y.ctypes.data,
                                    2, 62, 4, 2, 0, 1, 0)
     assert rc != 0 and b"multiple of 4" in lib.bitcpm_last_error()
+
+
+@pytest.mark.parametrize("K,g", [(96, 32), (256, -1), (384, 128)])
+def test_quantize_pack_matches_numpy_quantizer(K, g):
+    from bitcpm_ms.kernels import quantize_pack_numpy
+    rng = np.random.default_rng(K + 1)
+    w = (rng.standard_normal((13, K)) * 0.02).astype(np.float32)
+    gg = K if g == -1 else g
+    wg = w.reshape(13, K // gg, gg)
+    s = np.maximum(np.abs(wg).mean(-1, keepdims=True), np.float32(1e-5)).astype(np.float32)
+    codes = np.clip(np.round(wg / s), -1, 1).astype(np.int8).reshape(13, K)
+    p = quantize_pack_numpy(w, g)
+    np.testing.assert_allclose(p.scales, s[..., 0], rtol=1e-6)
+    c2, _ = K_.unpack_ternary(p)
+    assert np.mean(c2 == codes) > 0.999  # equal up to last-bit scale differences at rounding ties
