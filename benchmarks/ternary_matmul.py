@@ -169,6 +169,8 @@ def main():
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096])
+    ap.add_argument("--repeat", type=int, default=2,
+                    help="run each worker this many times and keep the best time per case (the machine is shared)")
     ap.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     shapes = [(K, M) for K in args.sizes for M in (1, 128)]
@@ -177,20 +179,26 @@ def main():
         return
     validate()
     results = {"rows": [], "train": []}
-    for t in args.threads:
+    best = {}
+    for t in [t for t in args.threads for _ in range(args.repeat)]:
         cmd = [sys.executable, __file__, "--worker", str(t), "--reps", str(args.reps), "--sizes",
                *map(str, args.sizes)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         for line in proc.stdout.splitlines():
             if line.startswith("RESULT "):
                 r = json.loads(line[7:])
-                results["rows"] += r["rows"]
-                results["train"] += r["train"]
+                for kind in ("rows", "train"):
+                    for row in r[kind]:
+                        key = (kind, row["threads"], row["M"], row["K"], row["impl"])
+                        if key not in best or row["ms"] < best[key]["ms"]:
+                            best[key] = row
             else:
                 print(line)
         if proc.returncode != 0:
             print(proc.stderr[-4000:])
             raise SystemExit(f"worker with {t} threads failed")
+    for (kind, *_), row in best.items():
+        results[kind].append(row)
     print()
     print("| M | K=N | threads | impl | ms | GFLOP/s-eq | weight GB/s | speed-up vs MS fp32 |")
     print("|---|---|---|---|---|---|---|---|")
@@ -206,7 +214,8 @@ def main():
     for r in results["train"]:
         print(f"| {r['impl']} | {r['threads']} | {r['ms']:.2f} |")
     results["machine"] = {"cpu": platform.processor() or platform.machine(), "nproc": os.cpu_count(),
-                          "load_avg_at_end": os.getloadavg(), "group_size": GROUP}
+                          "load_avg_at_end": os.getloadavg(), "group_size": GROUP, "repeat": args.repeat,
+                          "note": "best of --repeat worker runs; the 2-core machine was shared with other jobs"}
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))

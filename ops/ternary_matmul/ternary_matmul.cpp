@@ -329,6 +329,36 @@ AVX2_FN void tile_f32(const float *x, int64_t K, const uint8_t *W, int64_t ldw, 
     for (int r = 0; r < NR; ++r) y[i * ldy + r] = hsum256(acc[i][r]);
 }
 
+// Weight-only tile for decode-size M (one activation row): full 128-blocks, g % 32 == 0.
+// The 32 packed bytes of a block are widened once (4 x cvtepu8_epi32) and reused for the four
+// slots t (shift by 2t); two accumulators per row alternate to hide the FMA latency.
+template <int NR>
+AVX2_FN void tile_f32_gemv(const float *x, int64_t K, const uint8_t *W, int64_t ldw, const float *S, int64_t G,
+                           int64_t g, float *y) {
+  __m256 acc0[NR], acc1[NR];
+  for (int r = 0; r < NR; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
+  const __m256 base_lut = _mm256_setr_ps(-1.f, 0.f, 1.f, 0.f, -1.f, 0.f, 1.f, 0.f);
+  for (int64_t b = 0; b < K / 128; ++b) {
+    const float *xb = x + b * 128;
+    for (int r = 0; r < NR; ++r) {
+      const uint8_t *wb = W + r * ldw + b * 32;
+      __m256i v0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(wb + 0)));
+      __m256i v1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(wb + 8)));
+      __m256i v2 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(wb + 16)));
+      __m256i v3 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(wb + 24)));
+      for (int t = 0; t < 4; ++t) {
+        const __m256 lut = _mm256_mul_ps(base_lut, _mm256_set1_ps(S[r * G + (b * 128 + t * 32) / g]));
+        const float *xt = xb + t * 32;
+        acc0[r] = _mm256_fmadd_ps(_mm256_loadu_ps(xt + 0), _mm256_permutevar8x32_ps(lut, _mm256_srli_epi32(v0, 2 * t)), acc0[r]);
+        acc1[r] = _mm256_fmadd_ps(_mm256_loadu_ps(xt + 8), _mm256_permutevar8x32_ps(lut, _mm256_srli_epi32(v1, 2 * t)), acc1[r]);
+        acc0[r] = _mm256_fmadd_ps(_mm256_loadu_ps(xt + 16), _mm256_permutevar8x32_ps(lut, _mm256_srli_epi32(v2, 2 * t)), acc0[r]);
+        acc1[r] = _mm256_fmadd_ps(_mm256_loadu_ps(xt + 24), _mm256_permutevar8x32_ps(lut, _mm256_srli_epi32(v3, 2 * t)), acc1[r]);
+      }
+    }
+  }
+  for (int r = 0; r < NR; ++r) y[r] = hsum256(_mm256_add_ps(acc0[r], acc1[r]));
+}
+
 // A8 tile. Full 128-blocks only: chunk (block b, slot t) = 32 consecutive elements.
 // u = code + 1 in {0,1,2} (unsigned) times xq (signed) with maddubs: int16 pair sums in
 // [-512, 508], accumulated in int16 for at most 32 chunks (|sum| <= 16384, no overflow), then
@@ -412,6 +442,15 @@ void run_f32_tiles(const float *x, const uint8_t *W, const float *S, float *y, i
 void avx2_f32(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N,
               int64_t G, const Chunk8 *ch, int64_t nch, int64_t n0, int64_t n1) {
   if (M < 4) {
+    const int64_t g = K / G, ldw = K / 4;
+    if (K % 128 == 0 && g % 32 == 0) {
+      for (int64_t m = 0; m < M; ++m) {
+        int64_t n = n0;
+        for (; n + 4 <= n1; n += 4) tile_f32_gemv<4>(x + m * K, K, W + n * ldw, ldw, S + n * G, G, g, y + m * N + n);
+        for (; n < n1; ++n) tile_f32_gemv<1>(x + m * K, K, W + n * ldw, ldw, S + n * G, G, g, y + m * N + n);
+      }
+      return;
+    }
     run_f32_tiles<1, 4>(x, W, S, y, M, K, N, G, ch, nch, 0, M, n0, n1);
     return;
   }
