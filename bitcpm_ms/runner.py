@@ -12,6 +12,7 @@ from mindformers.tools.register import MindFormerConfig
 
 from . import models as _models          # noqa: F401  (registers BitCPMConfig / BitCPMForCausalLM)
 from . import training as _training      # noqa: F401  (registers the wrapper and the callback)
+from .data import mf_tokenizer as _tok    # noqa: F401  (registers BitCPMTokenizer)
 from .config_loader import ConfigError
 
 
@@ -76,7 +77,23 @@ def run(config: MindFormerConfig, args) -> int:
     raise ConfigError(f"run_mode must be train, eval or predict, got {mode!r}")
 
 
+def ensure_prepared_data(config: MindFormerConfig) -> None:
+    """Prepare the `data:` section's dataset if the train dataset dir does not exist yet
+    (a no-op when a matching prepared dataset is already there)."""
+    loader = (config.get("train_dataset") or {}).get("data_loader") or {}
+    path = loader.get("dataset_dir")
+    if not config.get("data") or (path and os.path.exists(path)):
+        return
+    from .data.config import config_from_dict
+    from .data.packing import prepare_dataset
+    cfg = config_from_dict(config)
+    print(f"preparing dataset {cfg.output_dir or '(default dir)'} from the data: section "
+          "(once; later runs reuse it)", flush=True)
+    prepare_dataset(cfg)
+
+
 def train(config: MindFormerConfig) -> int:
+    ensure_prepared_data(config)
     _dataset_files(config.train_dataset, "train_dataset")
     if config.resume_training and not config.load_checkpoint:
         config.load_checkpoint = latest_checkpoint_dir(config.output_dir)
@@ -86,7 +103,14 @@ def train(config: MindFormerConfig) -> int:
     trainer = Trainer(args=config, task="text_generation")
     trainer.train(train_checkpoint=config.load_checkpoint or False,
                   resume_training=bool(config.resume_training))
+    if config.get("eval_after_train") and _is_rank0():
+        from .evaluate import run_eval
+        return run_eval(config, checkpoint=config.output_dir)
     return 0
+
+
+def _is_rank0() -> bool:
+    return int(os.environ.get("RANK_ID", "0") or 0) == 0
 
 
 def latest_checkpoint_dir(output_dir: str) -> str:

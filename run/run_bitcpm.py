@@ -63,9 +63,10 @@ def main(argv=None):
         print(f"error: {err}", file=sys.stderr)
         return 2
     from bitcpm_ms.runner import run  # heavy imports only after the arguments are known good
+    from bitcpm_ms.data.errors import DataError
     try:
         return run(config, args)
-    except ConfigError as err:
+    except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
