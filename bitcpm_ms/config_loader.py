@@ -101,8 +101,18 @@ def load_config(path: str, overrides: Dict[str, object] = None) -> MindFormerCon
     if "model_config" not in config.model or "arch" not in config.model:
         raise ConfigError(f"config file {path}: 'model' needs 'model_config' and 'arch'")
     apply_overrides(config, overrides or {})
+    sync_dataset_tasks(config)
     sync_quant_section(config)
     return config
+
+
+def sync_dataset_tasks(config: MindFormerConfig) -> None:
+    """`train_dataset_task.dataset_config: *train_dataset` is one section under two names in the
+    YAML; after loading they are copies, so make overrides of `train_dataset` reach the task too."""
+    for name in ("train_dataset", "eval_dataset"):
+        task = config.get(f"{name}_task")
+        if task is not None and config.get(name) is not None:
+            task.dataset_config = config[name]
 
 
 def sync_quant_section(config: MindFormerConfig) -> QuantConfig:

@@ -4,6 +4,7 @@ Writes OUTPUT_DIR/eval.json. The checkpoint is `load_checkpoint` (file or direct
 empty, the newest checkpoint under OUTPUT_DIR. The held-out data is the `validation` split of
 the prepared dataset (see `prepared_root`); bits per byte uses its manifest's byte counts.
 """
+import json
 import os
 
 from mindformers.models import build_network
@@ -13,15 +14,25 @@ from .config_loader import ConfigError
 
 
 def prepared_root(config) -> str:
-    """The prepared dataset directory (holding manifest.json): data.output_dir, or the dataset
-    dirs of eval_dataset / train_dataset or their parents."""
-    candidates = [(config.get("data") or {}).get("output_dir")]
+    """The prepared dataset directory (holding manifest.json) that the run's data comes from:
+    the eval / train dataset dirs or their parents, then data.output_dir. Its sequence length and
+    vocabulary must fit the model, or evaluating it would be meaningless."""
+    candidates = []
     for section in ("eval_dataset", "train_dataset"):
         path = ((config.get(section) or {}).get("data_loader") or {}).get("dataset_dir")
         if path:
             candidates += [path, os.path.dirname(os.path.normpath(path))]
+    candidates.append((config.get("data") or {}).get("output_dir"))
     for path in candidates:
-        if path and os.path.isfile(os.path.join(path, "manifest.json")):
+        manifest = os.path.join(path or "", "manifest.json")
+        if path and os.path.isfile(manifest):
+            with open(manifest, encoding="utf-8") as f:
+                man = json.load(f)
+            mc = config.model.model_config
+            if int(man["seq_length"]) != int(mc.seq_length) or int(man["vocab_size"]) > int(mc.vocab_size):
+                raise ConfigError(f"prepared dataset {path} (seq_length {man['seq_length']}, vocab "
+                                  f"{man['vocab_size']}) does not fit the model (seq_length {mc.seq_length}, "
+                                  f"vocab {mc.vocab_size})")
             return path
     raise ConfigError(f"no prepared dataset (manifest.json) found in {[c for c in candidates if c]}; "
                       "prepare data first: python run/prepare_data.py --config CONFIG")

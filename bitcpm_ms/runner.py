@@ -4,6 +4,7 @@ evaluate or sample through MindFormers.
 import glob
 import json
 import os
+import sys
 
 import mindspore as ms
 from mindformers import Trainer
@@ -104,7 +105,12 @@ def train(config: MindFormerConfig) -> int:
     trainer.train(train_checkpoint=config.load_checkpoint or False,
                   resume_training=bool(config.resume_training))
     if config.get("eval_after_train") and _is_rank0():
-        from .evaluate import run_eval
+        from .evaluate import prepared_root, run_eval
+        try:
+            prepared_root(config)
+        except ConfigError as err:
+            print(f"warning: eval_after_train skipped: {err}", file=sys.stderr, flush=True)
+            return 0
         return run_eval(config, checkpoint=config.output_dir)
     return 0
 

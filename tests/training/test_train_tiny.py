@@ -32,6 +32,7 @@ def test_loss_falls_in_graph_mode(tmp_path, data_dir, quant_enabled):
     for key in ("lr", "grad_norm", "tokens_per_s", "tflops_per_device", "step_time_s", "skipped_steps"):
         assert rec[key] is not None, key
     assert rec["tokens_seen"] == 40 * 8 * 64 and rec["skipped_steps"] == 0
+    assert "eval_after_train skipped" in res.stderr      # toy data has no manifest
     assert "loss" in res.stdout and "tok/s" in res.stdout and "TFLOP/s" in res.stdout
     resolved = json.load(open(tmp_path / "config_resolved.json"))
     assert resolved["model"]["model_config"]["qat_config"]["enabled"] is (quant_enabled == "true")

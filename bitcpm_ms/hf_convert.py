@@ -1,0 +1,170 @@
+"""Hugging Face <-> bitcpm-ms checkpoints for MiniCPM-architecture models.
+
+HF MiniCPM (`modeling_minicpm.py`) and MindFormers' LLaMA use the same weight layouts (rotate-half
+RoPE, [out, in] linears), so conversion is a name map plus dtype. Two export flavours, as the
+published BitCPM models use:
+  * "latent": the full-precision latent weights (like the `-unquantized` repositories), for
+    continued QAT;
+  * "pseudo_quantized": each quantized projection replaced by levels x scale (fake-quant), a
+    normal float model any MiniCPM loader runs.
+Weights are read and written as safetensors (numpy; no torch needed). A `pytorch_model.bin`
+is read only when torch is installed.
+"""
+import json
+import os
+import re
+from typing import Dict
+
+import numpy as np
+
+from .config_loader import ConfigError
+from .quant import QuantConfig, fake_quant_weight
+from .quant.api import default_filter
+
+
+class ConversionError(ConfigError):
+    """A checkpoint or config that cannot be converted; the message names it."""
+
+
+# (HF name pattern, bitcpm-ms / MindFormers name pattern); {i} is the layer index
+_LAYER_MAP = [
+    ("self_attn.q_proj.weight", "attention.wq.weight"),
+    ("self_attn.k_proj.weight", "attention.wk.weight"),
+    ("self_attn.v_proj.weight", "attention.wv.weight"),
+    ("self_attn.o_proj.weight", "attention.wo.weight"),
+    ("mlp.gate_proj.weight", "feed_forward.w1.weight"),
+    ("mlp.down_proj.weight", "feed_forward.w2.weight"),
+    ("mlp.up_proj.weight", "feed_forward.w3.weight"),
+    ("input_layernorm.weight", "attention_norm.weight"),
+    ("post_attention_layernorm.weight", "ffn_norm.weight"),
+]
+_GLOBAL_MAP = [
+    ("model.embed_tokens.weight", "model.tok_embeddings.embedding_weight"),
+    ("model.norm.weight", "model.norm_out.weight"),
+    ("lm_head.weight", "lm_head.weight"),
+]
+_HF_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+
+# HF config.json key -> BitCPMConfig key
+_CONFIG_MAP = {
+    "hidden_size": "hidden_size", "num_hidden_layers": "num_layers", "num_attention_heads": "num_heads",
+    "num_key_value_heads": "n_kv_heads", "intermediate_size": "intermediate_size", "vocab_size": "vocab_size",
+    "rms_norm_eps": "rms_norm_eps", "scale_emb": "scale_emb", "scale_depth": "scale_depth",
+    "dim_model_base": "dim_model_base", "tie_word_embeddings": "tie_word_embeddings",
+    "bos_token_id": "bos_token_id", "eos_token_id": "eos_token_id", "pad_token_id": "pad_token_id",
+    "rope_theta": "theta", "max_position_embeddings": "max_position_embedding",
+}
+
+
+def hf_to_ms_name(name: str) -> str:
+    for hf, ms_name in _GLOBAL_MAP:
+        if name == hf:
+            return ms_name
+    m = _HF_LAYER.match(name)
+    if m:
+        for hf, ms_name in _LAYER_MAP:
+            if m.group(2) == hf:
+                return f"model.layers.{m.group(1)}.{ms_name}"
+    raise ConversionError(f"unknown Hugging Face parameter {name!r} (not a MiniCPM/LLaMA weight)")
+
+
+def ms_to_hf_name(name: str) -> str:
+    for hf, ms_name in _GLOBAL_MAP:
+        if name == ms_name:
+            return hf
+    m = re.match(r"^model\.layers\.(\d+)\.(.+)$", name)
+    if m:
+        for hf, ms_name in _LAYER_MAP:
+            if m.group(2) == ms_name:
+                return f"model.layers.{m.group(1)}.{hf}"
+    raise ConversionError(f"parameter {name!r} has no Hugging Face MiniCPM name")
+
+
+def hf_config_to_model_config(hf: dict) -> dict:
+    """HF MiniCPM config.json -> keys of BitCPMConfig (model.model_config in our YAML)."""
+    missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size") if k not in hf]
+    if missing:
+        raise ConversionError(f"config.json lacks {missing}: not a MiniCPM/LLaMA config")
+    out = {ours: hf[theirs] for theirs, ours in _CONFIG_MAP.items() if theirs in hf and hf[theirs] is not None}
+    if isinstance(out.get("eos_token_id"), list):
+        out["eos_token_id"] = out["eos_token_id"][0]
+    return out
+
+
+def model_config_to_hf_config(mc: dict, quant: QuantConfig = None, flavour: str = "latent") -> dict:
+    hf = {theirs: mc[ours] for theirs, ours in _CONFIG_MAP.items() if mc.get(ours) is not None}
+    hf.setdefault("num_key_value_heads", mc.get("num_heads"))
+    hf.update({"architectures": ["MiniCPMForCausalLM"], "model_type": "minicpm", "hidden_act": "silu",
+               "torch_dtype": "float32"})
+    if quant is not None and quant.enabled:
+        hf["bitcpm_quantization"] = {**quant.to_dict(), "format": flavour}
+    return hf
+
+
+def read_hf_weights(model_dir: str) -> Dict[str, np.ndarray]:
+    """All tensors of a HF model directory (*.safetensors, or pytorch_model*.bin with torch)."""
+    if not os.path.isdir(model_dir):
+        raise ConversionError(f"Hugging Face model directory {model_dir} does not exist")
+    files = sorted(f for f in os.listdir(model_dir) if f.endswith(".safetensors"))
+    tensors = {}
+    if files:
+        from safetensors.numpy import load_file
+        for f in files:
+            tensors.update(load_file(os.path.join(model_dir, f)))
+        return tensors
+    bins = sorted(f for f in os.listdir(model_dir) if re.match(r"pytorch_model.*\.bin$", f))
+    if not bins:
+        raise ConversionError(f"no *.safetensors or pytorch_model*.bin in {model_dir}")
+    try:
+        import torch
+    except ImportError:
+        raise ConversionError(f"{model_dir} holds pytorch_model.bin; reading it needs torch "
+                              "(pip install torch), or convert it to safetensors first") from None
+    for f in bins:
+        for k, v in torch.load(os.path.join(model_dir, f), map_location="cpu").items():
+            tensors[k] = v.float().numpy()
+    return tensors
+
+
+def hf_to_ms_params(tensors: Dict[str, np.ndarray], dtype=np.float32) -> Dict[str, np.ndarray]:
+    """Rename HF tensors to bitcpm-ms names; rotary inv_freq buffers are dropped (recomputed)."""
+    out = {}
+    for name, value in tensors.items():
+        if name.endswith("rotary_emb.inv_freq"):
+            continue
+        out[hf_to_ms_name(name)] = np.asarray(value, dtype=dtype)
+    return out
+
+
+def ms_to_hf_params(params: Dict[str, np.ndarray], quant: QuantConfig = None, flavour: str = "latent",
+                    dtype=np.float32) -> Dict[str, np.ndarray]:
+    """bitcpm-ms parameters -> HF tensors; "pseudo_quantized" fake-quantizes the QAT projections."""
+    if flavour not in ("latent", "pseudo_quantized"):
+        raise ConversionError(f"unknown export flavour {flavour!r}: use latent or pseudo_quantized")
+    select = default_filter(quant) if quant is not None and quant.enabled else None
+    out = {}
+    for name, value in params.items():
+        value = np.asarray(value, dtype=np.float32)
+        if flavour == "pseudo_quantized" and select is not None and name.endswith(".weight") \
+                and select(name[:-len(".weight")], None):
+            value = fake_quant_weight(value, quant)
+        out[ms_to_hf_name(name)] = value.astype(dtype)
+    return out
+
+
+def write_hf_dir(out_dir: str, tensors: Dict[str, np.ndarray], hf_config: dict, tokenizer_file: str = None):
+    """config.json + model.safetensors (+ tokenizer.model), written to a temp dir then renamed."""
+    from safetensors.numpy import save_file
+    if os.path.exists(out_dir) and os.listdir(out_dir):
+        raise ConversionError(f"output directory {out_dir} exists and is not empty")
+    tmp = f"{out_dir.rstrip(os.sep)}.tmp-{os.getpid()}"
+    os.makedirs(tmp, exist_ok=True)
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, os.path.join(tmp, "model.safetensors"))
+    with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(hf_config, f, indent=2)
+    if tokenizer_file:
+        import shutil
+        shutil.copyfile(tokenizer_file, os.path.join(tmp, "tokenizer.model"))
+    if os.path.exists(out_dir):
+        os.rmdir(out_dir)
+    os.replace(tmp, out_dir)
