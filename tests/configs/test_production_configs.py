@@ -1,0 +1,145 @@
+"""The 910B production YAMLs: they load, their parallel layout covers 16 NPUs, every split and
+quantization group divides its dimension, the model is the size its name says, and the
+architecture builds and runs a forward pass (on CPU, 1 layer, short sequence)."""
+import glob
+import math
+import os
+import re
+
+import numpy as np
+import pytest
+from mindformers.tools.register import MindFormerConfig
+
+from bitcpm_ms.config_loader import load_config
+from bitcpm_ms.models.flops import count_params
+from bitcpm_ms.parallel import check_tp_divisibility
+from bitcpm_ms.quant import QuantConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+YAMLS = sorted(glob.glob(os.path.join(ROOT, "yaml_configs", "pretrain_bitcpm_*_910b.yaml")))
+NAMES = [os.path.basename(p) for p in YAMLS]
+NPUS = 16
+
+
+def _size(path):
+    """Nominal parameter count from the file name: pretrain_bitcpm_0.5b_... -> 0.5e9."""
+    return float(re.search(r"pretrain_bitcpm_([0-9.]+)b", os.path.basename(path)).group(1)) * 1e9
+
+
+def test_all_sizes_and_a_32k_variant_exist():
+    sizes = {_size(p) for p in YAMLS}
+    assert sizes == {0.5e9, 1e9, 3e9, 8e9}
+    assert any("32k" in n for n in NAMES)
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=NAMES)
+def test_config_loads_and_is_consistent(path):
+    raw = MindFormerConfig(path)                       # MindFormers' own loader (run_mindformer.py)
+    cfg = load_config(path)                            # ours (validates quant, copies it to the model)
+    mc = cfg.model.model_config
+    assert raw.model.model_config.qat_config == raw.quant            # the &quant / *quant anchor
+    assert QuantConfig.from_dict(mc.qat_config) == QuantConfig.from_dict(cfg.quant)
+    q = QuantConfig.from_dict(cfg.quant)
+    assert q.enabled and q.quant_space == "ternary" and q.act_bits is None and not q.quantize_lm_head
+    assert cfg.model.arch.type == "BitCPMForCausalLM" and mc.type == "BitCPMConfig"
+    assert cfg.context.device_target == "Ascend" and cfg.context.mode == 0
+    assert cfg.use_parallel is True and cfg.parallel.parallel_mode == 1 and cfg.parallel.full_batch is True
+    assert cfg.runner_wrapper.type == "BitCPMTrainOneStepCell"
+    assert {cb["type"] for cb in cfg.callbacks} >= {"BitCPMMetricsMonitor", "CheckpointMonitor"}
+    assert cfg.lr_schedule.type == "WarmUpStableDecayLR"
+    # bf16 compute, fp32 master weights, Ascend fused kernels
+    assert mc.compute_dtype == "bfloat16" and mc.param_init_type == "float32"
+    assert mc.use_flash_attention is True and mc.fused_rms_norm is True and mc.qkv_concat is False
+    assert mc.cpu_safe is False
+    assert (mc.vocab_size, mc.scale_emb, mc.scale_depth, mc.dim_model_base, mc.rms_norm_eps) == \
+        (73448, 12, 1.4, 256, 1e-6)
+    assert cfg.runner_config.batch_size == cfg.train_dataset.batch_size == mc.batch_size
+    if _size(path) == 0.5e9:
+        assert cfg.lr_schedule.learning_rate == pytest.approx(1e-2)          # report, Table 6
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=NAMES)
+def test_parallel_layout_and_divisibility(path):
+    cfg = load_config(path)
+    pc, mc = cfg.parallel_config, cfg.model.model_config
+    dp, mp, pp, cp = pc.data_parallel, pc.model_parallel, pc.pipeline_stage, pc.context_parallel
+    assert dp * mp * pp * cp == NPUS
+    ulysses = cp if (cp > 1 and pc.get("context_parallel_algo") == "ulysses_cp") else 1
+    if "32k" in os.path.basename(path):
+        assert mc.seq_length == 32768 and cp > 1 and ulysses == cp       # report: Ulysses CP for 32K
+        assert cfg.parallel.enable_alltoall is True
+    else:
+        assert mc.seq_length == 4096
+    # MindFormers' attention splits heads over mp x ulysses degree
+    assert mc.num_heads % (mp * ulysses) == 0 and mc.n_kv_heads % (mp * ulysses) == 0
+    assert mc.hidden_size % mc.num_heads == 0 and mc.num_heads % mc.n_kv_heads == 0
+    assert mc.seq_length % cp == 0
+    if pc.use_seq_parallel:
+        assert mp > 1 and mc.seq_length % (mp * cp) == 0
+    assert mc.num_layers % pp == 0
+    if pp > 1:
+        assert pc.micro_batch_num >= pp
+    if not pc.vocab_emb_dp:
+        assert mc.vocab_size % mp == 0
+    assert (mc.batch_size * dp) % 1 == 0 and mc.batch_size >= 1
+    # every projection splits over mp, and every local input width (row-parallel: in/mp) is a
+    # multiple of the configured group size -- and of the ablated 32 / 64 too, so they can be tried
+    for g in (cfg.quant.group_size, 32, 64):
+        assert check_tp_divisibility(mc, mp, g) == [], (g, check_tp_divisibility(mc, mp, g))
+        assert mc.hidden_size % g == 0 and mc.intermediate_size % g == 0
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=NAMES)
+def test_parameter_count_matches_the_name(path):
+    mc = load_config(path).model.model_config
+    n = count_params(mc).total
+    assert abs(n / _size(path) - 1) < 0.05, f"{os.path.basename(path)}: {n / 1e9:.3f}B"
+
+
+# ------------------------------------------------------------------ forward on CPU, real dims
+ARCHS = {}                      # one entry per distinct architecture (8B and 8B-32K share one)
+for _p in YAMLS:
+    ARCHS.setdefault(re.search(r"pretrain_bitcpm_([0-9.]+b)", os.path.basename(_p)).group(1), _p)
+
+
+def _forward_loss(path, layers=1, seq=64):
+    import mindspore as ms
+    from bitcpm_ms.models import BitCPMConfig, BitCPMForCausalLM
+    from bitcpm_ms.quant.linear import TernaryLinear
+
+    mc = dict(load_config(path).model.model_config)
+    mc.pop("type")
+    mc.update(num_layers=layers, seq_length=seq, batch_size=1, cpu_safe=True)   # CPU-safe kernels
+    for k in ("compute_dtype", "layernorm_compute_type", "softmax_compute_type", "rotary_dtype",
+              "param_init_type", "residual_dtype"):
+        mc[k] = "float32"
+    saved = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)      # one forward: no graph compile needed
+    try:
+        net = BitCPMForCausalLM(BitCPMConfig(**mc))
+        assert sum(isinstance(c, TernaryLinear) for _, c in net.cells_and_names()) == 7 * layers
+        n_params = sum(int(np.prod(p.shape)) for p in net.get_parameters())
+        net.set_train(True)
+        ids = np.random.default_rng(0).integers(3, mc["vocab_size"], (1, seq + 1))
+        loss = float(net(ms.Tensor(ids, ms.int32)).asnumpy())
+    finally:
+        ms.set_context(mode=saved)
+    expected = count_params(dict(mc)).total
+    return loss, n_params, expected, mc["vocab_size"]
+
+
+def _check_forward(path):
+    loss, n_params, expected, vocab = _forward_loss(path)
+    assert n_params == expected                      # the built network is what count_params counts
+    # an untrained model predicts close to uniformly over the vocabulary
+    assert math.isfinite(loss) and abs(loss - math.log(vocab)) < 1.0, loss
+
+
+def test_forward_0_5b_architecture_on_cpu():
+    _check_forward(ARCHS["0.5b"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", ["1b", "3b", "8b"])
+def test_forward_larger_architectures_on_cpu(size):
+    _check_forward(ARCHS[size])
