@@ -13,6 +13,9 @@ from mindformers.tools.register import MindFormerConfig
 from .quant import QuantConfig
 
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 class ConfigError(ValueError):
     """A config file or override that cannot be used; the message names the key or file."""
 
@@ -91,6 +94,8 @@ def load_config(path: str, overrides: Dict[str, object] = None) -> MindFormerCon
     """Read the YAML, apply overrides, validate the quant section and copy it into the model config."""
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
+    # `auto_register: bitcpm_register.X` (kept for run_mindformer.py) resolves under REGISTER_PATH
+    os.environ.setdefault("REGISTER_PATH", REPO_ROOT)
     try:
         config = MindFormerConfig(os.path.realpath(path))
     except (yaml.YAMLError, ValueError) as err:    # MindFormers re-raises YAML errors as ValueError

@@ -37,22 +37,27 @@ def _dataset_files(section, name):
 
 
 def _prepare_callbacks(config):
-    """Point our metrics callback at output_dir and give it the planned number of steps.
+    """Point our metrics callback at output_dir; `--max_steps` (runner_config.stop_step) sets
+    the StopAtStep callback, which the metrics callback uses for its progress display.
 
-    MindFormers 1.9.0 builds a TrainCallBack for runner_config.stop_step but never adds it to
-    the callback list (and it counts from 0 again in a resumed run), so `--max_steps` adds our
-    StopAtStep, which counts optimizer steps in total.
+    (MindFormers 1.9.0 builds a TrainCallBack for runner_config.stop_step but never adds it to
+    the callback list, and it would count from 0 again in a resumed run.)
     """
-    stop = config.runner_config.get("stop_step")
     callbacks = config.get("callbacks") or []
-    if stop and not any(cb.get("type") == "StopAtStep" for cb in callbacks):
-        callbacks.append(MindFormerConfig(type="StopAtStep", stop_step=int(stop)))
+    stop = config.runner_config.get("stop_step")
+    stops = [cb for cb in callbacks if cb.get("type") == "StopAtStep"]
+    if stop:
+        if stops:
+            stops[0]["stop_step"] = int(stop)
+        else:
+            callbacks.append(MindFormerConfig(type="StopAtStep", stop_step=int(stop)))
+            stops = callbacks[-1:]
     config.callbacks = callbacks
     for cb in callbacks:
         if cb.get("type") == "BitCPMMetricsMonitor":
             cb.setdefault("output_dir", config.output_dir)
-            if stop:
-                cb["total_steps"] = int(stop)
+            if stops:
+                cb["total_steps"] = int(stops[0]["stop_step"])
 
 
 def _check_graph_mode():
