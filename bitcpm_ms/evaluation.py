@@ -21,7 +21,6 @@ without any gradient computation (no ``GradOperation``/``value_and_grad`` wraps 
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -133,20 +132,7 @@ def evaluate_on_prepared(network, dataset_dir: str, batch_size: int, max_batches
 def write_eval_json(metrics: dict, output_dir: str, filename: str = "eval.json") -> str:
     """Write ``metrics`` to ``output_dir/eval.json`` atomically (temp file + os.replace)."""
     os.makedirs(output_dir, exist_ok=True)
+    from .data.packing import atomic_json
     path = os.path.join(output_dir, filename)
-    tmp = f"{path}.tmp-{os.getpid()}"
-
-    def default(o):
-        if isinstance(o, (np.integer,)):
-            return int(o)
-        if isinstance(o, (np.floating,)):
-            return float(o)
-        return str(o)
-
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(metrics, f, indent=2, sort_keys=True, default=default)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_json(metrics, path)
     return path

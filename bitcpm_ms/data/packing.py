@@ -172,10 +172,20 @@ def _remove_stale_tmp(out_dir: str):
                 shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
 
 
-def _atomic_json(obj, path: str):
+def _json_default(o):
+    """numpy scalars as Python numbers; anything else unknown as its str()."""
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    return str(o)
+
+
+def atomic_json(obj, path: str):
+    """Write JSON to a temporary file, fsync, then rename over `path` (never half-written)."""
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, ensure_ascii=False)
+        json.dump(obj, f, indent=2, sort_keys=True, ensure_ascii=False, default=_json_default)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
@@ -479,7 +489,7 @@ def prepare_dataset(cfg: PrepareConfig, overwrite: bool = False, log=print) -> d
     try:
         manifest = _build(cfg, files, sources, cleaner, name, fingerprint, tmp_dir, log)
         manifest["timing"]["total_seconds"] = round(time.time() - t_start, 3)
-        _atomic_json(manifest, os.path.join(tmp_dir, MANIFEST))
+        atomic_json(manifest, os.path.join(tmp_dir, MANIFEST))
         if os.path.exists(out_dir):
             old_dir = f"{out_dir}.old-{os.getpid()}"
             os.rename(out_dir, old_dir)

@@ -16,6 +16,7 @@ from mindformers.models.llama.llama import LlamaForCausalLM
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
 from ..quant import QuantConfig, quantize_model
+from ..quant.linear import in_strategy
 from .bitcpm_config import BitCPMConfig
 
 
@@ -52,11 +53,6 @@ class ScaledResidualAdd(nn.Cell):
         return self.add(x, self.mul(branch, self.scale))
 
 
-def _strategy(prim):
-    s = prim.attrs.get("in_strategy") if hasattr(prim, "attrs") else None
-    return tuple(tuple(x) for x in s) if s else None
-
-
 @MindFormerRegister.register(MindFormerModuleType.MODELS)
 class BitCPMForCausalLM(LlamaForCausalLM):
     """MiniCPM-architecture causal LM on MindFormers' LLaMA; ternary QAT when `qat_config` enables it."""
@@ -72,7 +68,7 @@ class BitCPMForCausalLM(LlamaForCausalLM):
             model.tok_embeddings = ScaleOutput(model.tok_embeddings, config.scale_emb)
         if config.residual_scale != 1.0:
             for layer in model.layers:
-                layer.add = ScaledResidualAdd(config.residual_scale, _strategy(layer.add))
+                layer.add = ScaledResidualAdd(config.residual_scale, in_strategy(layer.add))
         if config.logit_scale != 1.0:
             model.norm_out = ScaleOutput(model.norm_out, config.logit_scale)
         if config.qat_config:

@@ -60,7 +60,7 @@ class TernaryLinear(Linear):
             new.bias = linear.bias
             new.bias_add = linear.bias_add
         new.activation, new.activation_flag, new.act_name = linear.activation, linear.activation_flag, linear.act_name
-        strategy = _in_strategy(linear.matmul)
+        strategy = in_strategy(linear.matmul)
         if strategy is not None:
             new._shard_quantizers(strategy)
         return new
@@ -105,7 +105,7 @@ class TernaryLinear(Linear):
                 f"act_bits={c.act_bits}")
 
 
-def _in_strategy(prim):
+def in_strategy(prim):
     """The input strategy set on a primitive by `shard()`, or None if it has none."""
     strategy = prim.attrs.get("in_strategy") if hasattr(prim, "attrs") else None
     return tuple(tuple(s) for s in strategy) if strategy else None
