@@ -196,6 +196,16 @@ def get_ms_op(act_bits=None):
     return op
 
 
+def get_fake_quant_op():
+    """AOT op ``fq(w [N,K] f32, spec [1,2] f32 = (group_size, eps)) -> wq [N,K] f32``: the ternary
+    weight fake-quantization in one C++ pass (CPU). It has no bprop of its own: it is meant to sit
+    inside `WeightFakeQuant`, whose bprop is the straight-through estimator."""
+    if "fq" not in _ms_ops:
+        _load()
+        _ms_ops["fq"] = _custom("TernaryFakeQuant", lambda w, spec: w)
+    return _ms_ops["fq"]
+
+
 def _ms_weights(packed: PackedTernary):
     import mindspore as ms
 

@@ -5,7 +5,9 @@ semi-auto-parallel strategy); the backward is a custom `bprop` returning the inc
 unchanged, so the optimizer updates the latent full-precision weight exactly as if the layer
 were not quantized (report section 3.2: "backward is the identity").
 """
-from mindspore import nn
+import numpy as np
+import mindspore as ms
+from mindspore import Tensor, nn
 from mindspore.ops import operations as P
 
 from .primitives import SPACES
@@ -19,7 +21,7 @@ class WeightFakeQuant(nn.Cell):
     local input width the shard-local scales equal the global ones (report section 4.2).
     """
 
-    def __init__(self, quant_space: str, group_size: int, eps: float):
+    def __init__(self, quant_space: str, group_size: int, eps: float, fused_cpu_kernel: bool = True):
         super().__init__()
         if quant_space not in SPACES:
             raise ValueError(f"unknown quantization space {quant_space!r}")
@@ -46,8 +48,20 @@ class WeightFakeQuant(nn.Cell):
         self.sign_select = P.Select()
         self.ones_like = P.OnesLike()
         self.neg = P.Neg()
+        # On CPU the ternary formula runs as one fused C++ pass (TernaryFakeQuant AOT op) instead
+        # of ~9 element-wise ops: the op chain cost 9% of a tiny-model training step, the fused
+        # op ~1% (benchmarks/qat_overhead.py). Elsewhere (Ascend) the primitive chain is kept: it
+        # carries the shard strategies.
+        self.fused = (fused_cpu_kernel and quant_space == "ternary"
+                      and ms.get_context("device_target") == "CPU")
+        if self.fused:
+            from ..kernels.ops import get_fake_quant_op
+            self.fused_op = get_fake_quant_op()
+            self.fused_spec = Tensor(np.array([[group_size, eps]], np.float32))
 
     def construct(self, w):
+        if self.fused:
+            return self.fused_op(w, self.fused_spec)
         out_f, in_f = w.shape
         wg = self.reshape(w, (out_f, in_f // self.group_size, self.group_size))  # [out, in/g, g]
         stat = self.reduce(self.abs(wg), -1)                                      # [out, in/g, 1]
@@ -70,7 +84,8 @@ class WeightFakeQuant(nn.Cell):
         return (dout,)
 
     def shard(self, weight_strategy):
-        """Shard every op like the [out, in] weight: (a, b) -> (a, b, 1) on the grouped view."""
+        """Shard every op like the [out, in] weight: (a, b) -> (a, b, 1) on the grouped view.
+        (Parallel modes run on Ascend/GPU, where the fused CPU op is never used.)"""
         a, b = weight_strategy
         grouped = (a, b, 1)
         for prim in (self.abs, self.reduce, self.round):
@@ -88,7 +103,8 @@ class WeightFakeQuant(nn.Cell):
         return self
 
     def extend_repr(self):
-        return f"quant_space={self.quant_space}, group_size={self.group_size}, eps={self.eps}"
+        return (f"quant_space={self.quant_space}, group_size={self.group_size}, eps={self.eps}, "
+                f"fused_cpu_kernel={self.fused}")
 
 
 class ActFakeQuant(nn.Cell):

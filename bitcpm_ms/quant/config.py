@@ -42,6 +42,8 @@ class QuantConfig:
     quantize_lm_head: also quantize the output head (the report is silent; BitNet keeps the
                  head and the embeddings in full precision, so the default is False; embeddings
                  are never quantized here).
+    fused_cpu_kernel: on CPU, compute the ternary weight quantizer with one fused C++ op
+                 (same formula and rounding) instead of MindSpore element-wise ops.
     """
     quant_space: str = "ternary"
     group_size: int = 128
@@ -50,6 +52,7 @@ class QuantConfig:
     enabled: bool = True
     targets: Tuple[str, ...] = field(default=DEFAULT_TARGETS)
     quantize_lm_head: bool = False
+    fused_cpu_kernel: bool = True
 
     def __post_init__(self):
         space = _SPACE_ALIASES.get(str(self.quant_space).lower())
@@ -68,8 +71,9 @@ class QuantConfig:
         self.eps = float(self.eps)
         if self.act_bits not in ACT_BITS:
             raise ValueError(f"QuantConfig.act_bits must be one of {ACT_BITS}, got {self.act_bits!r}")
-        if not isinstance(self.enabled, bool):
-            raise ValueError(f"QuantConfig.enabled must be true or false, got {self.enabled!r}")
+        for name in ("enabled", "quantize_lm_head", "fused_cpu_kernel"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"QuantConfig.{name} must be true or false, got {getattr(self, name)!r}")
         if isinstance(self.targets, str):
             self.targets = (self.targets,)
         self.targets = tuple(self.targets)

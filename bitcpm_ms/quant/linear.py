@@ -37,7 +37,7 @@ class TernaryLinear(Linear):
         self.quant_acts = cfg.enabled and cfg.act_bits is not None
         self.group_size = cfg.group_for(in_channels) if cfg.enabled else None
         if self.quant_weights:
-            self.weight_quantizer = WeightFakeQuant(cfg.quant_space, self.group_size, cfg.eps)
+            self.weight_quantizer = WeightFakeQuant(cfg.quant_space, self.group_size, cfg.eps, cfg.fused_cpu_kernel)
         if self.quant_acts:
             self.act_quantizer = ActFakeQuant(cfg.act_bits, cfg.eps)
 

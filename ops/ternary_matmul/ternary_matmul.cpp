@@ -580,6 +580,41 @@ int dx_impl(const float *dy, const uint8_t *W, const float *S, float *dx, int64_
   return 0;
 }
 
+// ---- ternary fake quantization of one weight row (training forward), groups of g inputs
+void fake_quant_row_portable(const float *w, float *out, int64_t K, int64_t g, float eps) {
+  for (int64_t k0 = 0; k0 < K; k0 += g) {
+    double acc = 0.0;
+    for (int64_t k = 0; k < g; ++k) acc += std::fabs(w[k0 + k]);
+    const float sc = std::max((float)(acc / (double)g), eps);
+    for (int64_t k = 0; k < g; ++k) {
+      const float lv = std::nearbyint(w[k0 + k] / sc);   // default rounding: half to even
+      out[k0 + k] = std::min(1.0f, std::max(-1.0f, lv)) * sc;
+    }
+  }
+}
+
+// g % 8 == 0. Group |w| sums in 8 float lanes, combined in double; w / s rounded half to even.
+__attribute__((target("avx2,fma"))) void fake_quant_row_avx2(const float *w, float *out, int64_t K, int64_t g,
+                                                             float eps) {
+  const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f), mone = _mm256_set1_ps(-1.0f);
+  for (int64_t k0 = 0; k0 < K; k0 += g) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t k = 0; k < g; k += 8) acc = _mm256_add_ps(acc, _mm256_andnot_ps(sign, _mm256_loadu_ps(w + k0 + k)));
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, acc);
+    double sum = 0.0;
+    for (float v : lanes) sum += v;
+    const float sc = std::max((float)(sum / (double)g), eps);
+    const __m256 vs = _mm256_set1_ps(sc);
+    for (int64_t k = 0; k < g; k += 8) {
+      __m256 lv = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(w + k0 + k), vs),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      lv = _mm256_min_ps(one, _mm256_max_ps(mone, lv));
+      _mm256_storeu_ps(out + k0 + k, _mm256_mul_ps(lv, vs));
+    }
+  }
+}
+
 bool is_dtype(const char *d, const char *want) { return d != nullptr && std::strcmp(d, want) == 0; }
 
 int check_aot(int nparam, int expected, int *ndims, int64_t **shapes, const char **dtypes, const char *name,
@@ -672,6 +707,41 @@ int TernaryMatmulDx(int nparam, void **params, int *ndims, int64_t **shapes, con
     return set_error(3, "TernaryMatmulDx: inconsistent shapes (dy [M,N], packed [N,K/4], scales [N,G], dx [M,K])");
   return dx_impl((const float *)params[0], (const uint8_t *)params[1], (const float *)params[2], (float *)params[3],
                  M, K, N, G, 0);
+}
+
+// AOT training forward of the ternary weight quantizer (fake quantization), one pass per group:
+// inputs w float32 [N,K], spec float32 [1,2] = (group size g, eps); output wq float32 [N,K] with
+// wq = clamp(nearbyint(w / s), -1, 1) * s, s = max(mean|w_group|, eps). Same formula and rounding
+// (half to even) as bitcpm_ms.quant.primitives; the group mean is accumulated in double. The
+// backward (identity, STE) belongs to the calling Cell's bprop.
+int TernaryFakeQuant(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                     void *extra) {
+  (void)stream;
+  (void)extra;
+  static const char *const want[3] = {"float32", "float32", "float32"};
+  int rc = check_aot(nparam, 3, ndims, shapes, dtypes, "TernaryFakeQuant", want);
+  if (rc) return rc;
+  const int64_t N = shapes[0][0], K = shapes[0][1];
+  const float *spec = (const float *)params[1];
+  const int64_t g = (int64_t)spec[0];
+  const float eps = spec[1];
+  if (shapes[1][0] != 1 || shapes[1][1] != 2 || shapes[2][0] != N || shapes[2][1] != K)
+    return set_error(3, "TernaryFakeQuant: inconsistent shapes (w [N,K], spec [1,2], wq [N,K])");
+  if (g <= 0 || K % g != 0 || !(eps > 0.0f))
+    return set_error(3, "TernaryFakeQuant: group size " + std::to_string(g) + " must divide K=" + std::to_string(K) +
+                            " and eps must be positive");
+  const float *w = (const float *)params[0];
+  float *out = (float *)params[2];
+  const bool avx2 = g % 8 == 0 && !g_force_portable.load() && cpu_has_avx2();
+  parallel_for(N, resolve_threads(0), 1, [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n) {
+      if (avx2)
+        fake_quant_row_avx2(w + n * K, out + n * K, K, g, eps);
+      else
+        fake_quant_row_portable(w + n * K, out + n * K, K, g, eps);
+    }
+  });
+  return 0;
 }
 
 // Quantize a latent float32 weight [N,K] to ternary (s = max(mean|W_group|, eps), code = clamp(round(W/s)))

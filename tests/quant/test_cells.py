@@ -59,3 +59,27 @@ def test_bad_quantizer_arguments():
         WeightFakeQuant("ternary", -1, 1e-5)
     with pytest.raises(ValueError, match="4 or 8"):
         ActFakeQuant(3)
+
+
+@pytest.mark.parametrize("portable", [False, True])
+@pytest.mark.parametrize("shape, group_size", [((7, 96), 32), ((5, 60), 12), ((3, 40), 40), ((9, 256), 64)])
+def test_fused_cpu_ternary_quantizer_matches_reference_and_op_chain(portable, shape, group_size):
+    """The fused C++ op (AVX2 when g % 8 == 0, else portable) gives the numpy reference's codes and
+    the primitive chain's output; its gradient is still the identity."""
+    from bitcpm_ms.kernels import portable_path
+    w = (np.random.default_rng(11).standard_normal(shape) * 0.03).astype(np.float32)
+    fused, chain = WeightFakeQuant("ternary", group_size, 1e-5), WeightFakeQuant("ternary", group_size, 1e-5, False)
+    assert fused.fused and not chain.fused
+    if portable:
+        with portable_path():
+            out = fused(ms.Tensor(w)).asnumpy()
+    else:
+        out = fused(ms.Tensor(w)).asnumpy()
+    codes, scales = quantize_weight(w, QuantConfig(group_size=group_size))
+    g = np.repeat(scales, group_size, axis=1)
+    np.testing.assert_array_equal(np.round(out / g).astype(np.int8), codes)
+    np.testing.assert_allclose(out, codes * g, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(out, chain(ms.Tensor(w)).asnumpy(), rtol=1e-6, atol=1e-12)
+    gw = ms.Tensor(np.random.default_rng(12).standard_normal(shape).astype(np.float32))
+    grad = ops.GradOperation()(_WeightedSum(fused, gw))(ms.Tensor(w))
+    np.testing.assert_array_equal(grad.asnumpy(), gw.asnumpy())
