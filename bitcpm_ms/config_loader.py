@@ -108,7 +108,22 @@ def load_config(path: str, overrides: Dict[str, object] = None) -> MindFormerCon
     apply_overrides(config, overrides or {})
     sync_dataset_tasks(config)
     sync_quant_section(config)
+    check_lr_schedule(config)
     return config
+
+
+def check_lr_schedule(config: MindFormerConfig) -> None:
+    """MindFormers 1.9.0's WarmUpStableDecayLR divides by the warmup length: a warmup_ratio that
+    rounds to 0 steps (int(total_steps * ratio)) gives a NaN learning rate at step 0, and one NaN
+    step turns every weight NaN. Refuse it here with the numbers."""
+    lr = config.get("lr_schedule") or {}
+    if lr.get("type") != "WarmUpStableDecayLR":
+        return
+    total, ratio = lr.get("total_steps"), lr.get("warmup_ratio")
+    if ratio and isinstance(total, int) and total > 0 and int(total * ratio) == 0:
+        raise ConfigError(f"lr_schedule: warmup_ratio={ratio} x total_steps={total} rounds to 0 warmup steps, "
+                          "which makes WarmUpStableDecayLR return NaN; raise warmup_ratio or total_steps, "
+                          "or set warmup_steps >= 1")
 
 
 def sync_dataset_tasks(config: MindFormerConfig) -> None:

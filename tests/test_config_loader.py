@@ -32,6 +32,7 @@ def test_quant_section_is_copied_into_model_config():
     ({"qaunt.group_size": 64}, "no top-level section 'qaunt'"),
     ({"callbacks.7.log_interval": 1}, "neither an index nor the type"),
     ({"quant.group_size.x": 1}, "is a value, not a section"),
+    ({"lr_schedule.total_steps": 10}, "rounds to 0 warmup steps"),
 ])
 def test_bad_overrides(overrides, match):
     with pytest.raises(ConfigError, match=match):
