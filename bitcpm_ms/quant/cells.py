@@ -50,10 +50,11 @@ class WeightFakeQuant(nn.Cell):
         self.neg = P.Neg()
         # On CPU the ternary formula runs as one fused C++ pass (TernaryFakeQuant AOT op) instead
         # of ~9 element-wise ops: the op chain cost 9% of a tiny-model training step, the fused
-        # op ~1% (benchmarks/qat_overhead.py). Elsewhere (Ascend) the primitive chain is kept: it
-        # carries the shard strategies.
+        # op ~1% (benchmarks/qat_overhead.py). Elsewhere (Ascend, or any semi-/auto-parallel
+        # mode) the primitive chain is kept: it carries the shard strategies.
         self.fused = (fused_cpu_kernel and quant_space == "ternary"
-                      and ms.get_context("device_target") == "CPU")
+                      and ms.get_context("device_target") == "CPU"
+                      and ms.get_auto_parallel_context("parallel_mode") in ("stand_alone", "data_parallel"))
         if self.fused:
             from ..kernels.ops import get_fake_quant_op
             self.fused_op = get_fake_quant_op()
