@@ -52,6 +52,7 @@ namespace {
 
 std::atomic<int> g_num_threads{0};     // 0: std::thread::hardware_concurrency()
 std::atomic<int> g_force_portable{0};  // 1: never use the AVX2 path
+std::atomic<int> g_max_isa{0};         // 0: best available; 1: at most AVX2 (no AVX-512 VNNI)
 std::mutex g_err_mu;
 std::string g_err;
 
@@ -73,6 +74,16 @@ int resolve_threads(int requested) {
 bool cpu_has_avx2() {
 #if BITCPM_X86
   static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+bool cpu_has_vnni() {
+#if BITCPM_X86
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vnni") && cpu_has_avx2();
   return ok;
 #else
   return false;
@@ -497,6 +508,228 @@ void avx2_a8(const int8_t *xq, const int32_t *xsum, const float *xs, const uint8
       run_a8_tiles<2, 2>(xq, xsum, xs, W, S, y, K, N, G, m0, m1, nb, std::min(n1, nb + 48));
   }
 }
+
+// ---------------------------------------------------------------- AVX-512 VNNI path (A8 only)
+// Selected at run time when avx512f+avx512bw+avx512vnni are present (and neither force_portable
+// nor bitcpm_set_max_isa(1)). vpdpbusd multiplies unsigned u = code+1 in {0,1,2} (u8 operand) by
+// int8 activations (s8 operand) and adds groups of 4 products into int32 lanes; the +1 offset is
+// removed with the activation sum, so every per-group integer sum is exact.
+#define VNNI_FN __attribute__((target("avx512f,avx512bw,avx512vnni,avx2,fma")))
+
+// Prefill (M >= 3, any K % 4 == 0 with g % 4 == 0): a panel of 32 output rows is unpacked once to
+// u bytes in the layout P[k/4][row][4] (one dword = 4 consecutive inputs of one row), so that one
+// 64-byte load holds 4 inputs of 16 rows and the activation dword is broadcast: lanes = rows, no
+// horizontal sums. Micro-tile: MR tokens x 32 rows (2 x 16 lanes), int32 accumulators per group.
+// Float math per output, in group order: acc = acc + (float)isum_g * scale_g (mul, then add), then
+// acc / s_token -- the same operations as the portable path, so the results are bit-identical to it.
+constexpr int kPanel = 32;
+constexpr int64_t kVnniPrefillMinM = 3;  // below this, the decode kernel (packed rows read directly)
+
+VNNI_FN void vnni_unpack_panel(const uint8_t *W, int64_t ldw, int64_t K, int nr, uint32_t *P) {
+  const int64_t K4 = K / 4;
+  if (nr < kPanel) std::memset(P, 0, sizeof(uint32_t) * K4 * kPanel);
+  const __m256i m3 = _mm256_set1_epi8(3);
+  alignas(64) uint32_t tmp[32];
+  for (int r = 0; r < nr; ++r) {
+    const uint8_t *prow = W + r * ldw;
+    for (int64_t base = 0; base < K; base += 128) {
+      const int64_t B = std::min<int64_t>(128, K - base), q = B / 4;
+      const uint8_t *p = prow + base / 4;
+      if (B == 128) {
+        const __m256i b = _mm256_loadu_si256((const __m256i *)p);
+        _mm256_store_si256((__m256i *)(tmp + 0), _mm256_and_si256(b, m3));
+        _mm256_store_si256((__m256i *)(tmp + 8), _mm256_and_si256(_mm256_srli_epi16(b, 2), m3));
+        _mm256_store_si256((__m256i *)(tmp + 16), _mm256_and_si256(_mm256_srli_epi16(b, 4), m3));
+        _mm256_store_si256((__m256i *)(tmp + 24), _mm256_and_si256(_mm256_srli_epi16(b, 6), m3));
+      } else {
+        uint8_t *tb = (uint8_t *)tmp;
+        for (int t = 0; t < 4; ++t)
+          for (int64_t j = 0; j < q; ++j) tb[t * q + j] = (uint8_t)((p[j] >> (2 * t)) & 3);
+      }
+      uint32_t *dst = P + (base / 4) * kPanel + r;
+      for (int64_t j = 0; j < B / 4; ++j) dst[j * kPanel] = tmp[j];
+    }
+  }
+}
+
+template <int MR>
+VNNI_FN void vnni_tile_prefill(const int8_t *xq, int64_t K, const int32_t *xsum, const float *xs, int64_t G,
+                               int64_t g, const uint32_t *P, const float *St, float *y, int64_t ldy, int nr) {
+  __m512 f[MR][2];
+  __m512i a[MR][2];
+  for (int i = 0; i < MR; ++i) f[i][0] = f[i][1] = _mm512_setzero_ps();
+  const int64_t g4 = g / 4;
+  for (int64_t gi = 0; gi < G; ++gi) {
+    for (int i = 0; i < MR; ++i) a[i][0] = a[i][1] = _mm512_setzero_si512();
+    const uint32_t *pp = P + gi * g4 * kPanel;
+    const int8_t *xk = xq + gi * g;
+    for (int64_t j = 0; j < g4; ++j) {
+      const __m512i w0 = _mm512_loadu_si512((const void *)(pp + j * kPanel));
+      const __m512i w1 = _mm512_loadu_si512((const void *)(pp + j * kPanel + 16));
+      for (int i = 0; i < MR; ++i) {
+        int32_t xv;
+        std::memcpy(&xv, xk + i * K + 4 * j, 4);
+        const __m512i xb = _mm512_set1_epi32(xv);
+        a[i][0] = _mm512_dpbusd_epi32(a[i][0], w0, xb);
+        a[i][1] = _mm512_dpbusd_epi32(a[i][1], w1, xb);
+      }
+    }
+    const __m512 s0 = _mm512_loadu_ps(St + gi * kPanel), s1 = _mm512_loadu_ps(St + gi * kPanel + 16);
+    for (int i = 0; i < MR; ++i) {
+      const __m512i c = _mm512_set1_epi32(xsum[i * G + gi]);
+      f[i][0] = _mm512_add_ps(f[i][0], _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(a[i][0], c)), s0));
+      f[i][1] = _mm512_add_ps(f[i][1], _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(a[i][1], c)), s1));
+    }
+  }
+  const __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : ((1u << nr) - 1));
+  const __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : ((1u << (nr - 16)) - 1));
+  for (int i = 0; i < MR; ++i) {
+    const __m512 d = _mm512_set1_ps(xs[i]);
+    _mm512_mask_storeu_ps(y + i * ldy, m0, _mm512_div_ps(f[i][0], d));
+    _mm512_mask_storeu_ps(y + i * ldy + 16, m1, _mm512_div_ps(f[i][1], d));
+  }
+}
+
+void vnni_a8_prefill(const int8_t *xq, const int32_t *xsum, const float *xs, const uint8_t *W, const float *S,
+                     float *y, int64_t M, int64_t K, int64_t N, int64_t G, int64_t n0, int64_t n1) {
+  const int64_t ldw = K / 4, g = K / G;
+  std::vector<uint32_t> P((size_t)(K / 4) * kPanel);
+  std::vector<float> St((size_t)G * kPanel);
+  constexpr int MR = 6;
+  for (int64_t n = n0; n < n1; n += kPanel) {
+    const int nr = (int)std::min<int64_t>(kPanel, n1 - n);
+    vnni_unpack_panel(W + n * ldw, ldw, K, nr, P.data());
+    for (int64_t gi = 0; gi < G; ++gi)
+      for (int r = 0; r < kPanel; ++r) St[gi * kPanel + r] = r < nr ? S[(n + r) * G + gi] : 0.0f;
+    int64_t m = 0;
+    for (; m + MR <= M; m += MR)
+      vnni_tile_prefill<MR>(xq + m * K, K, xsum + m * G, xs + m, G, g, P.data(), St.data(), y + m * N + n, N, nr);
+    const int64_t rest = M - m;
+    const int8_t *xr = xq + m * K;
+    const int32_t *sr = xsum + m * G;
+    float *yr = y + m * N + n;
+    switch (rest) {
+      case 5: vnni_tile_prefill<5>(xr, K, sr, xs + m, G, g, P.data(), St.data(), yr, N, nr); break;
+      case 4: vnni_tile_prefill<4>(xr, K, sr, xs + m, G, g, P.data(), St.data(), yr, N, nr); break;
+      case 3: vnni_tile_prefill<3>(xr, K, sr, xs + m, G, g, P.data(), St.data(), yr, N, nr); break;
+      case 2: vnni_tile_prefill<2>(xr, K, sr, xs + m, G, g, P.data(), St.data(), yr, N, nr); break;
+      case 1: vnni_tile_prefill<1>(xr, K, sr, xs + m, G, g, P.data(), St.data(), yr, N, nr); break;
+      default: break;
+    }
+  }
+}
+
+// Decode (small M; K % 128 == 0, g % 32 == 0): reads the packed rows directly. One 64-byte load
+// covers blocks 2p and 2p+1 of a row; shifting by 2t and masking gives the u bytes of slot t of
+// both blocks (low/high 256 bits). The activations are permuted once per call into the same order
+// (xperm[p][t][half][32]), so each activation vector is reused across NR rows. int32 lanes are
+// flushed at every "window" (a run of slot steps in which each half lies in one scale group):
+// lanes start at -(lane activation sum over the window) (the +1 correction), are converted to
+// float and multiplied by the group scale of their half; per-lane float sums, one horizontal sum
+// at the end, / s_token. (Float order differs from the portable path: within the test tolerance.)
+struct VnniDecodePlan {
+  int64_t nblk = 0, npairs = 0, sw = 1, nwin = 0;
+  std::vector<int32_t> gl, gh;
+};
+
+VnniDecodePlan vnni_decode_plan(int64_t K, int64_t g) {
+  VnniDecodePlan pl;
+  pl.nblk = K / 128;
+  pl.npairs = (pl.nblk + 1) / 2;
+  pl.sw = g % 256 == 0 ? 4 * (g / 256) : g % 128 == 0 ? 4 : g % 64 == 0 ? 2 : 1;
+  pl.nwin = pl.npairs * 4 / pl.sw;
+  pl.gl.resize(pl.nwin);
+  pl.gh.resize(pl.nwin);
+  for (int64_t w = 0; w < pl.nwin; ++w) {
+    const int64_t s0 = w * pl.sw, p = s0 / 4, t = s0 % 4;
+    const int64_t klo = 2 * p * 128 + 32 * t, khi = klo + 128;
+    pl.gl[w] = (int32_t)(klo / g);
+    pl.gh[w] = (int32_t)(khi < K ? khi / g : klo / g);
+  }
+  return pl;
+}
+
+// xperm: npairs*256 bytes; negc: nwin*16 int32.
+void vnni_decode_prep(const int8_t *xq, int64_t K, const VnniDecodePlan &pl, int8_t *xperm, int32_t *negc) {
+  for (int64_t p = 0; p < pl.npairs; ++p)
+    for (int t = 0; t < 4; ++t)
+      for (int h = 0; h < 2; ++h) {
+        int8_t *d = xperm + p * 256 + t * 64 + h * 32;
+        const int64_t blk = 2 * p + h;
+        if (blk < pl.nblk)
+          std::memcpy(d, xq + blk * 128 + 32 * t, 32);
+        else
+          std::memset(d, 0, 32);
+      }
+  for (int64_t w = 0; w < pl.nwin; ++w)
+    for (int l = 0; l < 16; ++l) {
+      int32_t s = 0;
+      for (int64_t st = w * pl.sw; st < (w + 1) * pl.sw; ++st)
+        for (int b = 0; b < 4; ++b) s += xperm[st * 64 + 4 * l + b];
+      negc[w * 16 + l] = -s;
+    }
+}
+
+template <int NR>
+VNNI_FN void vnni_tile_decode(const int8_t *xp, const int32_t *negc, float xs, const uint8_t *W, int64_t ldw,
+                              const float *S, int64_t G, const VnniDecodePlan &pl, float *y) {
+  __m512 f[NR];
+  __m512i a[NR];
+  const __m512i m3 = _mm512_set1_epi8(3);
+  const __m512i c0 = _mm512_loadu_si512((const void *)negc);
+  for (int r = 0; r < NR; ++r) {
+    f[r] = _mm512_setzero_ps();
+    a[r] = c0;
+  }
+  const int32_t *gl = pl.gl.data(), *gh = pl.gh.data();
+  const int64_t sw = pl.sw, nwin = pl.nwin, npairs = pl.npairs;
+  const bool odd = pl.nblk % 2 != 0;
+  int64_t w = 0, cnt = 0;
+  for (int64_t p = 0; p < npairs; ++p) {
+    __m512i b[NR];
+    if (odd && p == npairs - 1) {
+      for (int r = 0; r < NR; ++r) b[r] = _mm512_maskz_loadu_epi8((__mmask64)0xFFFFFFFFull, W + r * ldw + p * 64);
+    } else {
+      for (int r = 0; r < NR; ++r) b[r] = _mm512_loadu_si512((const void *)(W + r * ldw + p * 64));
+    }
+    const int8_t *xb = xp + p * 256;
+    for (int t = 0; t < 4; ++t) {
+      const __m512i xv = _mm512_loadu_si512((const void *)(xb + t * 64));
+      for (int r = 0; r < NR; ++r) {
+        const __m512i u = t == 0 ? _mm512_and_si512(b[r], m3) : _mm512_and_si512(_mm512_srli_epi16(b[r], 2 * t), m3);
+        a[r] = _mm512_dpbusd_epi32(a[r], u, xv);
+      }
+      if (++cnt == sw) {
+        cnt = 0;
+        for (int r = 0; r < NR; ++r) {
+          const __m512 sc = _mm512_mask_blend_ps((__mmask16)0xFF00, _mm512_set1_ps(S[r * G + gl[w]]),
+                                                 _mm512_set1_ps(S[r * G + gh[w]]));
+          f[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a[r]), sc, f[r]);
+        }
+        ++w;
+        if (w < nwin) {
+          const __m512i c = _mm512_loadu_si512((const void *)(negc + w * 16));
+          for (int r = 0; r < NR; ++r) a[r] = c;
+        }
+      }
+    }
+  }
+  for (int r = 0; r < NR; ++r) y[r] = _mm512_reduce_add_ps(f[r]) / xs;
+}
+
+void vnni_a8_decode(const int8_t *xperm, const int32_t *negc, const float *xs, const uint8_t *W, const float *S,
+                    float *y, int64_t M, int64_t K, int64_t N, int64_t G, const VnniDecodePlan &pl, int64_t n0,
+                    int64_t n1) {
+  const int64_t ldw = K / 4;
+  constexpr int NR = 4;
+  for (int64_t m = 0; m < M; ++m) {
+    const int8_t *xp = xperm + m * pl.npairs * 256;
+    const int32_t *nc = negc + m * pl.nwin * 16;
+    int64_t n = n0;
+    for (; n + NR <= n1; n += NR) vnni_tile_decode<NR>(xp, nc, xs[m], W + n * ldw, ldw, S + n * G, G, pl, y + m * N + n);
+    for (; n < n1; ++n) vnni_tile_decode<1>(xp, nc, xs[m], W + n * ldw, ldw, S + n * G, G, pl, y + m * N + n);
+  }
+}
 #endif  // BITCPM_X86
 
 int validate(int64_t M, int64_t K, int64_t N, int64_t G, int act_bits) {
@@ -533,6 +766,31 @@ int matmul_impl(const float *x, const uint8_t *W, const float *S, float *y, int6
   std::vector<float> xs(M);
   quantize_rows(x, M, K, xq.data(), xs.data());
 #if BITCPM_X86
+  const bool vnni = !portable && g_max_isa.load() != 1 && cpu_has_vnni();
+  if (vnni && (M >= kVnniPrefillMinM || !(K % 128 == 0 && g % 32 == 0)) && g % 4 == 0) {
+    std::vector<int32_t> xsum(M * G);
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t gi = 0; gi < G; ++gi) {
+        int32_t s = 0;
+        for (int64_t k = gi * g; k < (gi + 1) * g; ++k) s += xq[m * K + k];
+        xsum[m * G + gi] = s;
+      }
+    parallel_for(N, nt, kPanel, [&](int64_t n0, int64_t n1) {
+      vnni_a8_prefill(xq.data(), xsum.data(), xs.data(), W, S, y, M, K, N, G, n0, n1);
+    });
+    return 0;
+  }
+  if (vnni && K % 128 == 0 && g % 32 == 0) {
+    const VnniDecodePlan pl = vnni_decode_plan(K, g);
+    std::vector<int8_t> xperm((size_t)(M * pl.npairs * 256));
+    std::vector<int32_t> negc((size_t)(M * pl.nwin * 16));
+    for (int64_t m = 0; m < M; ++m)
+      vnni_decode_prep(xq.data() + m * K, K, pl, xperm.data() + m * pl.npairs * 256, negc.data() + m * pl.nwin * 16);
+    parallel_for(N, nt, 8, [&](int64_t n0, int64_t n1) {
+      vnni_a8_decode(xperm.data(), negc.data(), xs.data(), W, S, y, M, K, N, G, pl, n0, n1);
+    });
+    return 0;
+  }
   if (!portable && K % 128 == 0 && g % 32 == 0) {
     std::vector<int32_t> xsum(M * G);
     for (int64_t m = 0; m < M; ++m)
@@ -661,6 +919,14 @@ int bitcpm_set_force_portable(int f) {
 }
 int bitcpm_get_force_portable() { return g_force_portable.load(); }
 int bitcpm_has_avx2() { return cpu_has_avx2() ? 1 : 0; }
+int bitcpm_has_avx512_vnni() { return cpu_has_vnni() ? 1 : 0; }
+// Highest instruction set the kernels may use (tests / benchmarks): 0 = best available,
+// 1 = at most AVX2+FMA (disables the AVX-512 VNNI path). force_portable still wins.
+int bitcpm_set_max_isa(int level) {
+  g_max_isa.store(level == 1 ? 1 : 0);
+  return 0;
+}
+int bitcpm_get_max_isa() { return g_max_isa.load(); }
 const char *bitcpm_last_error() {
   static thread_local std::string copy;
   std::lock_guard<std::mutex> lk(g_err_mu);

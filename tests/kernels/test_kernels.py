@@ -9,7 +9,31 @@ from bitcpm_ms.kernels import (has_avx2, pack_ternary, portable_path, quantize_a
 
 from .conftest import make_packed
 
-PATHS = [True] + ([False] if has_avx2() else [])  # force_portable flags to test
+
+
+def _lib():
+    import ctypes
+    lib = K_.ops._load()
+    lib.bitcpm_set_max_isa.argtypes = [ctypes.c_int]
+    return lib
+
+
+def has_vnni():
+    return bool(_lib().bitcpm_has_avx512_vnni())
+
+
+# Code paths: portable C++, AVX2 (AVX-512 disabled with bitcpm_set_max_isa(1)), best available
+# (the AVX-512 VNNI path for A8 where the CPU has it).
+ISA_PATHS = ["portable"] + (["avx2"] if has_avx2() else []) + (["vnni"] if has_vnni() else [])
+
+
+def run_path(x, p, act_bits, path, num_threads=0):
+    lib = _lib()
+    lib.bitcpm_set_max_isa(1 if path == "avx2" else 0)
+    try:
+        return ternary_matmul_numpy(x, p, act_bits, num_threads=num_threads, force_portable=path == "portable")
+    finally:
+        lib.bitcpm_set_max_isa(0)
 
 
 def _cases():
@@ -29,10 +53,10 @@ def _bound(x, p, act_bits):
     return 2e-6 * (xa @ np.abs(p.dequantize().astype(np.float64)).T) + 1e-7
 
 
-@pytest.mark.parametrize("portable", PATHS, ids=lambda v: "portable" if v else "avx2")
+@pytest.mark.parametrize("path", ISA_PATHS)
 @pytest.mark.parametrize("act_bits", [None, 8], ids=["w", "a8"])
 @pytest.mark.parametrize("K,g", list(_cases()))
-def test_matches_reference(K, g, act_bits, portable):
+def test_matches_reference(K, g, act_bits, path):
     rng = np.random.default_rng(K * 7 + g)
     Ms, Ns = ((1, 3), (1, 5)) if K == 4096 else ((1, 3, 17), (1, 5, 64))
     for N in Ns:
@@ -40,33 +64,37 @@ def test_matches_reference(K, g, act_bits, portable):
         for M in Ms:
             x = rng.standard_normal((M, K)).astype(np.float32)
             ref = ternary_matmul_reference(x, p, act_bits)
-            y1 = ternary_matmul_numpy(x, p, act_bits, num_threads=1, force_portable=portable)
-            y2 = ternary_matmul_numpy(x, p, act_bits, num_threads=2, force_portable=portable)
+            y1 = run_path(x, p, act_bits, path, num_threads=1)
+            y2 = run_path(x, p, act_bits, path, num_threads=2)
             assert y1.shape == (M, N) and y1.dtype == np.float32
             np.testing.assert_array_equal(y1, y2)  # thread count does not change a single bit
             err = np.abs(y1.astype(np.float64) - ref)
             assert np.all(err <= _bound(x, p, act_bits)), (M, N, float(err.max()))
 
 
-@pytest.mark.parametrize("portable", PATHS, ids=lambda v: "portable" if v else "avx2")
-@pytest.mark.parametrize("K,g", [(96, 32), (256, 64), (512, -1), (4096, 128), (4096, -1)])
-def test_a8_integer_part_exact(K, g, portable):
+@pytest.mark.parametrize("path", ISA_PATHS)
+@pytest.mark.parametrize("M", [1, 2, 5])
+@pytest.mark.parametrize("K,g", [(96, 32), (256, 64), (384, 64), (384, 128), (512, -1), (640, 128), (4096, 128),
+                                 (4096, -1)])
+def test_a8_integer_part_exact(K, g, M, path):
     """With s_token = 1 (row absmax 127, integer x) and power-of-two scales every float step is exact,
     so the kernel must equal the exact integer result bit for bit."""
     rng = np.random.default_rng(K)
-    M, N = 5, 7
+    N = 37
     p, codes, scales = make_packed(rng, N, K, g, pow2_scales=True)
-    x = rng.integers(-127, 128, size=(M, K)).astype(np.float32)
+    x = rng.integers(-127, 128, size=(max(M, 5), K)).astype(np.float32)
     x[:, 0] = 127.0
     x[1, :] = -128.0  # clipping: s = 127/128, still exercises the -128 boundary after rounding
-    y = ternary_matmul_numpy(x, p, 8, force_portable=portable)
+    x = x[:M]
+    y = run_path(x, p, 8, path)
     xq, s = quantize_activations_int8(x)
     gg = K if g == -1 else g
     isum = (xq.astype(np.int64).reshape(M, 1, K // gg, gg) * codes.astype(np.int64).reshape(1, N, K // gg, gg)).sum(-1)
     exact = (isum * scales[None].astype(np.float64)).sum(-1) / s[:, None].astype(np.float64)
-    rows = [0, 2, 3, 4]  # rows with s == 1: exact
+    rows = [r for r in (0, 2, 3, 4) if r < M]  # rows with s == 1: exact
     np.testing.assert_array_equal(y[rows], exact[rows].astype(np.float32))
-    np.testing.assert_allclose(y[1], exact[1], rtol=1e-6)
+    if M > 1:
+        np.testing.assert_allclose(y[1], exact[1], rtol=1e-6)
     np.testing.assert_array_equal(y[rows], ternary_matmul_reference(x, p, 8)[rows])
 
 
@@ -81,8 +109,8 @@ def test_a8_quantizer_matches_training_quantizer():
     K = 64
     codes = np.eye(K, dtype=np.int8)
     p = pack_ternary(codes, np.ones((K, 1), np.float32), -1)
-    for portable in PATHS:
-        y = ternary_matmul_numpy(x, p, 8, force_portable=portable)
+    for path in ISA_PATHS:
+        y = run_path(x, p, 8, path)
         np.testing.assert_array_equal(y, (xq.astype(np.float32) / s[:, None]).astype(np.float32))
 
 
@@ -165,3 +193,27 @@ def test_quantize_pack_matches_numpy_quantizer(K, g):
     np.testing.assert_allclose(p.scales, s[..., 0], rtol=1e-6)
     c2, _ = K_.unpack_ternary(p)
     assert np.mean(c2 == codes) > 0.999  # equal up to last-bit scale differences at rounding ties
+
+
+@pytest.mark.skipif(not has_vnni(), reason="CPU without AVX-512 VNNI")
+@pytest.mark.parametrize("K,g", [(96, 32), (128, 128), (256, 64), (384, 128), (640, -1), (1024, 256), (2048, 512)])
+def test_vnni_a8_paths_agree(K, g):
+    """VNNI A8: prefill (M >= 3) is bit-identical to the portable path; decode (M <= 2) matches the
+    reference within the float32 bound; odd shapes (row tails of the 32-row panel, token tails of the
+    6-token tile, odd block counts); 1 vs 2 threads bit-identical; force_portable and max_isa honoured."""
+    rng = np.random.default_rng(K + g)
+    for N in (1, 31, 33, 70):
+        p, _, _ = make_packed(rng, N, K, g)
+        for M in (1, 2, 3, 6, 7, 13):
+            x = (rng.standard_normal((M, K)) * rng.uniform(0.1, 10, (M, 1))).astype(np.float32)
+            yv = run_path(x, p, 8, "vnni", num_threads=1)
+            np.testing.assert_array_equal(yv, run_path(x, p, 8, "vnni", num_threads=2))
+            yp = run_path(x, p, 8, "portable", num_threads=1)
+            if M >= 3:
+                np.testing.assert_array_equal(yv, yp)
+            err = np.abs(yv.astype(np.float64) - ternary_matmul_reference(x, p, 8))
+            assert np.all(err <= _bound(x, p, 8)), (M, N, float(err.max()))
+            if has_avx2():
+                ya = run_path(x, p, 8, "avx2", num_threads=1)
+                assert np.all(np.abs(ya.astype(np.float64) - yv) <= 2 * _bound(x, p, 8))
+    assert _lib().bitcpm_get_max_isa() == 0
