@@ -80,6 +80,15 @@ bool cpu_has_avx2() {
 #endif
 }
 
+bool cpu_has_avx512() {
+#if BITCPM_X86
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && cpu_has_avx2();
+  return ok;
+#else
+  return false;
+#endif
+}
+
 bool cpu_has_vnni() {
 #if BITCPM_X86
   static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -730,6 +739,81 @@ void vnni_a8_decode(const int8_t *xperm, const int32_t *negc, const float *xs, c
     for (; n < n1; ++n) vnni_tile_decode<1>(xp, nc, xs[m], W + n * ldw, ldw, S + n * G, G, pl, y + m * N + n);
   }
 }
+
+// ---------------------------------------------------------------- AVX-512 weight-only prefill
+// M >= kF32PrefillMinM, K % 128 == 0, g % 32 == 0. For a block of up to 24 tokens and a panel of 4
+// output rows, the packed rows are expanded once to float32 w = code * scale (exact: -s, 0 or s;
+// 16-entry permute table indexed by 4 bits of the shifted byte, pattern {-s, 0, s, 0} x 4) in a
+// small row-major buffer, then a 6-token x 4-row register tile accumulates x * w with FMA in 16
+// lanes over k (lane l holds k = l mod 16) and reduces each output once at the end. The float
+// order per output is fixed (independent of tiling and threads), but it differs from the
+// group-sum order of the portable path: within the tests' float32 bound.
+#define AVX512_FN __attribute__((target("avx512f,avx512bw,avx2,fma")))
+constexpr int64_t kF32PrefillMinM = 8;
+
+AVX512_FN void f32_unpack_rows(const uint8_t *W, int64_t ldw, const float *S, int64_t G, int64_t g, int64_t K,
+                               int nr, float *P) {
+  for (int r = 0; r < nr; ++r) {
+    const uint8_t *prow = W + r * ldw;
+    float *dst = P + r * K;
+    for (int64_t b = 0; b < K / 128; ++b) {
+      const __m512i v0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(prow + b * 32)));
+      const __m512i v1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(prow + b * 32 + 16)));
+      for (int t = 0; t < 4; ++t) {
+        const float sc = S[r * G + (b * 128 + t * 32) / g];
+        const __m512 lut = _mm512_setr_ps(-sc, 0.f, sc, 0.f, -sc, 0.f, sc, 0.f, -sc, 0.f, sc, 0.f, -sc, 0.f, sc, 0.f);
+        _mm512_storeu_ps(dst + b * 128 + t * 32, _mm512_permutexvar_ps(_mm512_srli_epi32(v0, 2 * t), lut));
+        _mm512_storeu_ps(dst + b * 128 + t * 32 + 16, _mm512_permutexvar_ps(_mm512_srli_epi32(v1, 2 * t), lut));
+      }
+    }
+  }
+}
+
+template <int MR, int NR>
+AVX512_FN void f32_tile_prefill(const float *x, int64_t K, const float *P, float *y, int64_t ldy) {
+  __m512 acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NR; ++r) acc[i][r] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k += 16) {
+    __m512 w[NR];
+    for (int r = 0; r < NR; ++r) w[r] = _mm512_loadu_ps(P + r * K + k);
+    for (int i = 0; i < MR; ++i) {
+      const __m512 xv = _mm512_loadu_ps(x + i * K + k);
+      for (int r = 0; r < NR; ++r) acc[i][r] = _mm512_fmadd_ps(xv, w[r], acc[i][r]);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NR; ++r) y[i * ldy + r] = _mm512_reduce_add_ps(acc[i][r]);
+}
+
+template <int NR>
+void f32_prefill_panel(const float *x, const float *P, float *y, int64_t K, int64_t N, int64_t m0, int64_t m1) {
+  constexpr int MR = 6;
+  int64_t m = m0;
+  for (; m + MR <= m1; m += MR) f32_tile_prefill<MR, NR>(x + m * K, K, P, y + m * N, N);
+  for (; m < m1; ++m) f32_tile_prefill<1, NR>(x + m * K, K, P, y + m * N, N);
+}
+
+void avx512_f32_prefill(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N,
+                        int64_t G, int64_t n0, int64_t n1) {
+  const int64_t ldw = K / 4, g = K / G;
+  constexpr int NR = 4;
+  constexpr int64_t MB = 24;
+  std::vector<float> P((size_t)(NR * K));
+  for (int64_t m0 = 0; m0 < M; m0 += MB) {
+    const int64_t m1 = std::min(M, m0 + MB);
+    for (int64_t n = n0; n < n1; n += NR) {
+      const int nr = (int)std::min<int64_t>(NR, n1 - n);
+      f32_unpack_rows(W + n * ldw, ldw, S + n * G, G, g, K, nr, P.data());
+      switch (nr) {
+        case 4: f32_prefill_panel<4>(x, P.data(), y + n, K, N, m0, m1); break;
+        case 3: f32_prefill_panel<3>(x, P.data(), y + n, K, N, m0, m1); break;
+        case 2: f32_prefill_panel<2>(x, P.data(), y + n, K, N, m0, m1); break;
+        default: f32_prefill_panel<1>(x, P.data(), y + n, K, N, m0, m1); break;
+      }
+    }
+  }
+}
 #endif  // BITCPM_X86
 
 int validate(int64_t M, int64_t K, int64_t N, int64_t G, int act_bits) {
@@ -751,6 +835,11 @@ int matmul_impl(const float *x, const uint8_t *W, const float *S, float *y, int6
   const int64_t g = K / G;
   if (act_bits == 0) {
 #if BITCPM_X86
+    if (!portable && g_max_isa.load() != 1 && cpu_has_avx512() && M >= kF32PrefillMinM && K % 128 == 0 &&
+        g % 32 == 0) {
+      parallel_for(N, nt, 4, [&](int64_t n0, int64_t n1) { avx512_f32_prefill(x, W, S, y, M, K, N, G, n0, n1); });
+      return 0;
+    }
     if (!portable && K % 32 == 0 && g % 8 == 0) {
       std::vector<Chunk8> ch = make_chunks8(K, g);
       const Chunk8 *cp = ch.data();

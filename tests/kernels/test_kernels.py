@@ -217,3 +217,20 @@ def test_vnni_a8_paths_agree(K, g):
                 ya = run_path(x, p, 8, "avx2", num_threads=1)
                 assert np.all(np.abs(ya.astype(np.float64) - yv) <= 2 * _bound(x, p, 8))
     assert _lib().bitcpm_get_max_isa() == 0
+
+
+@pytest.mark.parametrize("K,g", [(128, 32), (256, 64), (384, 128), (640, -1), (1024, 256)])
+def test_weight_only_paths_agree(K, g):
+    """Weight-only on every path (AVX-512 prefill for M >= 8 where available): odd M (token tails),
+    odd N (row-panel tails), 1 vs 2 threads bit-identical, within the float32 bound of the reference."""
+    rng = np.random.default_rng(K + 3 * g)
+    for N in (1, 3, 33, 70):
+        p, _, _ = make_packed(rng, N, K, g)
+        for M in (1, 7, 8, 13, 30):
+            x = rng.standard_normal((M, K)).astype(np.float32)
+            ref = ternary_matmul_reference(x, p, None)
+            for path in ISA_PATHS:
+                y1 = run_path(x, p, None, path, num_threads=1)
+                np.testing.assert_array_equal(y1, run_path(x, p, None, path, num_threads=2))
+                err = np.abs(y1.astype(np.float64) - ref)
+                assert np.all(err <= _bound(x, p, None)), (path, M, N, float(err.max()))
