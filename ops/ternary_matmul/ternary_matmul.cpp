@@ -532,9 +532,71 @@ void avx2_a8(const int8_t *xq, const int32_t *xsum, const float *xs, const uint8
 // Float math per output, in group order: acc = acc + (float)isum_g * scale_g (mul, then add), then
 // acc / s_token -- the same operations as the portable path, so the results are bit-identical to it.
 constexpr int kPanel = 32;
-constexpr int64_t kVnniPrefillMinM = 3;  // below this, the decode kernel (packed rows read directly)
+constexpr int64_t kVnniPrefillMinM = 5;  // below this, the decode kernel (packed rows read directly)
+
+// In-place transpose of a 16x16 matrix of 32-bit lanes: r[i] lane j -> r[j] lane i.
+VNNI_FN inline void transpose16(__m512i *r) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    const __m512 a = _mm512_castsi512_ps(r[2 * i]), b = _mm512_castsi512_ps(r[2 * i + 1]);
+    t[2 * i] = _mm512_unpacklo_ps(a, b);
+    t[2 * i + 1] = _mm512_unpackhi_ps(a, b);
+  }
+  for (int i = 0; i < 4; ++i) {
+    u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  // u[4i+c] lane (4*L + j) = element (row 4i + j, col 4*L + c)
+  for (int i = 0; i < 2; ++i)
+    for (int c = 0; c < 4; ++c) {
+      t[8 * i + c] = _mm512_shuffle_f32x4(u[8 * i + c], u[8 * i + 4 + c], 0x88);
+      t[8 * i + 4 + c] = _mm512_shuffle_f32x4(u[8 * i + c], u[8 * i + 4 + c], 0xDD);
+    }
+  for (int c = 0; c < 8; ++c) {
+    r[c] = _mm512_castps_si512(_mm512_shuffle_f32x4(t[c], t[8 + c], 0x88));
+    r[8 + c] = _mm512_castps_si512(_mm512_shuffle_f32x4(t[c], t[8 + c], 0xDD));
+  }
+}
+
+// Full 128-blocks (K % 128 == 0): per row and block, the u bytes of slots (0,1) and (2,3) are two
+// zmm of 16 dwords (k/4 = 0..15 and 16..31 of the block): broadcast the 32 packed bytes to both
+// halves, shift by 0/2 (4/6) bits per half, mask; 16 rows are then transposed so that each store
+// writes one k/4 position of 16 rows.
+VNNI_FN void vnni_unpack_panel_full(const uint8_t *W, int64_t ldw, int64_t K, int nr, uint32_t *P) {
+  const __m512i m3 = _mm512_set1_epi8(3);
+  const __m512i c01 = _mm512_setr_epi64(0, 0, 0, 0, 0x0002000200020002ll, 0x0002000200020002ll,
+                                        0x0002000200020002ll, 0x0002000200020002ll);
+  const __m512i c23 = _mm512_add_epi16(c01, _mm512_set1_epi16(4));
+  for (int h = 0; h < 2; ++h)
+    for (int64_t b = 0; b < K / 128; ++b) {
+      __m512i v0[16], v1[16];
+      for (int r = 0; r < 16; ++r) {
+        const int rr = h * 16 + r;
+        if (rr < nr) {
+          const __m512i pb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(W + rr * ldw + b * 32)));
+          v0[r] = _mm512_and_si512(_mm512_srlv_epi16(pb, c01), m3);
+          v1[r] = _mm512_and_si512(_mm512_srlv_epi16(pb, c23), m3);
+        } else {
+          v0[r] = v1[r] = _mm512_setzero_si512();
+        }
+      }
+      transpose16(v0);
+      transpose16(v1);
+      uint32_t *dst = P + (b * 32) * kPanel + h * 16;
+      for (int j = 0; j < 16; ++j) {
+        _mm512_storeu_si512((void *)(dst + j * kPanel), v0[j]);
+        _mm512_storeu_si512((void *)(dst + (16 + j) * kPanel), v1[j]);
+      }
+    }
+}
 
 VNNI_FN void vnni_unpack_panel(const uint8_t *W, int64_t ldw, int64_t K, int nr, uint32_t *P) {
+  if (K % 128 == 0) {
+    vnni_unpack_panel_full(W, ldw, K, nr, P);
+    return;
+  }
   const int64_t K4 = K / 4;
   if (nr < kPanel) std::memset(P, 0, sizeof(uint32_t) * K4 * kPanel);
   const __m256i m3 = _mm256_set1_epi8(3);
