@@ -831,6 +831,43 @@ AVX512_FN void f32_unpack_rows(const uint8_t *W, int64_t ldw, const float *S, in
   }
 }
 
+// Weight-only decode (M < kF32PrefillMinM, K % 128 == 0, g % 32 == 0), AVX-512 version of
+// tile_f32_gemv: 16 weights per permute/FMA (16-entry table {-s, 0, s, 0} x 4 indexed by 4 bits of
+// the shifted byte), two accumulators per row, one horizontal sum per output.
+template <int NR>
+AVX512_FN void f32_gemv512(const float *x, int64_t K, const uint8_t *W, int64_t ldw, const float *S, int64_t G,
+                           int64_t g, float *y) {
+  __m512 acc0[NR], acc1[NR];
+  for (int r = 0; r < NR; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
+  const __m512 base = _mm512_setr_ps(-1.f, 0.f, 1.f, 0.f, -1.f, 0.f, 1.f, 0.f, -1.f, 0.f, 1.f, 0.f, -1.f, 0.f, 1.f, 0.f);
+  for (int64_t b = 0; b < K / 128; ++b) {
+    const float *xb = x + b * 128;
+    for (int r = 0; r < NR; ++r) {
+      const uint8_t *wb = W + r * ldw + b * 32;
+      const __m512i v0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(wb + 0)));
+      const __m512i v1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(wb + 16)));
+      for (int t = 0; t < 4; ++t) {
+        const __m512 lut = _mm512_mul_ps(base, _mm512_set1_ps(S[r * G + (b * 128 + t * 32) / g]));
+        const float *xt = xb + t * 32;
+        acc0[r] = _mm512_fmadd_ps(_mm512_loadu_ps(xt), _mm512_permutexvar_ps(_mm512_srli_epi32(v0, 2 * t), lut), acc0[r]);
+        acc1[r] = _mm512_fmadd_ps(_mm512_loadu_ps(xt + 16), _mm512_permutexvar_ps(_mm512_srli_epi32(v1, 2 * t), lut),
+                                  acc1[r]);
+      }
+    }
+  }
+  for (int r = 0; r < NR; ++r) y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[r], acc1[r]));
+}
+
+void avx512_f32_decode(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N,
+                       int64_t G, int64_t n0, int64_t n1) {
+  const int64_t g = K / G, ldw = K / 4;
+  for (int64_t m = 0; m < M; ++m) {
+    int64_t n = n0;
+    for (; n + 4 <= n1; n += 4) f32_gemv512<4>(x + m * K, K, W + n * ldw, ldw, S + n * G, G, g, y + m * N + n);
+    for (; n < n1; ++n) f32_gemv512<1>(x + m * K, K, W + n * ldw, ldw, S + n * G, G, g, y + m * N + n);
+  }
+}
+
 template <int MR, int NR>
 AVX512_FN void f32_tile_prefill(const float *x, int64_t K, const float *P, float *y, int64_t ldy) {
   __m512 acc[MR][NR];
@@ -900,6 +937,10 @@ int matmul_impl(const float *x, const uint8_t *W, const float *S, float *y, int6
     if (!portable && g_max_isa.load() != 1 && cpu_has_avx512() && M >= kF32PrefillMinM && K % 128 == 0 &&
         g % 32 == 0) {
       parallel_for(N, nt, 4, [&](int64_t n0, int64_t n1) { avx512_f32_prefill(x, W, S, y, M, K, N, G, n0, n1); });
+      return 0;
+    }
+    if (!portable && g_max_isa.load() != 1 && cpu_has_avx512() && K % 128 == 0 && g % 32 == 0) {
+      parallel_for(N, nt, 12, [&](int64_t n0, int64_t n1) { avx512_f32_decode(x, W, S, y, M, K, N, G, n0, n1); });
       return 0;
     }
     if (!portable && K % 32 == 0 && g % 8 == 0) {
