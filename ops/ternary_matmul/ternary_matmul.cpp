@@ -15,7 +15,11 @@
 //     xq = clip(nearbyint(x * s), -128, 127); y = (sum_g scale_g * sum_{k in g} xq_k c_k) / s.
 //     The integer group sums are computed exactly in int32.
 //
-// Paths: AVX2+FMA (selected at run time with __builtin_cpu_supports) and portable C++.
+// Paths (selected at run time with __builtin_cpu_supports; the library is built without -march):
+//   AVX-512 (avx512f+avx512bw, + avx512vnni for A8): A8 decode (M < 5) and prefill (M >= 5, bit-
+//     identical to the portable path), weight-only decode (M < 8) and prefill (M >= 8);
+//   AVX2+FMA; portable C++. bitcpm_set_force_portable(1) / force_portable select the portable
+//   path; bitcpm_set_max_isa(1) caps at AVX2 (tests, benchmarks).
 // Threads: std::thread over output rows n; every (m, n) output is computed by the same
 // sequence of operations whatever the tiling or thread split, so results are bit-identical
 // for any thread count (for a given path).
