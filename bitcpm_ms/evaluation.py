@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Iterable, Optional
+from typing import Optional
 
 import numpy as np
 

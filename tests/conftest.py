@@ -7,5 +7,15 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import mindspore as ms  # noqa: E402
+import pytest  # noqa: E402
 
 ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+
+
+@pytest.fixture(params=[ms.PYNATIVE_MODE, ms.GRAPH_MODE], ids=["pynative", "graph"])
+def mode(request):
+    """Run a test in PyNative and in graph mode, restoring graph mode afterwards."""
+    old = ms.get_context("mode")
+    ms.set_context(mode=request.param, device_target="CPU")
+    yield request.param
+    ms.set_context(mode=old)

@@ -10,7 +10,7 @@ from bitcpm_ms.config_loader import load_config
 from bitcpm_ms.evaluate import build_model
 from bitcpm_ms.export import export_packed
 
-from .helpers import SMALL_MODEL, TINY_YAML, run_cli
+from .helpers import SMALL_MODEL, TINY_YAML
 
 
 def _config(**extra):

@@ -33,7 +33,7 @@ import os
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Iterator, List, Optional, Sequence, Union
 
 from .errors import DataError, DataWarning
 

@@ -23,8 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
-from typing import Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Iterable, Iterator, List, Sequence
 
 import sentencepiece as spm
 

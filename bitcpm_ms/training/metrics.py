@@ -136,9 +136,9 @@ class BitCPMMetricsMonitor(Callback):
     def _log(self, cb_params, step, step_time, tokens_per_step, first_step_s=None):
         outputs = cb_params.net_outputs
         if isinstance(outputs, (tuple, list)):
-            loss, overflow, scale, lr, gnorm = (list(outputs) + [None] * 5)[:5]
+            loss, overflow, _, lr, gnorm = (list(outputs) + [None] * 5)[:5]   # (.., loss scale, ..)
         else:
-            loss, overflow, scale, lr, gnorm = outputs, None, None, None, None
+            loss, overflow, lr, gnorm = outputs, None, None, None
         network = cb_params.train_network
         skipped = getattr(network, "skipped_steps", None)
         rec = {"step": step, "loss": _scalar(loss), "lr": _scalar(lr), "grad_norm": _scalar(gnorm),

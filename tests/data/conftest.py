@@ -1,6 +1,3 @@
-import os
-import random
-
 import pytest
 
 from bitcpm_ms.data.packing import PrepareConfig, prepare_dataset

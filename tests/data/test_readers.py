@@ -1,8 +1,5 @@
-import base64
 import gzip
 import json
-import os
-import warnings
 
 import pytest
 

@@ -3,20 +3,12 @@ import numpy as np
 import pytest
 
 ms = pytest.importorskip("mindspore")
-from mindspore import Tensor, nn, ops  # noqa: E402
+from mindspore import Tensor, nn  # noqa: E402
 
 from bitcpm_ms.kernels import (PackedTernaryLinear, get_ms_op, ternary_matmul,  # noqa: E402
                                ternary_matmul_reference)
 
 from .conftest import make_packed  # noqa: E402
-
-
-@pytest.fixture(params=[ms.PYNATIVE_MODE, ms.GRAPH_MODE], ids=["pynative", "graph"])
-def mode(request):
-    old = ms.get_context("mode")
-    ms.set_context(mode=request.param, device_target="CPU")
-    yield request.param
-    ms.set_context(mode=old)
 
 
 class OpNet(nn.Cell):

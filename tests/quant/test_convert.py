@@ -17,14 +17,6 @@ from bitcpm_ms.quant import QuantConfig, TernaryLinear, quantize_weight  # noqa:
 from bitcpm_ms.quant.convert import convert_model  # noqa: E402
 
 
-@pytest.fixture(params=[ms.PYNATIVE_MODE, ms.GRAPH_MODE], ids=["pynative", "graph"])
-def mode(request):
-    old = ms.get_context("mode")
-    ms.set_context(mode=request.param, device_target="CPU")
-    yield request.param
-    ms.set_context(mode=old)
-
-
 def _tl(i, o, cfg, has_bias=True, seed=0, weights=None):
     layer = TernaryLinear(i, o, has_bias=has_bias, compute_dtype=mstype.float32, param_init_type=mstype.float32,
                           quant_config=cfg)
