@@ -43,7 +43,7 @@ _GLOBAL_MAP = [
     ("model.norm.weight", "model.norm_out.weight"),
     ("lm_head.weight", "lm_head.weight"),
 ]
-_HF_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 
 # HF config.json key -> BitCPMConfig key
 _CONFIG_MAP = {
@@ -56,28 +56,32 @@ _CONFIG_MAP = {
 }
 
 
-def hf_to_ms_name(name: str) -> str:
-    for hf, ms_name in _GLOBAL_MAP:
-        if name == hf:
-            return ms_name
-    m = _HF_LAYER.match(name)
+def _rename(name: str, src: int):
+    """Map a parameter name through the tables; src 0: HF -> ours, 1: ours -> HF. None if unknown."""
+    dst = 1 - src
+    for pair in _GLOBAL_MAP:
+        if name == pair[src]:
+            return pair[dst]
+    m = _LAYER.match(name)            # both sides name layers "model.layers.<i>.<rest>"
     if m:
-        for hf, ms_name in _LAYER_MAP:
-            if m.group(2) == hf:
-                return f"model.layers.{m.group(1)}.{ms_name}"
-    raise ConversionError(f"unknown Hugging Face parameter {name!r} (not a MiniCPM/LLaMA weight)")
+        for pair in _LAYER_MAP:
+            if m.group(2) == pair[src]:
+                return f"model.layers.{m.group(1)}.{pair[dst]}"
+    return None
+
+
+def hf_to_ms_name(name: str) -> str:
+    out = _rename(name, 0)
+    if out is None:
+        raise ConversionError(f"unknown Hugging Face parameter {name!r} (not a MiniCPM/LLaMA weight)")
+    return out
 
 
 def ms_to_hf_name(name: str) -> str:
-    for hf, ms_name in _GLOBAL_MAP:
-        if name == ms_name:
-            return hf
-    m = re.match(r"^model\.layers\.(\d+)\.(.+)$", name)
-    if m:
-        for hf, ms_name in _LAYER_MAP:
-            if m.group(2) == ms_name:
-                return f"model.layers.{m.group(1)}.{hf}"
-    raise ConversionError(f"parameter {name!r} has no Hugging Face MiniCPM name")
+    out = _rename(name, 1)
+    if out is None:
+        raise ConversionError(f"parameter {name!r} has no Hugging Face MiniCPM name")
+    return out
 
 
 def hf_config_to_model_config(hf: dict) -> dict:
