@@ -4,6 +4,7 @@ Scale per group from the table; each element goes to the nearest level of the sp
 level set (argmin of the distance). Used only by tests.
 """
 import numpy as np
+from mindspore import nn
 
 # space: (levels, scale function of |W_group|)
 TABLE1 = {
@@ -30,3 +31,16 @@ def reference_quantize(w, space, group_size, eps=1e-5):
             s[r, j] = sc
             lv[r, j * g:(j + 1) * g] = levels[np.argmin(np.abs(grp[:, None] / sc - levels[None, :]), axis=1)]
     return lv, s
+
+
+class WeightedSum(nn.Cell):
+    """sum(cell(x) * g): its gradient w.r.t. x (or the cell's weights) is the vector-Jacobian
+    product with g, so gradient tests compare layers on the same upstream gradient."""
+
+    def __init__(self, cell, g):
+        super().__init__()
+        self.cell = cell
+        self.g = g
+
+    def construct(self, x):
+        return (self.cell(x) * self.g).sum()

@@ -2,23 +2,13 @@
 import numpy as np
 import pytest
 import mindspore as ms
-from mindspore import nn, ops
+from mindspore import ops
 
 from bitcpm_ms.quant import ActFakeQuant, QuantConfig, WeightFakeQuant, fake_quant_activation, quantize_weight
 
+from .reference import WeightedSum
+
 SPACES = ["ternary", "asym4", "halfsym4", "intsym4", "five"]
-
-
-class _WeightedSum(nn.Cell):
-    """sum(cell(x) * g): its gradient w.r.t. x is the cell's vector-Jacobian product with g."""
-
-    def __init__(self, cell, g):
-        super().__init__()
-        self.cell = cell
-        self.g = g
-
-    def construct(self, x):
-        return (self.cell(x) * self.g).sum()
 
 
 @pytest.mark.parametrize("space", SPACES)
@@ -37,7 +27,7 @@ def test_weight_quantizer_gradient_is_identity():
     rng = np.random.default_rng(8)
     w = ms.Tensor(rng.standard_normal((8, 64)).astype(np.float32))
     g = ms.Tensor(rng.standard_normal((8, 64)).astype(np.float32))
-    grad = ops.GradOperation()(_WeightedSum(WeightFakeQuant("ternary", 32, 1e-5), g))(w)
+    grad = ops.GradOperation()(WeightedSum(WeightFakeQuant("ternary", 32, 1e-5), g))(w)
     np.testing.assert_array_equal(grad.asnumpy(), g.asnumpy())
 
 
@@ -48,7 +38,7 @@ def test_activation_quantizer_forward_and_ste(bits):
     cell = ActFakeQuant(bits)
     np.testing.assert_allclose(cell(ms.Tensor(x)).asnumpy(), fake_quant_activation(x, bits), rtol=1e-6, atol=1e-7)
     g = ms.Tensor(rng.standard_normal((10, 32)).astype(np.float32))
-    grad = ops.GradOperation()(_WeightedSum(cell, g))(ms.Tensor(x))
+    grad = ops.GradOperation()(WeightedSum(cell, g))(ms.Tensor(x))
     np.testing.assert_array_equal(grad.asnumpy(), g.asnumpy())
 
 
@@ -81,5 +71,5 @@ def test_fused_cpu_ternary_quantizer_matches_reference_and_op_chain(portable, sh
     np.testing.assert_allclose(out, codes * g, rtol=1e-6, atol=1e-12)
     np.testing.assert_allclose(out, chain(ms.Tensor(w)).asnumpy(), rtol=1e-6, atol=1e-12)
     gw = ms.Tensor(np.random.default_rng(12).standard_normal(shape).astype(np.float32))
-    grad = ops.GradOperation()(_WeightedSum(fused, gw))(ms.Tensor(w))
+    grad = ops.GradOperation()(WeightedSum(fused, gw))(ms.Tensor(w))
     np.testing.assert_array_equal(grad.asnumpy(), gw.asnumpy())

@@ -2,10 +2,12 @@
 import numpy as np
 import pytest
 import mindspore as ms
-from mindspore import nn, ops
+from mindspore import ops
 from mindformers.modules.layers import Linear
 
 from bitcpm_ms.quant import QuantConfig, TernaryLinear, fake_quant_activation, fake_quant_weight
+
+from .reference import WeightedSum
 
 
 def _pair(in_f=96, out_f=24, has_bias=True, seed=0):
@@ -15,16 +17,6 @@ def _pair(in_f=96, out_f=24, has_bias=True, seed=0):
     if has_bias:
         lin.bias.set_data(ms.Tensor(rng.standard_normal(out_f).astype(np.float32)))
     return lin
-
-
-class _Loss(nn.Cell):
-    def __init__(self, layer, g):
-        super().__init__()
-        self.layer = layer
-        self.g = g
-
-    def construct(self, x):
-        return (self.layer(x) * self.g).sum()
 
 
 @pytest.mark.parametrize("group_size", [-1, 32, 48])
@@ -77,8 +69,8 @@ def test_ste_gradient_equals_full_precision_gradient_in_graph_mode():
     x = ms.Tensor(rng.standard_normal((4, 96)).astype(np.float32))
     g = ms.Tensor(rng.standard_normal((4, 24)).astype(np.float32))
     grad = ops.GradOperation(get_by_list=True)
-    gq = grad(_Loss(tl, g), tl.trainable_params())(x)
-    gf = grad(_Loss(lin_fp, g), lin_fp.trainable_params())(x)
+    gq = grad(WeightedSum(tl, g), tl.trainable_params())(x)
+    gf = grad(WeightedSum(lin_fp, g), lin_fp.trainable_params())(x)
     for a, b in zip(gq, gf):
         np.testing.assert_allclose(a.asnumpy(), b.asnumpy(), rtol=1e-6, atol=1e-7)
     assert ms.get_context("mode") == ms.GRAPH_MODE
