@@ -7,8 +7,10 @@ in where MiniCPM differs:
   * `model.norm_out` -> ScaleOutput(norm, dim_model_base / hidden_size), so lm_head sees the
     scaled hidden state.
 Parameter names are restored afterwards, so checkpoints keep MindFormers' LLaMA names and map
-1:1 to Hugging Face names. Quantization is applied last by `quantize_model` (the model code
-itself holds no quantization logic).
+1:1 to Hugging Face names. When the config carries a `qat_config`, the constructor ends by
+calling the one quantization entry point, `quantize_model`, so that MindFormers' builders (and
+`run_mindformer.py`) produce the QAT model from the YAML alone; no layer of the model holds
+quantization code.
 """
 from mindspore import nn
 from mindspore.ops import operations as P

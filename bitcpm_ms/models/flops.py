@@ -5,25 +5,7 @@ says, and by benchmarks. The formulas are stated here so logged numbers can be c
 """
 from dataclasses import dataclass
 
-
-def _get(cfg, name, default=None):
-    if isinstance(cfg, dict):
-        return cfg.get(name, default)
-    return getattr(cfg, name, default)
-
-
-def ffn_hidden_size(cfg) -> int:
-    """SwiGLU width, exactly as MindFormers' LlamaFeedForward derives it."""
-    inter = _get(cfg, "intermediate_size")
-    if inter:
-        return int(inter)
-    hidden = 4 * int(_get(cfg, "hidden_size"))
-    mult = _get(cfg, "ffn_dim_multiplier")
-    if mult is not None:
-        hidden = int((mult + 0.01) * hidden)
-    hidden = int(2 * hidden / 3)
-    multiple_of = int(_get(cfg, "multiple_of", 256))
-    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+from ..layout import config_get as _get, projection_shapes
 
 
 @dataclass
@@ -55,19 +37,14 @@ class ParamCount:
 def count_params(cfg) -> ParamCount:
     """Parameter count of a BitCPM / LLaMA config (dict or config object)."""
     h = int(_get(cfg, "hidden_size"))
-    heads = int(_get(cfg, "num_heads"))
-    kv_heads = int(_get(cfg, "n_kv_heads") or heads)
-    head_dim = h // heads
     vocab = int(_get(cfg, "vocab_size"))
     layers = int(_get(cfg, "num_layers"))
-    inter = ffn_hidden_size(cfg)
-    bias = bool(_get(cfg, "qkv_has_bias", False))
-    attn = h * h + 2 * h * kv_heads * head_dim + h * h
-    if bias:
-        attn += h + 2 * kv_heads * head_dim
-    mlp = 3 * h * inter
+    shapes = projection_shapes(cfg)
+    linear = sum(out_f * in_f for out_f, in_f in shapes.values())
+    if bool(_get(cfg, "qkv_has_bias", False)):
+        linear += sum(shapes[n][0] for n in ("attention.wq", "attention.wk", "attention.wv"))
     tied = bool(_get(cfg, "tie_word_embeddings", False))
-    return ParamCount(embedding=vocab * h, per_layer_linear=attn + mlp, per_layer_norm=2 * h,
+    return ParamCount(embedding=vocab * h, per_layer_linear=linear, per_layer_norm=2 * h,
                       num_layers=layers, final_norm=h, lm_head=0 if tied else vocab * h)
 
 

@@ -13,30 +13,25 @@ cross-rank reduction).
   uses the mean |W| of its own in/mp columns: shard-local g=-1 under mp ranks is exactly global
   quantization with g = in/mp, not per-channel. `row_parallel_deviation` measures the difference.
 """
-import argparse
-import json
-import os
-from typing import Dict, List, Sequence
+from typing import Dict, List
 
 import numpy as np
 
+from ..layout import PROJECTIONS, config_get, projection_of, projection_shapes
 from ..quant import QuantConfig
 from ..quant.primitives import dequantize_weight, quantize_weight
 
-COLUMN_PARALLEL = ("attention.wq", "attention.wk", "attention.wv", "feed_forward.w1", "feed_forward.w3")
-ROW_PARALLEL = ("attention.wo", "feed_forward.w2")
+COLUMN_PARALLEL = tuple(p.name for p in PROJECTIONS if p.tp_split == "column")
+ROW_PARALLEL = tuple(p.name for p in PROJECTIONS if p.tp_split == "row")
 
 
 def split_kind(layer_name: str) -> str:
     """'column' or 'row' for a projection name (suffix match), as MindFormers' LLaMA shards it."""
-    def match(names):
-        return any(layer_name == n or layer_name.endswith("." + n) for n in names)
-    if match(COLUMN_PARALLEL):
-        return "column"
-    if match(ROW_PARALLEL):
-        return "row"
-    raise ValueError(f"{layer_name!r} is not one of the tensor-parallel projections "
-                     f"{COLUMN_PARALLEL + ROW_PARALLEL}")
+    p = projection_of(layer_name)
+    if p is None:
+        raise ValueError(f"{layer_name!r} is not one of the tensor-parallel projections "
+                         f"{COLUMN_PARALLEL + ROW_PARALLEL}")
+    return p.tp_split
 
 
 def shards(w: np.ndarray, mp: int, kind: str) -> List[np.ndarray]:
@@ -89,92 +84,38 @@ def row_parallel_deviation(w: np.ndarray, cfg: QuantConfig, mp: int, tokens: int
     }
 
 
-def check_tp_divisibility(model_config, mp: int, group_size: int) -> List[str]:
-    """Problems (empty list: none) with splitting a LLaMA/BitCPM config's projections over mp ranks
-    and quantizing each shard with `group_size` (-1 allowed: always divisible, but see module doc)."""
-    get = (lambda k, d=None: model_config.get(k, d)) if isinstance(model_config, dict) \
-        else (lambda k, d=None: getattr(model_config, k, d))
-    h, heads = int(get("hidden_size")), int(get("num_heads"))
-    kv = int(get("n_kv_heads") or heads)
-    inter = int(get("intermediate_size"))
-    kv_dim = kv * (h // heads)
-    shapes = {"attention.wq": (h, h), "attention.wk": (kv_dim, h), "attention.wv": (kv_dim, h),
-              "attention.wo": (h, h), "feed_forward.w1": (inter, h), "feed_forward.w3": (inter, h),
-              "feed_forward.w2": (h, inter)}
+_DIM_NAMES = {"hidden": "hidden_size", "intermediate": "intermediate_size"}
+
+
+def check_tp_divisibility(model_config, mp: int = 1, group_size: int = -1) -> List[str]:
+    """Problems (empty list: none) with splitting a config's projections over `mp` tensor-parallel
+    ranks and quantizing each rank's shard with `group_size` (-1: one scale per local row).
+
+    Row-parallel projections (wo, w2) are split along their input, so each rank's groups run over
+    in/mp inputs: the group size must divide that local width (see parallel/shard_quant.py).
+    With mp = 1 this is the plain "group size divides every input width" check.
+    """
+    heads = int(config_get(model_config, "num_heads"))
+    kv = int(config_get(model_config, "n_kv_heads") or heads)
     problems = [f"{what}={n} not divisible by mp={mp} (MindFormers splits attention heads over mp)"
                 for what, n in (("num_heads", heads), ("n_kv_heads", kv)) if n % mp]
-    for name, (out_f, in_f) in shapes.items():
-        kind = split_kind(name)
-        split_dim = out_f if kind == "column" else in_f
+    shapes = projection_shapes(model_config)
+    for p in PROJECTIONS:
+        out_f, in_f = shapes[p.name]
+        split_dim = out_f if p.tp_split == "column" else in_f
         if split_dim % mp:
-            problems.append(f"{name} [{out_f}, {in_f}]: {kind}-parallel dimension {split_dim} not divisible by mp={mp}")
+            problems.append(f"{p.name} [{out_f}, {in_f}]: {p.tp_split}-parallel dimension {split_dim} "
+                            f"not divisible by mp={mp}")
             continue
-        local_in = in_f if kind == "column" else in_f // mp
-        if group_size != -1 and local_in % group_size:
-            problems.append(f"{name} [{out_f}, {in_f}]: local input width {local_in} not divisible by "
-                            f"group_size={group_size}")
+        if group_size == -1:
+            continue
+        if p.tp_split == "row" and mp > 1:
+            local = in_f // mp
+            msg = (f"quant.group_size={group_size} does not divide the local input width {in_f}/{mp} = {local} "
+                   f"of {p.name} [{out_f}, {in_f}] (row-parallel over model_parallel={mp})")
+        else:
+            local = in_f
+            msg = f"quant.group_size={group_size} does not divide model {_DIM_NAMES[p.in_dim]}={in_f}"
+        if local % group_size and msg not in problems:
+            problems.append(msg)
     return problems
-
-
-# ----------------------------------------------------------------------------------------------
-# measurement CLI: python -m bitcpm_ms.parallel.shard_quant [--checkpoint CKPT]
-# ----------------------------------------------------------------------------------------------
-def _random_cases(seed=0):
-    rng = np.random.default_rng(seed)
-    # (name, shape): a tiny-config and an 8B-config row-parallel shape, MindFormers' init (std 0.02)
-    return [(f"random {n} {shape}", (rng.standard_normal(shape) * 0.02).astype(np.float32))
-            for n, shape in (("tiny wo", (256, 256)), ("tiny w2", (256, 768)),
-                             ("8b wo", (4096, 4096)), ("8b w2", (4096, 16384)))]
-
-
-def _checkpoint_cases(path: str):
-    import mindspore as ms
-    params = ms.load_checkpoint(path)
-    out = []
-    for name, p in sorted(params.items()):
-        if name.startswith(("adam", "accu")) or not name.endswith(".weight"):
-            continue
-        try:
-            if split_kind(name[:-len(".weight")]) == "row":
-                out.append((f"trained {name}", p.asnumpy().astype(np.float32)))
-        except ValueError:
-            continue
-    return out
-
-
-def measure(cases, mps: Sequence[int], group_sizes: Sequence[int]) -> List[Dict]:
-    rows = []
-    for label, w in cases:
-        for mp in mps:
-            if w.shape[1] % mp:
-                continue
-            for g in group_sizes:
-                if g != -1 and (w.shape[1] // mp) % g:
-                    continue
-                rows.append({"weight": label, **row_parallel_deviation(w, QuantConfig(group_size=g), mp)})
-    return rows
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description="Shard-local vs global ternary quantization of row-parallel weights")
-    p.add_argument("--checkpoint", default=None, help="a trained checkpoint (.ckpt) to measure too")
-    p.add_argument("--mp", type=int, nargs="+", default=[2, 4, 8])
-    p.add_argument("--group_sizes", type=int, nargs="+", default=[-1, 128])
-    p.add_argument("--out", default=None, help="write the rows as JSON here")
-    args = p.parse_args(argv)
-    cases = _random_cases() + (_checkpoint_cases(args.checkpoint) if args.checkpoint else [])
-    rows = measure(cases, args.mp, args.group_sizes)
-    for r in rows:
-        print(f"{r['weight']:<55} mp={r['mp']} g={r['group_size']:>4}  weight err {r['rel_weight_err']:.4f}  "
-              f"codes differ {100 * r['code_mismatch_frac']:.2f}%  scale dev max {r['max_scale_ratio_dev']:.3f} "
-              f"mean {r['mean_scale_ratio_dev']:.3f}  output err {r['rel_output_err']:.4f}  "
-              f"(quant err {r['rel_quant_err_global']:.3f})")
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump({"checkpoint": args.checkpoint, "rows": rows}, f, indent=1)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

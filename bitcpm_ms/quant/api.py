@@ -1,20 +1,22 @@
 """`quantize_model`: the one entry point that turns a full-precision network into a QAT network.
 
-torchao style: the model file knows nothing about quantization; this function walks the Cell
-tree and swaps the selected MindFormers `Linear` layers for `TernaryLinear`, in place.
+torchao style: the layers of the model hold no quantization code; this function walks the Cell
+tree and swaps the selected MindFormers `Linear` layers for `TernaryLinear`, in place (through
+`swap.replace_cells`). `BitCPMForCausalLM` calls it as the last step of its constructor when its
+config carries a `qat_config`, so that MindFormers' builders (and `run_mindformer.py`) produce the
+QAT model from the YAML alone; any other MindFormers network can be passed to it directly.
 """
 import logging
-from typing import Callable, Dict, Optional
+from typing import Optional
 
 from mindspore import nn
 from mindformers.modules.layers import Linear
 
 from .config import QuantConfig
 from .linear import TernaryLinear
+from .swap import FilterFn, replace_cells
 
 logger = logging.getLogger(__name__)
-
-FilterFn = Callable[[str, nn.Cell], bool]
 
 
 def default_filter(cfg: QuantConfig) -> FilterFn:
@@ -38,20 +40,21 @@ def quantize_model(net: nn.Cell, cfg: QuantConfig, filter_fn: Optional[FilterFn]
         logger.info("quantization disabled: model left in full precision")
         return net
     select = filter_fn or default_filter(cfg)
-    cells: Dict[str, nn.Cell] = dict(net.cells_and_names())
-    chosen = [(name, cell) for name, cell in cells.items()
-              if name and isinstance(cell, Linear) and not isinstance(cell, TernaryLinear) and select(name, cell)]
-    if not chosen:
-        raise ValueError(f"quantize_model: no Linear layer matched targets {list(cfg.targets)}; "
-                         f"Linear layers present: {[n for n, c in cells.items() if isinstance(c, Linear)][:8]}")
-    for name, cell in chosen:
-        parent_name, _, attr = name.rpartition(".")
-        parent = cells[parent_name] if parent_name else net
+
+    def wanted(name: str, cell: nn.Cell) -> bool:
+        return isinstance(cell, Linear) and not isinstance(cell, TernaryLinear) and select(name, cell)
+
+    def swap(name: str, cell: Linear) -> TernaryLinear:
         try:
-            new = TernaryLinear.from_linear(cell, cfg)
+            return TernaryLinear.from_linear(cell, cfg)
         except ValueError as err:
             raise ValueError(f"quantize_model: layer {name!r}: {err}") from None
-        setattr(parent, attr, new)
+
+    chosen = replace_cells(net, wanted, swap)
+    if not chosen:
+        linears = [n for n, c in net.cells_and_names() if isinstance(c, Linear)]
+        raise ValueError(f"quantize_model: no Linear layer matched targets {list(cfg.targets)}; "
+                         f"Linear layers present: {linears[:8]}")
     logger.info("quantize_model: %d layers -> %s (group_size=%s, act_bits=%s)",
                 len(chosen), cfg.quant_space, cfg.group_size, cfg.act_bits)
     return net

@@ -7,6 +7,8 @@ compilation.
 from dataclasses import asdict, dataclass, field, fields
 from typing import Optional, Tuple
 
+from ..layout import PROJECTION_NAMES, resolve_group_size
+
 # Quantization spaces of the BitCPM-CANN report, Table 1. Each maps W/s to the nearest level.
 QUANT_SPACES = ("ternary", "asym4", "halfsym4", "intsym4", "five")
 
@@ -23,8 +25,7 @@ ACT_BITS = (None, 8, 4)
 
 # Layers quantized by default: the seven projections of every decoder layer (report section
 # 3.2: "q, k, v, o, gate, up, down"), named as in MindFormers' LLaMA.
-DEFAULT_TARGETS = ("attention.wq", "attention.wk", "attention.wv", "attention.wo",
-                   "feed_forward.w1", "feed_forward.w2", "feed_forward.w3")
+DEFAULT_TARGETS = PROJECTION_NAMES
 
 
 @dataclass
@@ -81,14 +82,9 @@ class QuantConfig:
             raise ValueError(f"QuantConfig.targets must be a non-empty list of layer-name suffixes, "
                              f"got {self.targets!r}")
 
-    def group_for(self, in_features: int) -> int:
+    def group_for(self, in_features: int, what: str = "the layer") -> int:
         """Effective group size for a layer with `in_features` inputs; raises if it does not divide."""
-        if self.group_size == -1:
-            return in_features
-        if in_features % self.group_size:
-            raise ValueError(f"QuantConfig.group_size={self.group_size} does not divide the layer's input "
-                             f"width {in_features}; use -1 or a divisor of {in_features}")
-        return self.group_size
+        return resolve_group_size(in_features, self.group_size, what)
 
     @classmethod
     def from_dict(cls, d) -> "QuantConfig":

@@ -19,6 +19,7 @@ from mindspore import ops
 from .config import QuantConfig
 from .linear import TernaryLinear
 from .primitives import quantize_weight
+from .swap import replace_cells
 
 logger = logging.getLogger(__name__)
 
@@ -58,18 +59,11 @@ def convert_model(net: nn.Cell) -> nn.Cell:
     """
     if isinstance(net, TernaryLinear):
         return _convert_root(net)
-    cells = dict(net.cells_and_names())
-    chosen = [(n, c) for n, c in cells.items() if n and isinstance(c, TernaryLinear) and c.quant_config.enabled]
-    for name, layer in chosen:
-        parent_name, _, attr = name.rpartition(".")
-        parent = cells[parent_name] if parent_name else net
-        new = packed_from_ternary_linear(layer, name)
-        if isinstance(parent, (nn.SequentialCell, nn.CellList)) and attr.isdigit():
-            parent[int(attr)] = new
-        else:
-            setattr(parent, attr, new)
-        for local, p in new.parameters_and_names():
-            p.name = f"{name}.{local}"
+
+    def wanted(name: str, cell: nn.Cell) -> bool:
+        return isinstance(cell, TernaryLinear) and cell.quant_config.enabled
+
+    chosen = replace_cells(net, wanted, lambda name, layer: packed_from_ternary_linear(layer, name))
     logger.info("convert_model: %d TernaryLinear layers packed", len(chosen))
     return net
 

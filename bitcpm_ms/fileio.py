@@ -1,0 +1,142 @@
+"""Writing files and directories so that a crash never leaves a half-written result.
+
+Every writer in bitcpm-ms that produces an artifact (manifests, eval.json, tokenizers, exports,
+Hugging Face directories, prepared datasets) goes through these helpers: write under a temporary
+name in the same directory, fsync, then `os.replace` into place. A reader therefore sees either
+the old complete file or the new complete one. Temporary names carry the writer's PID, so a
+later run can tell the leftovers of a dead process (`remove_stale_tmp`) from a live writer's.
+"""
+import contextlib
+import json
+import os
+import shutil
+
+import numpy as np
+
+from .errors import BitCPMError
+
+
+def tmp_name(path: str) -> str:
+    """The temporary sibling of `path` that this process writes before renaming."""
+    return f"{os.path.abspath(path).rstrip(os.sep)}.tmp-{os.getpid()}"
+
+
+def _fsync_dir(path: str) -> None:
+    """Make a rename in `path` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str, mode: str = "wb", encoding: str = None):
+    """`with atomic_write(p, "w") as f: f.write(...)`: the file appears at `p` complete or not at all."""
+    tmp = tmp_name(path)
+    try:
+        with open(tmp, mode, encoding=encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(os.path.dirname(os.path.abspath(path)))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def publish_file(tmp: str, path: str) -> None:
+    """fsync a file another library wrote at `tmp` (e.g. MindSpore's save_checkpoint) and rename it to `path`."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def _json_default(o):
+    """numpy scalars as Python numbers; anything else unknown as its str()."""
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    return str(o)
+
+
+def atomic_json(obj, path: str, indent: int = 2) -> str:
+    """Write `obj` as JSON to `path` atomically; returns `path`."""
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=indent, sort_keys=True, ensure_ascii=False, default=_json_default)
+        f.write("\n")
+    return path
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_tmp(path: str) -> None:
+    """Delete `path.tmp-<pid>` / `path.old-<pid>` leftovers whose writer process is gone."""
+    parent, base = os.path.split(os.path.abspath(path).rstrip(os.sep))
+    if not os.path.isdir(parent):
+        return
+    for entry in os.listdir(parent):
+        if not (entry.startswith(base + ".tmp-") or entry.startswith(base + ".old-")):
+            continue
+        try:
+            pid = int(entry.rsplit("-", 1)[1])
+        except ValueError:
+            continue
+        if not pid_alive(pid):
+            full = os.path.join(parent, entry)
+            if os.path.isdir(full):
+                shutil.rmtree(full, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.remove(full)
+
+
+def check_output_dir(out_dir: str, overwrite: bool = False, error=BitCPMError) -> None:
+    """Refuse an output directory that exists and is not empty, unless `overwrite`."""
+    if os.path.exists(out_dir) and not overwrite and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
+        raise error(f"output directory {out_dir} exists and is not empty (pass --overwrite to replace it)")
+
+
+@contextlib.contextmanager
+def atomic_dir(out_dir: str, overwrite: bool = False, error=BitCPMError):
+    """Build a directory under a temporary name and move it into place when the block succeeds.
+
+    `with atomic_dir("out") as tmp: write files into tmp`. A non-empty existing `out_dir` is an
+    error unless `overwrite`; then it is replaced only after the new one is complete.
+    """
+    out_dir = os.path.abspath(out_dir).rstrip(os.sep)
+    check_output_dir(out_dir, overwrite, error)
+    remove_stale_tmp(out_dir)
+    tmp = tmp_name(out_dir)
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        yield tmp
+        if os.path.exists(out_dir):
+            old = f"{out_dir}.old-{os.getpid()}"
+            os.rename(out_dir, old)
+            os.rename(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out_dir)
+        _fsync_dir(os.path.dirname(out_dir))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
