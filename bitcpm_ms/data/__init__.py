@@ -8,7 +8,9 @@ See docs/data.md.
 from .errors import DataError, DataWarning
 from .readers import ReadStats, iter_documents, resolve_paths
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, SPTokenizer, train_tokenizer
-from .packing import PrepareConfig, prepare_dataset, read_manifest, split_files
+from .config import PrepareConfig
+from .manifest import read_manifest, split_files
+from .packing import prepare_dataset
 
 __all__ = ["DataError", "DataWarning", "ReadStats", "iter_documents", "resolve_paths",
            "BOS_ID", "EOS_ID", "PAD_ID", "UNK_ID", "SPTokenizer", "train_tokenizer",

@@ -1,4 +1,5 @@
-"""``data:`` section of a MindFormers-style YAML -> ``PrepareConfig``.
+"""``PrepareConfig``: everything that determines a prepared dataset, and the ``data:`` section of a
+MindFormers-style YAML that fills it.
 
     data:
       input: gcide                 # files / dirs / globs, or "gcide" (Debian dict-gcide)
@@ -22,10 +23,48 @@
 """
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import asdict, dataclass
+from typing import List, Optional, Union
 
 from .errors import DataError
-from .packing import PrepareConfig
+
+
+@dataclass
+class PrepareConfig:
+    """Everything that determines a prepared dataset (see docs/data.md, YAML section ``data:``)."""
+    input: Union[str, List[str]] = "gcide"       # path(s)/dir(s)/glob(s) or "gcide"
+    format: str = "auto"                           # auto | text | jsonl | parquet | dictd
+    text_field: str = "text"                       # jsonl / parquet
+    doc_separator: Optional[str] = "\n\n"          # text: "\n\n" = blank line(s); None = whole file
+    cleaner: str = "auto"                          # auto | none | gcide
+    output_dir: Optional[str] = None               # default data_cache/<name>_v<vocab>_s<seq>
+    name: Optional[str] = None                     # default: "gcide" or the first input's stem
+    seq_length: int = 256                          # samples hold seq_length + 1 ids
+    validation_fraction: float = 0.01
+    seed: int = 1234
+    shuffle: bool = True
+    shard_samples: int = 8192
+    num_workers: int = 2                           # 0: tokenize in the main process
+    task_chars: int = 1 << 18
+    tokenizer_model: Optional[str] = None          # an existing SentencePiece .model
+    vocab_size: int = 8192
+    tokenizer_type: str = "bpe"
+    tokenizer_sample_bytes: int = 16_000_000
+    progress: bool = True
+
+    # keys that do not change the output
+    _NON_OUTPUT = ("output_dir", "num_workers", "progress", "name", "task_chars")
+
+    def fingerprint_fields(self) -> dict:
+        d = asdict(self)
+        for k in self._NON_OUTPUT:
+            d.pop(k, None)
+        d.pop("input")
+        if self.tokenizer_model:
+            for k in ("vocab_size", "tokenizer_type", "tokenizer_sample_bytes"):
+                d.pop(k)
+            d["tokenizer_model"] = None      # replaced by its sha256 below
+        return d
 
 _FLAT = {"input", "format", "text_field", "doc_separator", "cleaner", "output_dir", "name",
          "seq_length", "validation_fraction", "seed", "shuffle", "shard_samples", "num_workers",

@@ -5,7 +5,7 @@ import os
 from typing import List, Optional, Sequence, Union
 
 from .errors import DataError
-from .packing import SPLITS, read_manifest, split_files
+from .manifest import SPLITS, split_files
 
 
 def dataset_files(dataset_dir_or_files: Union[str, Sequence[str]], split: str = "train") -> List[str]:
@@ -82,12 +82,3 @@ def build_dataset(dataset_dir_or_files: Union[str, Sequence[str]], batch_size: i
     return CausalLanguageModelDataset(data_loader=loader, input_columns=["input_ids"],
                                       batch_size=batch_size, drop_remainder=drop_remainder,
                                       num_parallel_workers=num_parallel_workers, repeat=repeat)
-
-
-def dataset_info(dataset_dir: str) -> dict:
-    """Small summary the runner can log (seq_length, vocab, samples and bytes/token per split)."""
-    man = read_manifest(dataset_dir)
-    return {"seq_length": man["seq_length"], "vocab_size": man["vocab_size"],
-            "tokenizer": os.path.join(dataset_dir, man["tokenizer"]["file"]),
-            **{f"{s}_samples": man["splits"][s]["samples"] for s in SPLITS},
-            **{f"{s}_bytes_per_token": man["splits"][s]["bytes_per_token"] for s in SPLITS}}

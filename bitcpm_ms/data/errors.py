@@ -1,9 +1,7 @@
-"""Exceptions and warnings of the data pipeline."""
+"""Exceptions and warnings of the data pipeline (DataError is part of bitcpm_ms.errors)."""
+from ..errors import DataError
 
-
-class DataError(ValueError):
-    """Bad input for the data pipeline (missing path, empty corpus, binary file,
-    corpus too small, conflicting output directory, ...). The message names the file."""
+__all__ = ["DataError", "DataWarning"]
 
 
 class DataWarning(UserWarning):

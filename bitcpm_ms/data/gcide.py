@@ -100,6 +100,6 @@ def gcide_path(path: Optional[str] = None) -> str:
     hint = ("run `bash run/setup_corpus.sh` (as root it installs the Debian package "
             f"{DEBIAN_PACKAGE}; apt-get install -y {DEBIAN_PACKAGE})")
     if not shutil.which("apt-get"):
-        hint = (f"no apt-get here: install the GCIDE dictd files some other way and set "
-                f"BITCPM_GCIDE=/path/to/gcide.dict.dz, or pass your own corpus with --input")
+        hint = ("no apt-get here: install the GCIDE dictd files some other way and set "
+                "BITCPM_GCIDE=/path/to/gcide.dict.dz, or pass your own corpus with --input")
     raise DataError(f"default corpus {p} not found: {hint}")

@@ -27,6 +27,7 @@ from typing import Iterable, Iterator, List, Sequence
 
 import sentencepiece as spm
 
+from ..fileio import atomic_write
 from .errors import DataError
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
@@ -97,10 +98,8 @@ def train_tokenizer(documents: Iterable[str], model_path: str, vocab_size: int =
             raise DataError("tokenizer training got no text (empty corpus sample)") from exc
         raise DataError(f"SentencePiece training failed on {taken['bytes']} bytes of sample text "
                         f"(vocab_size={vocab_size} may be too large for this corpus): {exc}") from exc
-    tmp = f"{model_path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with atomic_write(model_path, "wb") as f:
         f.write(buf.getvalue())
-    os.replace(tmp, model_path)
     return model_path
 
 
@@ -128,9 +127,6 @@ class SPTokenizer:
 
     def encode(self, text: str) -> List[int]:
         return self.sp.encode(text)
-
-    def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
-        return self.sp.encode(list(texts))
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.sp.decode([int(i) for i in ids])

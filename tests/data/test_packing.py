@@ -8,7 +8,10 @@ import pytest
 
 from bitcpm_ms.data import packing
 from bitcpm_ms.data.errors import DataError, DataWarning
-from bitcpm_ms.data.packing import PrepareConfig, is_validation, prepare_dataset, read_manifest
+from bitcpm_ms.data.config import PrepareConfig
+from bitcpm_ms.data.manifest import read_manifest
+from bitcpm_ms.data.packing import prepare_dataset
+from bitcpm_ms.data.tasks import is_validation
 from bitcpm_ms.data.tokenizer import EOS_ID, SPTokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

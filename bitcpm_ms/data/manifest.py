@@ -1,0 +1,60 @@
+"""The manifest of a prepared dataset: what it was built from, its fingerprint and its shard files.
+
+``manifest.json`` is written last, atomically, into a prepared dataset directory; a directory
+without it is not a dataset (an interrupted build). The fingerprint hashes everything that
+determines the output (config fields, source file hashes, cleaner, tokenizer), so re-running an
+unchanged preparation is a no-op and a changed one is detected.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import List, Optional
+
+from .config import PrepareConfig
+from .errors import DataError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+TOKENIZER_FILE = "tokenizer.model"
+SPLITS = ("train", "validation")
+PAGE_SIZE = 1 << 17     # MindRecord page size (the 32 MB default preallocates 50 MB sparse files)
+
+
+def read_manifest(dataset_dir: str) -> dict:
+    path = os.path.join(dataset_dir, MANIFEST)
+    if not os.path.isfile(path):
+        raise DataError(f"{dataset_dir}: no {MANIFEST}; not a dataset prepared by run/prepare_data.py "
+                        f"(or an interrupted one)")
+    with open(path, "r", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def read_manifest_file(dataset_dir: str) -> Optional[dict]:
+    """The manifest of ``dataset_dir``, or None when it has none (not a prepared dataset)."""
+    if not os.path.isfile(os.path.join(dataset_dir, MANIFEST)):
+        return None
+    return read_manifest(dataset_dir)
+
+
+def compute_fingerprint(cfg: PrepareConfig, sources: List[dict], cleaner: str,
+                        tokenizer_sha: Optional[str]) -> str:
+    payload = {"format_version": FORMAT_VERSION, "page_size": PAGE_SIZE, "config": cfg.fingerprint_fields(),
+               "cleaner": cleaner, "sources": [[s["sha256"], s["bytes"]] for s in sources],
+               "tokenizer_sha256": tokenizer_sha}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def split_files(dataset_dir: str, split: str = "train") -> List[str]:
+    """Absolute MindRecord files of one split (from the manifest, checked to exist)."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r} (train, validation)")
+    man = read_manifest(dataset_dir)
+    files = [os.path.join(dataset_dir, f["file"]) for f in man["splits"][split]["files"]]
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise DataError(f"{dataset_dir}: manifest lists missing shard(s) {missing}")
+    if not files:
+        raise DataError(f"{dataset_dir}: split {split!r} has no samples")
+    return files
