@@ -24,12 +24,10 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 CHILD = r"""
 import json, sys
-sys.path.insert(0, {repo!r})
-from bitcpm_ms.data.packing import PrepareConfig, prepare_dataset
+from bitcpm_ms.data import PrepareConfig, prepare_dataset
 cfg = PrepareConfig(**json.loads({cfg!r}))
 m = prepare_dataset(cfg, log=lambda s: None)
 print(json.dumps({{"timing": m["timing"], "raw_bytes": m["reading"]["raw_text_bytes"],

@@ -21,10 +21,7 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from tests.distributed._util import free_port, make_mindrecord, write_config  # noqa: E402
+from bitcpm_ms.testing import REPO as ROOT, free_port, make_mindrecord, write_config
 
 TINY = dict(hidden_size=256, num_layers=4, num_heads=4, n_kv_heads=2, intermediate_size=768, dim_model_base=64,
             vocab_size=8192, seq_length=256)

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-import numpy as np
+from bitcpm_ms.testing import write_learnable_mindrecord  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNNER = os.path.join(ROOT, "run", "run_bitcpm.py")
@@ -15,20 +15,6 @@ SMALL_MODEL = ["--model.model_config.hidden_size", "64", "--model.model_config.n
                "--model.model_config.seq_length", "64", "--model.model_config.vocab_size", "512",
                "--model.model_config.intermediate_size", "128", "--model.model_config.dim_model_base", "16",
                "--callbacks.BitCPMMetricsMonitor.log_interval", "5"]
-
-
-def write_learnable_mindrecord(path, n_samples, seq_length, vocab, seed=0):
-    """Samples of seq_length+1 ids following `next = (prev + 3) % vocab` from a random start:
-    a pattern a tiny model learns within a few dozen steps."""
-    from mindspore.mindrecord import FileWriter
-    rng = np.random.default_rng(seed)
-    writer = FileWriter(path, shard_num=1, overwrite=True)
-    writer.add_schema({"input_ids": {"type": "int32", "shape": [-1]}}, "learnable")
-    rows = [{"input_ids": ((int(rng.integers(0, vocab)) + 3 * np.arange(seq_length + 1)) % vocab).astype(np.int32)}
-            for _ in range(n_samples)]
-    writer.write_raw_data(rows)
-    writer.commit()
-    return path
 
 
 def run_cli(args, cwd=None, timeout=600):

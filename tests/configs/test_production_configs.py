@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from mindformers.tools.register import MindFormerConfig
 
-from bitcpm_ms.config_loader import load_config
+from bitcpm_ms.app.config import load_config
 from bitcpm_ms.models.flops import count_params
 from bitcpm_ms.parallel import check_tp_divisibility
 from bitcpm_ms.quant import QuantConfig

@@ -6,11 +6,11 @@ import os
 import mindspore as ms
 import pytest
 
-from bitcpm_ms.config_loader import load_config
-from bitcpm_ms.evaluate import build_model
-from bitcpm_ms.export import export_packed
+from bitcpm_ms.app.config import load_config
+from bitcpm_ms.app.artifacts import build_model
+from bitcpm_ms.app.export import export_packed
 
-from .helpers import SMALL_MODEL, TINY_YAML
+from ..helpers import SMALL_MODEL, TINY_YAML
 
 
 def _config(**extra):
@@ -42,7 +42,7 @@ def test_export_cli_errors(tmp_path):
     env_args = ["--config", TINY_YAML, "--checkpoint", str(tmp_path / "none"), "--output_dir", str(tmp_path / "e")]
     import subprocess
     import sys
-    from .helpers import ROOT
+    from ..helpers import ROOT
     res = subprocess.run([sys.executable, os.path.join(ROOT, "run", "export_bitcpm.py"), *env_args],
                          capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 2 and "does not exist" in res.stderr

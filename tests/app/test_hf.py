@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import mindspore as ms
 
-from bitcpm_ms import hf_convert as hc
+from bitcpm_ms.app import hf as hc
 from bitcpm_ms.models import BitCPMConfig, BitCPMForCausalLM
 from bitcpm_ms.quant import QuantConfig
 
-from .helpers import ROOT, TINY_YAML
+from ..helpers import ROOT, TINY_YAML
 
 DIMS = dict(batch_size=1, seq_length=16, hidden_size=64, num_layers=2, num_heads=4, n_kv_heads=2,
             vocab_size=96, intermediate_size=128, scale_emb=12, scale_depth=1.4, dim_model_base=16)
@@ -65,8 +65,8 @@ def test_pseudo_quantized_export_runs_as_plain_model_with_qat_logits(tmp_path):
 
 
 def test_cli_round_trip_through_hf(tmp_path):
-    from bitcpm_ms.config_loader import load_config
-    from bitcpm_ms.evaluate import build_model
+    from bitcpm_ms.app.config import load_config
+    from bitcpm_ms.app.artifacts import build_model
     net = build_model(load_config(TINY_YAML))
     ckpt = tmp_path / "qat.ckpt"
     ms.save_checkpoint(net, str(ckpt))

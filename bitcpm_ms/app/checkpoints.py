@@ -1,14 +1,19 @@
-"""Finding and loading checkpoints for evaluation, sampling and conversion."""
+"""Finding and loading checkpoints: the newest one of a run, and a model's weights from a file.
+
+MindFormers' CheckpointMonitor writes `OUTPUT_DIR/checkpoint/rank_N/<prefix>-<epoch>_<step>.ckpt`;
+eval, predict, export, conversion and resume all find checkpoints through this module.
+"""
 import glob
 import os
 
 import mindspore as ms
 
-from .config_loader import ConfigError
+from ..errors import CheckpointError
 
 
-class CheckpointError(ConfigError):
-    """A checkpoint path that cannot be used; the message names the path."""
+def checkpoint_dir(output_dir: str) -> str:
+    """Where a run's CheckpointMonitor writes: OUTPUT_DIR/checkpoint (with rank_N/ below)."""
+    return os.path.join(output_dir, "checkpoint")
 
 
 def find_checkpoint(path: str) -> str:
@@ -29,9 +34,17 @@ def find_checkpoint(path: str) -> str:
     raise CheckpointError(f"no .ckpt file in {path} (looked in ., rank_0, checkpoint/rank_0)")
 
 
+def resume_dir(output_dir: str) -> str:
+    """The checkpoint directory `--resume_training` continues from; an error if it holds none."""
+    ckpt_dir = checkpoint_dir(output_dir)
+    if not glob.glob(os.path.join(ckpt_dir, "rank_*", "*.ckpt")):
+        raise CheckpointError(f"--resume_training: no checkpoint found under {ckpt_dir}")
+    return ckpt_dir
+
+
 def load_weights(network, ckpt_path: str) -> list:
     """Load model weights (optimizer states in the file are ignored); every network parameter
-    must be present, so a checkpoint of another architecture fails loudly."""
+    must be present with its shape, so a checkpoint of another architecture fails loudly."""
     try:
         params = ms.load_checkpoint(ckpt_path)
     except (RuntimeError, ValueError, OSError) as err:

@@ -28,6 +28,8 @@ from typing import Optional
 
 import numpy as np
 
+from ..fileio import atomic_json
+
 LN2 = math.log(2.0)
 
 
@@ -118,8 +120,8 @@ def evaluate_on_prepared(network, dataset_dir: str, batch_size: int, max_batches
                          split: str = "validation") -> dict:
     """Convenience for the runner: build the held-out split of a prepared dataset (no shuffle,
     every sample once, remainder batch dropped) and evaluate with the manifest's bytes/token."""
-    from .data.dataset import build_dataset
-    from .data.packing import read_manifest
+    from ..data.dataset import build_dataset
+    from ..data.manifest import read_manifest
     man = read_manifest(dataset_dir)
     ds = build_dataset(dataset_dir, batch_size, split=split, shuffle=False, rank_id=0, device_num=1)
     out = evaluate_lm(network, ds, max_batches=max_batches,
@@ -132,7 +134,4 @@ def evaluate_on_prepared(network, dataset_dir: str, batch_size: int, max_batches
 def write_eval_json(metrics: dict, output_dir: str, filename: str = "eval.json") -> str:
     """Write ``metrics`` to ``output_dir/eval.json`` atomically (temp file + os.replace)."""
     os.makedirs(output_dir, exist_ok=True)
-    from .data.packing import atomic_json
-    path = os.path.join(output_dir, filename)
-    atomic_json(metrics, path)
-    return path
+    return atomic_json(metrics, os.path.join(output_dir, filename))

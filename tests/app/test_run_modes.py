@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from .data.corpora import mixed_docs
-from .helpers import SMALL_MODEL, TINY_YAML, read_metrics, run_cli, step_records
+from ..data.corpora import mixed_docs
+from ..helpers import SMALL_MODEL, TINY_YAML, read_metrics, run_cli, step_records
 
 
 @pytest.fixture(scope="module")

@@ -4,17 +4,17 @@ prepare (quantize_model) -> train -> convert (convert_model) -> export, torchao 
 model holds 2-bit packed weights and per-group scales for every ternary projection (no latent
 weights) and runs the fused C++ ternary matmul; embeddings, norms and head stay float32.
 """
-import json
 import os
 
 import numpy as np
 import mindspore as ms
 from mindspore import nn
 
-from .checkpoints import find_checkpoint, load_weights
-from .evaluate import build_model
-from .quant import quantized_layer_names
-from .quant.convert import convert_model
+from ..errors import ConfigError
+from ..fileio import atomic_dir, atomic_json, check_output_dir
+from ..quant import quantized_layer_names
+from ..quant.convert import convert_model
+from .artifacts import load_model
 
 
 class LogitsOnly(nn.Cell):
@@ -35,14 +35,10 @@ def _param_bytes(net) -> int:
 def export_packed(config, checkpoint: str, output_dir: str, batch_size: int = 1, mindir: bool = True) -> dict:
     """Convert and export; returns (and writes to output_dir/export.json) a summary that includes
     the max |logit difference| between the fake-quant model and the exported MindIR."""
-    if os.path.exists(output_dir) and os.listdir(output_dir):
-        from .config_loader import ConfigError
-        raise ConfigError(f"export output directory {output_dir} exists and is not empty")
-    ckpt = find_checkpoint(checkpoint)
+    check_output_dir(output_dir, error=ConfigError)          # before the slow part
     mc = config.model.model_config
     mc.batch_size = batch_size
-    net = build_model(config)
-    load_weights(net, ckpt)
+    net, ckpt = load_model(config, checkpoint)
     net.set_train(False)
     seq = int(mc.seq_length)
     ids = ms.Tensor(np.random.default_rng(0).integers(0, int(mc.vocab_size), (batch_size, seq)).astype(np.int32))
@@ -55,9 +51,6 @@ def export_packed(config, checkpoint: str, output_dir: str, batch_size: int = 1,
     packed_linear = sum(_param_bytes(c) for n, c in net.cells_and_names() if n in layers)
     packed_model = LogitsOnly(net)
     packed_logits = packed_model(ids).asnumpy()
-    tmp = f"{output_dir.rstrip(os.sep)}.tmp-{os.getpid()}"
-    os.makedirs(tmp, exist_ok=True)
-    ms.save_checkpoint(net, os.path.join(tmp, "model_packed.ckpt"))
     summary = {"checkpoint": os.path.abspath(ckpt), "seq_length": seq, "batch_size": batch_size,
                "latent_param_bytes": latent_bytes, "packed_param_bytes": _param_bytes(net),
                "quantized_layers": len(layers), "latent_linear_bytes": latent_linear,
@@ -65,13 +58,11 @@ def export_packed(config, checkpoint: str, output_dir: str, batch_size: int = 1,
                "act_bits": (mc.get("qat_config") or {}).get("act_bits"),
                "max_abs_diff_packed_vs_fake_quant": float(np.abs(packed_logits - ref).max()),
                "logit_scale": float(np.abs(ref).max())}
-    if mindir:
-        ms.export(packed_model, ids, file_name=os.path.join(tmp, "model"), file_format="MINDIR")
-        graph = nn.GraphCell(ms.load(os.path.join(tmp, "model.mindir")))
-        summary["max_abs_diff_mindir_vs_fake_quant"] = float(np.abs(graph(ids).asnumpy() - ref).max())
-    with open(os.path.join(tmp, "export.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=1)
-    if os.path.exists(output_dir):
-        os.rmdir(output_dir)
-    os.replace(tmp, output_dir)
+    with atomic_dir(output_dir, error=ConfigError) as tmp:
+        ms.save_checkpoint(net, os.path.join(tmp, "model_packed.ckpt"))
+        if mindir:
+            ms.export(packed_model, ids, file_name=os.path.join(tmp, "model"), file_format="MINDIR")
+            graph = nn.GraphCell(ms.load(os.path.join(tmp, "model.mindir")))
+            summary["max_abs_diff_mindir_vs_fake_quant"] = float(np.abs(graph(ids).asnumpy() - ref).max())
+        atomic_json(summary, os.path.join(tmp, "export.json"), indent=1)
     return summary

@@ -1,10 +1,12 @@
 """Bad configs and CLI input give clear errors that name the problem."""
 import pytest
 
-from bitcpm_ms.config_loader import ConfigError, load_config, parse_overrides
+from bitcpm_ms.app.config import load_config
+from bitcpm_ms.app.overrides import parse_overrides
+from bitcpm_ms.errors import ConfigError
 from bitcpm_ms.quant import QuantConfig
 
-from .helpers import TINY_YAML, run_cli
+from ..helpers import TINY_YAML, run_cli
 
 
 def test_overrides_parse_yaml_scalars_and_select_list_items_by_type():

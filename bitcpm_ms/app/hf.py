@@ -13,28 +13,19 @@ is read only when torch is installed.
 import json
 import os
 import re
+import shutil
 from typing import Dict
 
 import numpy as np
 
-from .config_loader import ConfigError
-from .quant import QuantConfig, fake_quant_weight
-from .quant.api import default_filter
+from ..errors import ConversionError
+from ..fileio import atomic_dir
+from ..layout import PROJECTIONS
+from ..quant import QuantConfig, fake_quant_weight
+from ..quant.api import default_filter
 
-
-class ConversionError(ConfigError):
-    """A checkpoint or config that cannot be converted; the message names it."""
-
-
-# (HF name pattern, bitcpm-ms / MindFormers name pattern); {i} is the layer index
-_LAYER_MAP = [
-    ("self_attn.q_proj.weight", "attention.wq.weight"),
-    ("self_attn.k_proj.weight", "attention.wk.weight"),
-    ("self_attn.v_proj.weight", "attention.wv.weight"),
-    ("self_attn.o_proj.weight", "attention.wo.weight"),
-    ("mlp.gate_proj.weight", "feed_forward.w1.weight"),
-    ("mlp.down_proj.weight", "feed_forward.w2.weight"),
-    ("mlp.up_proj.weight", "feed_forward.w3.weight"),
+# (HF name, bitcpm-ms / MindFormers name) inside decoder layer i ("model.layers.<i>.<name>")
+_LAYER_MAP = [(f"{p.hf_name}.weight", f"{p.name}.weight") for p in PROJECTIONS] + [
     ("input_layernorm.weight", "attention_norm.weight"),
     ("post_attention_layernorm.weight", "ffn_norm.weight"),
 ]
@@ -159,16 +150,44 @@ def ms_to_hf_params(params: Dict[str, np.ndarray], quant: QuantConfig = None, fl
 def write_hf_dir(out_dir: str, tensors: Dict[str, np.ndarray], hf_config: dict, tokenizer_file: str = None):
     """config.json + model.safetensors (+ tokenizer.model), written to a temp dir then renamed."""
     from safetensors.numpy import save_file
-    if os.path.exists(out_dir) and os.listdir(out_dir):
-        raise ConversionError(f"output directory {out_dir} exists and is not empty")
-    tmp = f"{out_dir.rstrip(os.sep)}.tmp-{os.getpid()}"
-    os.makedirs(tmp, exist_ok=True)
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, os.path.join(tmp, "model.safetensors"))
-    with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
-        json.dump(hf_config, f, indent=2)
-    if tokenizer_file:
-        import shutil
-        shutil.copyfile(tokenizer_file, os.path.join(tmp, "tokenizer.model"))
-    if os.path.exists(out_dir):
-        os.rmdir(out_dir)
-    os.replace(tmp, out_dir)
+    with atomic_dir(out_dir, error=ConversionError) as tmp:
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, os.path.join(tmp, "model.safetensors"))
+        with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(hf_config, f, indent=2)
+        if tokenizer_file:
+            shutil.copyfile(tokenizer_file, os.path.join(tmp, "tokenizer.model"))
+
+
+def from_hf(hf_dir: str, output: str) -> dict:
+    """HF MiniCPM directory -> MindSpore .ckpt (full precision, e.g. to start QAT from, as
+    BitCPM-CANN does). Returns the model_config keys for the YAML."""
+    import mindspore as ms
+    from ..fileio import publish_file
+    cfg_path = os.path.join(hf_dir, "config.json")
+    if not os.path.isfile(cfg_path):
+        raise ConversionError(f"{hf_dir} has no config.json")
+    with open(cfg_path, encoding="utf-8") as f:
+        model_config = hf_config_to_model_config(json.load(f))
+    if not output.endswith(".ckpt"):
+        raise ConversionError(f"--output {output} must end with .ckpt")
+    params = hf_to_ms_params(read_hf_weights(hf_dir))
+    tmp = f"{output[:-5]}.tmp-{os.getpid()}.ckpt"      # MindSpore appends .ckpt to other names
+    ms.save_checkpoint([{"name": k, "data": ms.Tensor(v)} for k, v in params.items()], tmp)
+    publish_file(tmp, output)
+    return model_config
+
+
+def to_hf(config, checkpoint: str, output: str, tokenizer_file: str = None, flavour: str = "pseudo_quantized",
+          dtype: str = "float32") -> int:
+    """A bitcpm-ms checkpoint of `config`'s model -> HF directory; returns the tensor count."""
+    from .artifacts import load_model
+    from .config import sync_quant_section
+    quant = sync_quant_section(config)
+    net, _ = load_model(config, checkpoint)            # checks names and shapes against the config
+    params = {p.name: p.asnumpy() for p in net.get_parameters()}
+    tensors = ms_to_hf_params(params, quant, flavour, dtype=np.dtype(dtype))
+    mc = {k: v for k, v in config.model.model_config.items() if not isinstance(v, dict)}
+    hf_config = model_config_to_hf_config(mc, quant, flavour)
+    hf_config["torch_dtype"] = dtype
+    write_hf_dir(output, tensors, hf_config, tokenizer_file)
+    return len(tensors)

@@ -1,57 +1,20 @@
 """Load a MindFormers-style YAML, apply dotted command-line overrides, validate our sections.
 
-`--a.b.c value` overrides work like MindFormers' run_mindformer.py: values are parsed as YAML
-scalars (`false`, `64`, `null`, `1e-3`, `[1, 2]`). An override whose top-level section does
-not exist in the file is an error (a typo would otherwise be silently ignored).
+`--a.b.c value` overrides (parsed by `overrides.py`) work like MindFormers' run_mindformer.py. An
+override whose top-level section does not exist in the file is an error (a typo would otherwise
+be silently ignored).
 """
 import os
-from typing import Dict, List, Tuple
+from typing import Dict
 
 import yaml
 from mindformers.tools.register import MindFormerConfig
 
-from .quant import QuantConfig
+from ..errors import ConfigError
+from ..parallel import check_tp_divisibility
+from ..quant import QuantConfig
 
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-class ConfigError(ValueError):
-    """A config file or override that cannot be used; the message names the key or file."""
-
-
-def parse_overrides(tokens: List[str]) -> Dict[str, object]:
-    """['--quant.group_size', '64', '--quant.enabled=false'] -> {'quant.group_size': 64, ...}."""
-    out, i = {}, 0
-    while i < len(tokens):
-        tok = tokens[i]
-        if not tok.startswith("--") or len(tok) <= 2:
-            raise ConfigError(f"unexpected argument {tok!r}: overrides look like --section.key value")
-        key = tok[2:]
-        if "=" in key:
-            key, raw = key.split("=", 1)
-            i += 1
-        else:
-            if i + 1 >= len(tokens):
-                raise ConfigError(f"override --{key} has no value")
-            raw = tokens[i + 1]
-            i += 2
-        out[key] = parse_value(raw)
-    return out
-
-
-def parse_value(raw: str):
-    """YAML scalar parsing, plus plain floats like 1e-3 that YAML 1.1 reads as strings."""
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        return raw
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _list_index(items: list, part: str, key: str, where: str) -> int:
@@ -136,39 +99,18 @@ def sync_dataset_tasks(config: MindFormerConfig) -> None:
 
 
 def sync_quant_section(config: MindFormerConfig) -> QuantConfig:
-    """Validate `quant:` and make model.model_config.qat_config equal to it (overrides included)."""
+    """Validate `quant:` and make model.model_config.qat_config equal to it (overrides included).
+
+    The group size must divide every quantized projection's input width on each tensor-parallel
+    rank (`parallel.check_tp_divisibility`; with model_parallel 1 that is the plain widths)."""
     try:
         qcfg = QuantConfig.from_dict(config.get("quant"))
     except (TypeError, ValueError) as err:
         raise ConfigError(f"quant section: {err}") from None
-    if qcfg.enabled:
-        _check_group_divides_widths(qcfg, config.model.model_config)
+    if qcfg.enabled and config.model.model_config.get("hidden_size"):
+        mp = int((config.get("parallel_config") or {}).get("model_parallel") or 1)
+        problems = check_tp_divisibility(config.model.model_config, mp, qcfg.group_size)
+        if problems:
+            raise ConfigError("; ".join(problems))
     config.model.model_config.qat_config = MindFormerConfig(**qcfg.to_dict())
     return qcfg
-
-
-def _check_group_divides_widths(qcfg: QuantConfig, model_config) -> None:
-    """Input widths of the quantized projections: hidden (q/k/v/o/gate/up) and intermediate (down)."""
-    from .models.flops import ffn_hidden_size
-    widths = {"hidden_size": model_config.get("hidden_size")}
-    if model_config.get("hidden_size"):
-        widths["intermediate_size"] = ffn_hidden_size(model_config)
-    for name, width in widths.items():
-        if width and qcfg.group_size != -1 and int(width) % qcfg.group_size:
-            raise ConfigError(f"quant.group_size={qcfg.group_size} does not divide model {name}={width}; "
-                              f"use -1 or a divisor of {width}")
-
-
-def split_argv(argv: List[str], known: Tuple[str, ...]) -> Tuple[List[str], List[str]]:
-    """Split argv into the runner's own flags and dotted overrides (anything with a '.')."""
-    own, rest, i = [], [], 0
-    while i < len(argv):
-        tok = argv[i]
-        name = tok[2:].split("=", 1)[0] if tok.startswith("--") else None
-        target = own if (name in known or name in ("h", "help") or tok in ("-h",)) else rest
-        target.append(tok)
-        if name is not None and "=" not in tok and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-            target.append(argv[i + 1])
-            i += 1
-        i += 1
-    return own, rest

@@ -5,25 +5,10 @@ graph (one compilation) serves every step; causal masking makes padding invisibl
 positions that are read. Good for checking a small model on a laptop; deployment uses the
 converted packed model (bitcpm_ms.quant.convert) and MindIR export.
 """
-import os
-
 import numpy as np
 import mindspore as ms
 
-from .checkpoints import find_checkpoint, load_weights
-from .config_loader import ConfigError
-from .evaluate import build_model, prepared_root
-
-
-def tokenizer_file_of(config) -> str:
-    tok = ((config.get("processor") or {}).get("tokenizer") or {}).get("vocab_file")
-    if tok and os.path.isfile(tok):
-        return tok
-    path = os.path.join(prepared_root(config), "tokenizer.model")
-    if os.path.isfile(path):
-        return path
-    raise ConfigError("predict: no tokenizer: set processor.tokenizer.vocab_file or prepare data "
-                      f"(looked for {path})")
+from .artifacts import Artifacts, load_model
 
 
 def greedy_generate(net, prompt_ids, max_new_tokens, seq_length, eos_id=None, pad_id=0):
@@ -49,14 +34,12 @@ def greedy_generate(net, prompt_ids, max_new_tokens, seq_length, eos_id=None, pa
     return new
 
 
-def run_predict(config, prompt: str, max_new_tokens: int = 32) -> int:
-    from .data.tokenizer import EOS_ID, PAD_ID, SPTokenizer
-    tok = SPTokenizer(tokenizer_file_of(config))
-    ckpt = find_checkpoint(config.load_checkpoint or config.output_dir)
+def run_predict(config, art: Artifacts, prompt: str, max_new_tokens: int = 32) -> int:
+    from ..data.tokenizer import EOS_ID, PAD_ID, SPTokenizer
+    tok = SPTokenizer(art.need_tokenizer())
     mc = config.model.model_config
     mc.batch_size = 1
-    net = build_model(config)
-    load_weights(net, ckpt)
+    net, _ = load_model(config, config.load_checkpoint or art.output_dir)
     new = greedy_generate(net, tok.encode(prompt), max_new_tokens, int(mc.seq_length), eos_id=EOS_ID,
                           pad_id=PAD_ID)
     print(prompt + tok.decode(new), flush=True)

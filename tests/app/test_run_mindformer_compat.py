@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from .helpers import ROOT, TINY_YAML, write_learnable_mindrecord
+from ..helpers import ROOT, TINY_YAML, write_learnable_mindrecord
 
 SCRIPT = r"""
 import os, sys

@@ -1,0 +1,240 @@
+"""Command-line entry points: `bitcpm-train`, `bitcpm-prepare`, `bitcpm-export`, `bitcpm-convert-hf`
+(console scripts of pyproject.toml; `run/*.py` call the same functions).
+
+One wrapper, `cli_main`, turns every `BitCPMError` (bad config, data, checkpoint, path) into a
+single `error: ...` line on stderr and exit status 2; anything else is a bug and keeps its
+traceback. Arguments are parsed and checked before MindSpore/MindFormers are imported, so a typo
+fails in a fraction of a second.
+"""
+import argparse
+import functools
+import json
+import os
+import sys
+
+from ..errors import BitCPMError, ConfigError
+from .overrides import parse_overrides, split_argv
+
+
+def cli_main(fn):
+    """fn(argv) -> exit status; a BitCPMError becomes `error: ...` and exit status 2."""
+    @functools.wraps(fn)
+    def main(argv=None):
+        argv = sys.argv[1:] if argv is None else list(argv)
+        try:
+            return fn(argv) or 0
+        except BitCPMError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            return 2
+    return main
+
+
+def _bool(text) -> bool:
+    value = str(text).lower()
+    if value not in ("1", "0", "true", "false", "yes", "no"):
+        raise ConfigError(f"expected true or false, got {text!r}")
+    return value in ("1", "true", "yes")
+
+
+def _peek_output_dir(config_path: str, override: str = None) -> str:
+    """The run's output_dir, read before MindFormers is imported (for its log files)."""
+    if override:
+        return override
+    try:
+        import yaml
+        with open(config_path, encoding="utf-8") as f:
+            return (yaml.safe_load(f) or {}).get("output_dir") or "./output"
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return "./output"
+
+
+# ------------------------------------------------------------------ bitcpm-train / run/run_bitcpm.py
+TRAIN_FLAGS = ("config", "run_mode", "output_dir", "max_steps", "load_checkpoint", "resume_training",
+               "prompt", "max_new_tokens", "eval_max_batches", "verbose")
+
+
+def train_parser():
+    p = argparse.ArgumentParser(
+        prog="bitcpm-train", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train, evaluate or sample a BitCPM model from a MindFormers-style YAML.\n"
+                    "Dotted overrides edit the YAML: --quant.enabled false, --quant.group_size 64, ...")
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.add_argument("--run_mode", choices=("train", "eval", "predict"), default=None,
+                   help="default: the YAML's run_mode")
+    p.add_argument("--output_dir", default=None, help="checkpoints, metrics.jsonl, eval.json (default: YAML)")
+    p.add_argument("--max_steps", type=int, default=None, help="stop training after N optimizer steps")
+    p.add_argument("--load_checkpoint", default=None, help="checkpoint file or directory to start from")
+    p.add_argument("--resume_training", default=None, help="true: also restore optimizer state and step")
+    p.add_argument("--prompt", default="The", help="predict mode: text to continue")
+    p.add_argument("--max_new_tokens", type=int, default=32, help="predict mode: tokens to generate")
+    p.add_argument("--eval_max_batches", type=int, default=None, help="eval mode: limit batches")
+    p.add_argument("--verbose", action="store_true", help="also show MindFormers' INFO log on the console")
+    return p
+
+
+def parse_train_args(argv):
+    """(args, overrides) of a bitcpm-train command line; raises ConfigError on bad values."""
+    own, rest = split_argv(argv, TRAIN_FLAGS)
+    args = train_parser().parse_args(own)
+    overrides = parse_overrides(rest)
+    if args.output_dir is not None:
+        overrides["output_dir"] = args.output_dir
+    if args.run_mode is not None:
+        overrides["run_mode"] = args.run_mode
+    if args.max_steps is not None:
+        if args.max_steps < 1:
+            raise ConfigError(f"--max_steps must be >= 1, got {args.max_steps}")
+        overrides["runner_config.stop_step"] = args.max_steps
+    if args.load_checkpoint is not None:
+        overrides["load_checkpoint"] = args.load_checkpoint
+    if args.resume_training is not None:
+        overrides["resume_training"] = _bool(args.resume_training)
+    return args, overrides
+
+
+@cli_main
+def train_main(argv):
+    args, overrides = parse_train_args(argv)
+    from .console import import_mindformers
+    out = _peek_output_dir(args.config, overrides.get("output_dir"))
+    import_mindformers(log_dir=os.path.join(os.path.abspath(out), "log"), verbose=args.verbose)
+    from .config import load_config
+    from .runner import run
+    return run(load_config(args.config, overrides), args)
+
+
+# ------------------------------------------------------------------ bitcpm-prepare / run/prepare_data.py
+def prepare_parser():
+    ap = argparse.ArgumentParser(
+        prog="bitcpm-prepare", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Prepare a packed MindRecord dataset (tokenizer + train/validation shards + manifest).\n"
+                    "Defaults come from the YAML's data: section; flags override them.")
+    ap.add_argument("--config", help="MindFormers-style YAML with a top-level data: section")
+    ap.add_argument("--input", nargs="+", help='corpus files/dirs/globs, or "gcide" (default corpus)')
+    ap.add_argument("--format", choices=["auto", "text", "jsonl", "parquet", "dictd"])
+    ap.add_argument("--text_field", help="JSONL/Parquet field holding the text")
+    ap.add_argument("--doc_separator",
+                    help=r'plain-text document separator; "\n\n" = blank lines, "" = one file one document')
+    ap.add_argument("--cleaner", choices=["auto", "none", "gcide"])
+    ap.add_argument("--output_dir")
+    ap.add_argument("--vocab_size", type=int)
+    ap.add_argument("--tokenizer_model", help="use this SentencePiece .model instead of training one")
+    ap.add_argument("--tokenizer_type", choices=["bpe", "unigram"])
+    ap.add_argument("--tokenizer_sample_bytes", type=int)
+    ap.add_argument("--seq_length", type=int)
+    ap.add_argument("--validation_fraction", type=float)
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--shard_samples", type=int)
+    ap.add_argument("--no_shuffle", action="store_true")
+    ap.add_argument("--num_workers", type=int)
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing different dataset")
+    ap.add_argument("--no_progress", action="store_true")
+    ap.add_argument("--print_manifest", action="store_true")
+    return ap
+
+
+@cli_main
+def prepare_main(argv):
+    args = prepare_parser().parse_args(argv)
+    from ..data.config import config_from_yaml
+    from ..data.packing import prepare_dataset
+    skip = ("config", "overwrite", "no_progress", "print_manifest", "no_shuffle")
+    overrides = {k: v for k, v in vars(args).items() if v is not None and k not in skip}
+    if args.doc_separator is not None:
+        overrides["doc_separator"] = args.doc_separator.encode().decode("unicode_escape") or None
+    if args.input is not None:
+        overrides["input"] = args.input[0] if len(args.input) == 1 else args.input
+    if args.no_shuffle:
+        overrides["shuffle"] = False
+    if args.no_progress:
+        overrides["progress"] = False
+    cfg = config_from_yaml(args.config, overrides)
+    man = prepare_dataset(cfg, overwrite=args.overwrite, log=lambda m: print(m, file=sys.stderr))
+    if args.print_manifest:
+        print(json.dumps(man, indent=2, ensure_ascii=False))
+        return 0
+    sp = man["splits"]
+    print(json.dumps({"output_dir": man["output_dir"], "reused": man["reused"], "fingerprint": man["fingerprint"],
+                      "vocab_size": man["vocab_size"], "seq_length": man["seq_length"],
+                      "train_samples": sp["train"]["samples"], "validation_samples": sp["validation"]["samples"],
+                      "train_tokens": sp["train"]["tokens"], "validation_tokens": sp["validation"]["tokens"],
+                      "timing": man.get("timing")}, indent=2))
+    return 0
+
+
+# ------------------------------------------------------------------ bitcpm-export / run/export_bitcpm.py
+def export_parser():
+    p = argparse.ArgumentParser(
+        prog="bitcpm-export", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Export a trained ternary QAT checkpoint for inference: packed 2-bit weights + MindIR.\n"
+                    "Writes model_packed.ckpt, model.mindir and export.json (max logit difference of the\n"
+                    "packed model and the reloaded MindIR against the fake-quant model).")
+    p.add_argument("--config", required=True)
+    p.add_argument("--checkpoint", required=True, help="checkpoint file, or a training output_dir")
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--batch_size", type=int, default=1)
+    p.add_argument("--no_mindir", action="store_true", help="only write the packed checkpoint")
+    return p
+
+
+@cli_main
+def export_main(argv):
+    args = export_parser().parse_args(argv)
+    from .console import import_mindformers
+    import_mindformers()
+    from .config import load_config
+    config = load_config(args.config)
+    if not config.model.model_config.qat_config.enabled:
+        raise ConfigError("export: quant.enabled is false in this config; nothing to pack")
+    import mindspore as ms
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    from .export import export_packed
+    s = export_packed(config, args.checkpoint, args.output_dir, args.batch_size, not args.no_mindir)
+    mib = 2 ** 20
+    print(f"exported to {args.output_dir}: parameters {s['latent_param_bytes'] / mib:.1f} MiB latent -> "
+          f"{s['packed_param_bytes'] / mib:.1f} MiB packed ({s['quantized_layers']} ternary layers: "
+          f"{s['latent_linear_bytes'] / mib:.1f} -> {s['packed_linear_bytes'] / mib:.2f} MiB); "
+          f"max |logit diff| packed {s['max_abs_diff_packed_vs_fake_quant']:.2e}"
+          + (f", MindIR {s['max_abs_diff_mindir_vs_fake_quant']:.2e}" if "max_abs_diff_mindir_vs_fake_quant" in s
+             else ""))
+    return 0
+
+
+# ------------------------------------------------------------------ bitcpm-convert-hf / run/convert_hf.py
+def convert_hf_parser():
+    p = argparse.ArgumentParser(
+        prog="bitcpm-convert-hf", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Convert checkpoints between Hugging Face MiniCPM format and bitcpm-ms (MindSpore).\n"
+                    "  from_hf: HF MiniCPM directory -> MindSpore .ckpt (e.g. to start QAT from full precision)\n"
+                    "  to_hf:   bitcpm-ms checkpoint -> HF directory (config.json + model.safetensors)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("from_hf", help="HF MiniCPM directory -> MindSpore .ckpt")
+    a.add_argument("--hf_dir", required=True)
+    a.add_argument("--output", required=True)
+    b = sub.add_parser("to_hf", help="bitcpm-ms checkpoint -> HF directory")
+    b.add_argument("--config", required=True)
+    b.add_argument("--checkpoint", required=True)
+    b.add_argument("--output", required=True)
+    b.add_argument("--flavour", choices=("latent", "pseudo_quantized"), default="pseudo_quantized")
+    b.add_argument("--dtype", choices=("float32", "float16"), default="float32")
+    return p
+
+
+@cli_main
+def convert_hf_main(argv):
+    args = convert_hf_parser().parse_args(argv)
+    from .console import import_mindformers
+    import_mindformers()
+    from . import hf
+    if args.cmd == "from_hf":
+        model_config = hf.from_hf(args.hf_dir, args.output)
+        import yaml
+        print(f"wrote {args.output}. model.model_config for your YAML:")
+        print(yaml.safe_dump({"model": {"model_config": model_config}}, sort_keys=False))
+        return 0
+    from .artifacts import resolve
+    from .config import load_config
+    config = load_config(args.config)
+    n = hf.to_hf(config, args.checkpoint, args.output, resolve(config).tokenizer_file, args.flavour, args.dtype)
+    print(f"wrote {args.output}: {n} tensors ({args.flavour}, {args.dtype})")
+    return 0

@@ -1,0 +1,55 @@
+"""What `bitcpm-train` / `run/run_bitcpm.py` does once its config is loaded: set up MindSpore,
+resolve the run's artifacts once, then train, evaluate or sample.
+"""
+import os
+import sys
+
+import mindspore as ms
+from mindformers.core.context import build_context
+
+from .. import models as _models          # noqa: F401  (registers BitCPMConfig / BitCPMForCausalLM)
+from .. import training as _training      # noqa: F401  (registers the wrapper and the callbacks)
+from ..data import mf_tokenizer as _tok    # noqa: F401  (registers BitCPMTokenizer)
+from ..errors import ConfigError
+from .artifacts import resolve
+
+
+def _check_graph_mode():
+    if ms.get_context("mode") != ms.GRAPH_MODE:
+        raise RuntimeError("MindSpore is not in GRAPH_MODE after build_context (context.mode must be 0); "
+                           "PyNative training is ~100x slower on CPU")
+
+
+def is_rank0() -> bool:
+    return int(os.environ.get("RANK_ID", "0") or 0) == 0
+
+
+def run(config, args) -> int:
+    mode = config.run_mode
+    if mode not in ("train", "eval", "predict"):
+        raise ConfigError(f"run_mode must be train, eval or predict, got {mode!r}")
+    config.output_dir = os.path.abspath(config.output_dir)
+    os.makedirs(config.output_dir, exist_ok=True)
+    build_context(config)
+    _check_graph_mode()
+    if is_rank0():
+        from .console import log_dir
+        print(f"{mode}: {config.output_dir} (MindFormers log: {log_dir()}/rank_*/info.log)", flush=True)
+    if mode == "train":
+        from .train import ensure_prepared_data, train
+        ensure_prepared_data(config)
+        art = resolve(config)
+        code = train(config)
+        if code or not (config.get("eval_after_train") and is_rank0()):
+            return code
+        if art.dataset_dir is None:
+            print(f"warning: eval_after_train skipped: {art.dataset_problem}", file=sys.stderr, flush=True)
+            return 0
+        from .evaluate import run_eval
+        return run_eval(config, art, checkpoint=config.output_dir)
+    art = resolve(config)
+    if mode == "eval":
+        from .evaluate import run_eval
+        return run_eval(config, art, max_batches=args.eval_max_batches)
+    from .predict import run_predict
+    return run_predict(config, art, prompt=args.prompt, max_new_tokens=args.max_new_tokens)

@@ -1,0 +1,96 @@
+"""`--run_mode train`: prepare the data on first use, then train with MindFormers' Trainer.
+
+The Trainer builds the model (BitCPMForCausalLM, QAT when the config's `quant:` enables it), the
+optimizer, the learning-rate schedule, our train-step wrapper and the callbacks from the YAML.
+"""
+import glob
+import os
+
+from mindformers import Trainer
+from mindformers.tools.register import MindFormerConfig
+
+from ..errors import ConfigError
+from ..fileio import atomic_json
+from .checkpoints import resume_dir
+
+
+def ensure_prepared_data(config) -> None:
+    """Prepare the `data:` section's dataset if the train dataset dir does not exist yet
+    (a no-op when a matching prepared dataset is already there)."""
+    loader = (config.get("train_dataset") or {}).get("data_loader") or {}
+    path = loader.get("dataset_dir")
+    if not config.get("data") or (path and os.path.exists(path)):
+        return
+    from ..data.config import config_from_dict
+    from ..data.packing import prepare_dataset
+    cfg = config_from_dict(config)
+    print(f"preparing dataset {cfg.output_dir or '(default dir)'} from the data: section "
+          "(once; later runs reuse it)", flush=True)
+    prepare_dataset(cfg)
+
+
+def dataset_files(section, name):
+    """Check a dataset section points at existing MindRecord data; returns the list of files."""
+    loader = (section or {}).get("data_loader", {})
+    path = loader.get("dataset_dir") or loader.get("dataset_files")
+    if not path:
+        raise ConfigError(f"{name}.data_loader.dataset_dir is empty: prepare data first "
+                          f"(python run/prepare_data.py --config ...) or pass --{name}.data_loader.dataset_dir DIR")
+    paths = path if isinstance(path, (list, tuple)) else [path]
+    files = []
+    for p in paths:
+        if os.path.isdir(p):
+            files += [f for f in sorted(glob.glob(os.path.join(p, "*.mindrecord*"))) if not f.endswith(".db")]
+        elif os.path.isfile(p):
+            files.append(p)
+    if not files:
+        raise ConfigError(f"{name}.data_loader.dataset_dir={path!r}: no MindRecord files found there")
+    return files
+
+
+def prepare_callbacks(config) -> None:
+    """Point our metrics callback at output_dir; `--max_steps` (runner_config.stop_step) sets
+    the StopAtStep callback, which the metrics callback uses for its progress display.
+
+    (MindFormers 1.9.0 builds a TrainCallBack for runner_config.stop_step but never adds it to
+    the callback list, and it would count from 0 again in a resumed run.)
+    """
+    callbacks = config.get("callbacks") or []
+    stop = config.runner_config.get("stop_step")
+    stops = [cb for cb in callbacks if cb.get("type") == "StopAtStep"]
+    if stop:
+        if stops:
+            stops[0]["stop_step"] = int(stop)
+        else:
+            callbacks.append(MindFormerConfig(type="StopAtStep", stop_step=int(stop)))
+            stops = callbacks[-1:]
+    config.callbacks = callbacks
+    for cb in callbacks:
+        if cb.get("type") == "BitCPMMetricsMonitor":
+            cb.setdefault("output_dir", config.output_dir)
+            if stops:
+                cb["total_steps"] = int(stops[0]["stop_step"])
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def train(config) -> int:
+    """Train as configured (the data must be prepared: see `ensure_prepared_data`)."""
+    dataset_files(config.train_dataset, "train_dataset")
+    if config.resume_training and not config.load_checkpoint:
+        config.load_checkpoint = resume_dir(config.output_dir)
+    prepare_callbacks(config)
+    atomic_json(_plain(config), os.path.join(config.output_dir, "config_resolved.json"), indent=1)
+    trainer = Trainer(args=config, task="text_generation")
+    trainer.train(train_checkpoint=config.load_checkpoint or False,
+                  resume_training=bool(config.resume_training))
+    rank = os.environ.get("RANK_ID", "0") or "0"
+    print(f"Training Over (rank {rank}): checkpoints in {os.path.join(config.output_dir, 'checkpoint')}, "
+          f"metrics in {os.path.join(config.output_dir, 'metrics.jsonl')}", flush=True)
+    return 0

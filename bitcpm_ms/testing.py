@@ -1,0 +1,90 @@
+"""Small synthetic data and configs for tests and benchmarks (the torchao.testing pattern).
+
+Token MindRecord files in the packed layout (`input_ids` int32, seq_length + 1 per row), a shrunk
+copy of the tiny CPU YAML, and a free loopback port for msrun. Nothing here downloads anything.
+"""
+import os
+import socket
+
+import numpy as np
+import yaml
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_YAML = os.path.join(REPO, "yaml_configs", "bitcpm_tiny_cpu.yaml")
+
+# A very small model so that a 2-worker launch (compile included) takes seconds.
+SMALL_MODEL = dict(hidden_size=64, num_layers=1, num_heads=2, n_kv_heads=1, intermediate_size=128,
+                   dim_model_base=32, vocab_size=512, seq_length=32)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_token_rows(path: str, rows) -> str:
+    """Write int32 token rows [n, seq_length + 1] as a one-file MindRecord dataset at `path`."""
+    from mindspore.mindrecord import FileWriter
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    writer = FileWriter(path, shard_num=1, overwrite=True)
+    writer.add_schema({"input_ids": {"type": "int32", "shape": [-1]}}, "packed")
+    writer.write_raw_data([{"input_ids": np.asarray(r, np.int32)} for r in rows])
+    writer.commit()
+    return path
+
+
+def make_mindrecord(path: str, num_rows: int, seq_length: int, vocab_size: int, seed: int = 0) -> str:
+    """num_rows packed samples of seq_length + 1 tokens in [3, vocab) (no pad id 0, so every token
+    counts in the loss); token 0 of row i is a row id, 3 + i % (vocab - 3). Returns the directory."""
+    rng = np.random.default_rng(seed)
+    rows = [np.concatenate([[3 + i % (vocab_size - 3)], rng.integers(3, vocab_size, seq_length)])
+            for i in range(num_rows)]
+    write_token_rows(path, rows)
+    return os.path.dirname(path)
+
+
+def write_learnable_mindrecord(path: str, n_samples: int, seq_length: int, vocab: int, seed: int = 0) -> str:
+    """Samples of seq_length+1 ids following `next = (prev + 3) % vocab` from a random start:
+    a pattern a tiny model learns within a few dozen steps."""
+    rng = np.random.default_rng(seed)
+    rows = [(int(rng.integers(0, vocab)) + 3 * np.arange(seq_length + 1)) % vocab for _ in range(n_samples)]
+    return write_token_rows(path, rows)
+
+
+def write_config(path: str, data_dir: str, output_dir: str, batch_size: int, data_parallel: int = 1,
+                 model: dict = None, total_steps: int = 20, group_size: int = 32) -> str:
+    """The tiny CPU YAML, shrunk, deterministic (no shuffle), checkpoint + metrics every step."""
+    with open(TINY_YAML, encoding="utf-8") as f:
+        cfg = yaml.safe_load(f)          # anchors resolved
+    cfg["output_dir"] = output_dir
+    cfg["eval_after_train"] = False
+    cfg.pop("data", None)                # data is given directly (dataset_dir), nothing to prepare
+    cfg["use_parallel"] = data_parallel > 1
+    cfg["quant"]["group_size"] = group_size
+    mc = cfg["model"]["model_config"]
+    mc.update(model or SMALL_MODEL)
+    mc["batch_size"] = batch_size
+    mc["qat_config"] = dict(cfg["quant"])
+    cfg["runner_config"]["batch_size"] = batch_size
+    cfg["train_dataset"]["batch_size"] = batch_size
+    cfg["train_dataset"]["data_loader"]["dataset_dir"] = data_dir
+    cfg["train_dataset"]["data_loader"]["shuffle"] = False
+    cfg["train_dataset_task"]["dataset_config"] = cfg["train_dataset"]
+    cfg["eval_dataset_task"]["dataset_config"] = cfg["eval_dataset"]
+    # a fixed schedule length, identical for every world size; warmup >= 1 step (MindFormers'
+    # WarmUpStableDecayLR returns NaN at step 0 when warmup_steps rounds to 0)
+    cfg["lr_schedule"].update(total_steps=total_steps, warmup_ratio=0.1)
+    cfg["parallel"]["parallel_mode"] = 0
+    cfg["parallel"]["gradients_mean"] = True
+    cfg["parallel_config"]["data_parallel"] = data_parallel
+    for cb in cfg["callbacks"]:
+        if cb["type"] == "BitCPMMetricsMonitor":
+            cb["log_interval"] = 1
+        if cb["type"] == "CheckpointMonitor":
+            cb.update(prefix="dp", save_checkpoint_steps=1, keep_checkpoint_max=20)
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    return path
+
+
