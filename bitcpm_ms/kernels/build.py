@@ -1,4 +1,5 @@
-"""Build-on-first-use of the C++ ternary matmul library (g++), cached by source hash + CPU features.
+"""Build-on-first-use of the C++ ternary matmul library (g++), cached by a hash of every source and
+header, the flags, the compiler version and the CPU features.
 
 Cache: ``$BITCPM_MS_CACHE/kernels/<key>/libbitcpm_ternary.so`` (default ``~/.cache/bitcpm_ms``).
 The library is compiled to a unique temporary name in the same directory and renamed into place,
@@ -20,8 +21,12 @@ import uuid
 from pathlib import Path
 
 LIB_NAME = "libbitcpm_ternary.so"
-SOURCES = ("ternary_matmul.cpp",)
-CXXFLAGS = ("-O3", "-fPIC", "-shared", "-pthread", "-std=c++17", "-ffp-contract=off")
+# One translation unit per code path (ggml-cpu style); all linked into the one library.
+SOURCES = ("threads.cpp", "dispatch.cpp", "portable.cpp", "avx2.cpp", "avx512.cpp", "c_abi.cpp")
+HEADERS = ("ternary_common.h",)
+# No -march: SIMD functions carry __attribute__((target(...))) and are chosen at run time.
+# -fvisibility=hidden: only the extern "C" entry points (c_abi.cpp) are exported.
+CXXFLAGS = ("-O3", "-fPIC", "-shared", "-pthread", "-std=c++17", "-ffp-contract=off", "-fvisibility=hidden")
 
 _lock = threading.Lock()
 _built: dict = {}
@@ -67,7 +72,7 @@ def _compiler() -> str:
 def build_key() -> str:
     h = hashlib.sha256()
     src = source_dir()
-    for name in SOURCES:
+    for name in SOURCES + HEADERS:
         p = src / name
         if not p.exists():
             raise KernelBuildError(f"kernel source not found: {p}")
