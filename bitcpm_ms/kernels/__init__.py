@@ -10,8 +10,9 @@ See docs/kernels.md for the packed layout, build/cache details and benchmarks.
 from .packing import (PackedTernary, bits_per_weight, bits_per_weight_report, format_bits_report, pack_ternary,
                       unpack_ternary)
 from .reference import quantize_activations_int8, ternary_matmul_dx_reference, ternary_matmul_reference
-from .ops import (get_force_portable, get_ms_op, get_num_threads, has_avx2, portable_path, set_force_portable,
-                  set_num_threads, ternary_matmul, ternary_matmul_dx_numpy, ternary_matmul_numpy, quantize_pack_numpy)
+from .ops import (MAX_ISA_AVX2, MAX_ISA_BEST, get_force_portable, get_max_isa, get_ms_op, get_num_threads, has_avx2,
+                  has_avx512_vnni, isa_path, portable_path, quantize_pack_numpy, set_force_portable, set_max_isa,
+                  set_num_threads, ternary_matmul, ternary_matmul_dx_numpy, ternary_matmul_numpy)
 from .build import KernelBuildError, library_path
 
 __all__ = [
@@ -19,7 +20,8 @@ __all__ = [
     "format_bits_report", "ternary_matmul", "ternary_matmul_reference", "ternary_matmul_dx_reference",
     "quantize_activations_int8", "ternary_matmul_numpy", "ternary_matmul_dx_numpy", "get_ms_op",
     "set_num_threads", "get_num_threads", "set_force_portable", "get_force_portable", "portable_path",
-    "has_avx2", "quantize_pack_numpy", "KernelBuildError", "library_path", "PackedTernaryLinear",
+    "set_max_isa", "get_max_isa", "isa_path", "MAX_ISA_BEST", "MAX_ISA_AVX2", "has_avx2", "has_avx512_vnni",
+    "quantize_pack_numpy", "KernelBuildError", "library_path", "PackedTernaryLinear",
 ]
 
 

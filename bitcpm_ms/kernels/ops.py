@@ -6,7 +6,9 @@ MindSpore Tensor in -> Tensor out (AOT ``ops.Custom``; works in PyNative and GRA
 Settings shared by both routes (they live in the loaded library, which MindSpore's AOT loader and
 ctypes share: the same path is dlopen'ed once per process):
   ``set_num_threads(n)``  threads over output rows (default: env BITCPM_MS_NUM_THREADS, else all cores)
-  ``set_force_portable(True)`` / ``portable_path()`` context: disable the AVX2 path.
+  ``set_force_portable(True)`` / ``portable_path()`` context: disable every SIMD path.
+  ``set_max_isa(MAX_ISA_AVX2)`` / ``isa_path(level)`` context: cap the kernels at AVX2+FMA (no
+  AVX-512), e.g. to test or time the AVX2 path on an AVX-512 machine; ``MAX_ISA_BEST`` lifts the cap.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ def _load():
             lib.bitcpm_quantize_pack.argtypes = [vp, i64, i64, i64, ctypes.c_float, vp, vp, i32]
             lib.bitcpm_quantize_pack.restype = i32
             lib.bitcpm_last_error.restype = ctypes.c_char_p
-            for f in ("bitcpm_set_num_threads", "bitcpm_set_force_portable"):
+            for f in ("bitcpm_set_num_threads", "bitcpm_set_force_portable", "bitcpm_set_max_isa"):
                 getattr(lib, f).argtypes = [i32]
             env = os.environ.get("BITCPM_MS_NUM_THREADS")
             if env:
@@ -71,6 +73,27 @@ def has_avx2() -> bool:
     return bool(_load().bitcpm_has_avx2())
 
 
+def has_avx512_vnni() -> bool:
+    """Whether the CPU has avx512f + avx512bw + avx512vnni (the VNNI A8 kernels)."""
+    return bool(_load().bitcpm_has_avx512_vnni())
+
+
+MAX_ISA_BEST = 0  # the kernels use the best instruction set the CPU has
+MAX_ISA_AVX2 = 1  # at most AVX2+FMA: every AVX-512 path off
+
+
+def set_max_isa(level: int) -> None:
+    """Cap the instruction set of all later calls, including the MindSpore op (MAX_ISA_BEST or
+    MAX_ISA_AVX2). `set_force_portable(True)` still wins over any level."""
+    if level not in (MAX_ISA_BEST, MAX_ISA_AVX2):
+        raise ValueError(f"max ISA level must be MAX_ISA_BEST (0) or MAX_ISA_AVX2 (1), got {level!r}")
+    _load().bitcpm_set_max_isa(int(level))
+
+
+def get_max_isa() -> int:
+    return int(_load().bitcpm_get_max_isa())
+
+
 @contextlib.contextmanager
 def portable_path(flag: bool = True):
     old = get_force_portable()
@@ -79,6 +102,17 @@ def portable_path(flag: bool = True):
         yield
     finally:
         set_force_portable(old)
+
+
+@contextlib.contextmanager
+def isa_path(level: int):
+    """``with isa_path(MAX_ISA_AVX2):`` runs the enclosed calls with the ISA capped, then restores."""
+    old = get_max_isa()
+    set_max_isa(level)
+    try:
+        yield
+    finally:
+        set_max_isa(old)
 
 
 def _is_ms_tensor(x) -> bool:

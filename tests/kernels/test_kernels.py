@@ -1,39 +1,36 @@
 """C++ kernels (ctypes route) vs the numpy reference."""
+import ctypes
+
 import numpy as np
 import pytest
 
 from bitcpm_ms import kernels as K_
-from bitcpm_ms.kernels import (has_avx2, pack_ternary, portable_path, quantize_activations_int8, ternary_matmul,
+from bitcpm_ms.kernels import (MAX_ISA_AVX2, MAX_ISA_BEST, get_max_isa, has_avx2, has_avx512_vnni, isa_path,
+                               pack_ternary, portable_path, quantize_activations_int8, set_max_isa, ternary_matmul,
                                ternary_matmul_dx_numpy, ternary_matmul_dx_reference, ternary_matmul_numpy,
                                ternary_matmul_reference)
 
 from .conftest import make_packed
 
 
-
-def _lib():
-    import ctypes
-    lib = K_.ops._load()
-    lib.bitcpm_set_max_isa.argtypes = [ctypes.c_int]
-    return lib
-
-
-def has_vnni():
-    return bool(_lib().bitcpm_has_avx512_vnni())
-
-
-# Code paths: portable C++, AVX2 (AVX-512 disabled with bitcpm_set_max_isa(1)), best available
+# Code paths: portable C++, AVX2 (AVX-512 disabled with set_max_isa(MAX_ISA_AVX2)), best available
 # (the AVX-512 VNNI path for A8 where the CPU has it).
-ISA_PATHS = ["portable"] + (["avx2"] if has_avx2() else []) + (["vnni"] if has_vnni() else [])
+ISA_PATHS = ["portable"] + (["avx2"] if has_avx2() else []) + (["vnni"] if has_avx512_vnni() else [])
 
 
 def run_path(x, p, act_bits, path, num_threads=0):
-    lib = _lib()
-    lib.bitcpm_set_max_isa(1 if path == "avx2" else 0)
-    try:
+    with isa_path(MAX_ISA_AVX2 if path == "avx2" else MAX_ISA_BEST):
         return ternary_matmul_numpy(x, p, act_bits, num_threads=num_threads, force_portable=path == "portable")
-    finally:
-        lib.bitcpm_set_max_isa(0)
+
+
+def c_library():
+    """The library's C entry points, declared here from their documented C signatures."""
+    lib = ctypes.CDLL(str(K_.library_path()))
+    i64, i32, vp = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
+    lib.bitcpm_ternary_matmul.argtypes = [vp, vp, vp, vp, i64, i64, i64, i64, i32, i32, i32]
+    lib.bitcpm_ternary_matmul.restype = i32
+    lib.bitcpm_last_error.restype = ctypes.c_char_p
+    return lib
 
 
 def _cases():
@@ -134,6 +131,15 @@ def test_global_portable_switch_and_threads():
         K_.set_num_threads(old)
 
 
+def test_max_isa_setting():
+    assert get_max_isa() == MAX_ISA_BEST
+    with isa_path(MAX_ISA_AVX2):
+        assert get_max_isa() == MAX_ISA_AVX2
+    assert get_max_isa() == MAX_ISA_BEST  # restored
+    with pytest.raises(ValueError, match="MAX_ISA"):
+        set_max_isa(2)
+
+
 def test_leading_dims():
     rng = np.random.default_rng(6)
     p, _, _ = make_packed(rng, 5, 128, 32)
@@ -170,7 +176,7 @@ def test_errors():
     with pytest.raises(ValueError, match="numpy array or a MindSpore Tensor"):
         ternary_matmul(x.tolist(), p)
     # the C entry point itself refuses inconsistent shapes with a nonzero code (never zeros)
-    lib = K_.ops._load()
+    lib = c_library()
     y = np.zeros((2, 4), np.float32)
     rc = lib.bitcpm_ternary_matmul(x.ctypes.data, p.packed.ctypes.data, p.scales.ctypes.data, y.ctypes.data,
                                    2, 64, 4, 3, 0, 1, 0)  # 3 groups do not divide K=64
@@ -195,7 +201,7 @@ def test_quantize_pack_matches_numpy_quantizer(K, g):
     assert np.mean(c2 == codes) > 0.999  # equal up to last-bit scale differences at rounding ties
 
 
-@pytest.mark.skipif(not has_vnni(), reason="CPU without AVX-512 VNNI")
+@pytest.mark.skipif(not has_avx512_vnni(), reason="CPU without AVX-512 VNNI")
 @pytest.mark.parametrize("K,g", [(96, 32), (128, 128), (256, 64), (384, 128), (640, -1), (1024, 256), (2048, 512)])
 def test_vnni_a8_paths_agree(K, g):
     """VNNI A8: prefill (M >= 5) is bit-identical to the portable path; decode (M <= 4) matches the
@@ -216,7 +222,7 @@ def test_vnni_a8_paths_agree(K, g):
             if has_avx2():
                 ya = run_path(x, p, 8, "avx2", num_threads=1)
                 assert np.all(np.abs(ya.astype(np.float64) - yv) <= 2 * _bound(x, p, 8))
-    assert _lib().bitcpm_get_max_isa() == 0
+    assert get_max_isa() == MAX_ISA_BEST
 
 
 @pytest.mark.parametrize("K,g", [(128, 32), (256, 64), (384, 128), (640, -1), (1024, 256)])
