@@ -12,7 +12,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 from .ops import get_ms_op
-from .packing import PackedTernary, pack_ternary
+from .packing import PackedTernary
 
 
 class PackedTernaryLinear(nn.Cell):
@@ -40,10 +40,6 @@ class PackedTernaryLinear(nn.Cell):
         self.activation_flag = activation is not None
         if self.activation_flag:
             self.activation = activation
-
-    @classmethod
-    def from_codes(cls, codes, scales, group_size, bias=None, act_bits=None):
-        return cls(pack_ternary(codes, scales, group_size), bias=bias, act_bits=act_bits)
 
     def to_packed(self) -> PackedTernary:
         return PackedTernary(self.weight_packed.asnumpy(), self.weight_scales.asnumpy(), self.group_size,
