@@ -1,7 +1,9 @@
 """Python entry points of the ternary matmul kernels: ctypes (numpy) and MindSpore AOT Custom ops.
 
-``ternary_matmul(x, packed, act_bits=None)``: numpy in -> numpy out (ctypes, no MindSpore needed);
-MindSpore Tensor in -> Tensor out (AOT ``ops.Custom``; works in PyNative and GRAPH_MODE, has a bprop).
+``ternary_matmul(x, packed, act_bits=None, eps=1e-5)``: numpy in -> numpy out (ctypes, no MindSpore
+needed); MindSpore Tensor in -> Tensor out (AOT ``ops.Custom``; works in PyNative and GRAPH_MODE, has
+a bprop). ``eps`` is the A8 activation quantizer's floor, s = 127 / max(max|x_row|, eps): pass the
+QuantConfig.eps the model was trained with.
 
 Settings shared by both routes (they live in the loaded library, which MindSpore's AOT loader and
 ctypes share: the same path is dlopen'ed once per process):
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import os
 import threading
 
@@ -35,7 +38,7 @@ def _load():
             lib = ctypes.CDLL(str(library_path()))
             i64, i32 = ctypes.c_int64, ctypes.c_int
             vp = ctypes.c_void_p
-            lib.bitcpm_ternary_matmul.argtypes = [vp, vp, vp, vp, i64, i64, i64, i64, i32, i32, i32]
+            lib.bitcpm_ternary_matmul.argtypes = [vp, vp, vp, vp, i64, i64, i64, i64, i32, ctypes.c_float, i32, i32]
             lib.bitcpm_ternary_matmul.restype = i32
             lib.bitcpm_ternary_matmul_dx.argtypes = [vp, vp, vp, vp, i64, i64, i64, i64, i32]
             lib.bitcpm_ternary_matmul_dx.restype = i32
@@ -119,12 +122,18 @@ def _is_ms_tensor(x) -> bool:
     return type(x).__module__.startswith("mindspore") and hasattr(x, "asnumpy")
 
 
-def _check(x_shape, x_dtype, packed: PackedTernary, act_bits):
+def _check_mode(act_bits, eps):
+    if act_bits not in (None, 8):
+        raise ValueError(f"act_bits must be None (weight-only) or 8 (W1.58A8), got {act_bits!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0 < eps and math.isfinite(eps)):
+        raise ValueError(f"eps (activation quantizer floor) must be a positive finite number, got {eps!r}")
+
+
+def _check(x_shape, x_dtype, packed: PackedTernary, act_bits, eps):
     if not isinstance(packed, PackedTernary):
         raise ValueError(f"packed must be a PackedTernary, got {type(packed).__name__}")
     packed.validate()
-    if act_bits not in (None, 8):
-        raise ValueError(f"act_bits must be None (weight-only) or 8 (W1.58A8), got {act_bits!r}")
+    _check_mode(act_bits, eps)
     if str(x_dtype) not in ("float32", "Float32"):
         raise ValueError(f"x must be float32, got {x_dtype}")
     if len(x_shape) < 1 or x_shape[-1] != packed.in_features:
@@ -136,11 +145,11 @@ def _raise_kernel(rc):
     raise ValueError(f"ternary matmul kernel failed (code {rc}): {msg}")
 
 
-def ternary_matmul_numpy(x: np.ndarray, packed: PackedTernary, act_bits=None, num_threads: int = 0,
-                         force_portable: bool = False) -> np.ndarray:
+def ternary_matmul_numpy(x: np.ndarray, packed: PackedTernary, act_bits=None, eps: float = 1e-5, *,
+                         num_threads: int = 0, force_portable: bool = False) -> np.ndarray:
     """ctypes route: x float32 [..., K] -> y float32 [..., N]."""
     x = np.asarray(x)
-    _check(x.shape, x.dtype, packed, act_bits)
+    _check(x.shape, x.dtype, packed, act_bits, eps)
     lib = _load()
     N, K = packed.shape
     lead = x.shape[:-1]
@@ -150,7 +159,8 @@ def ternary_matmul_numpy(x: np.ndarray, packed: PackedTernary, act_bits=None, nu
     s = np.ascontiguousarray(packed.scales)
     y = np.empty((M, N), np.float32)
     rc = lib.bitcpm_ternary_matmul(x2.ctypes.data, w.ctypes.data, s.ctypes.data, y.ctypes.data, M, K, N,
-                                   s.shape[1], 8 if act_bits == 8 else 0, int(num_threads), int(bool(force_portable)))
+                                   s.shape[1], 8 if act_bits == 8 else 0, float(eps), int(num_threads),
+                                   int(bool(force_portable)))
     if rc:
         _raise_kernel(rc)
     return y.reshape(*lead, N)
@@ -205,11 +215,15 @@ def _custom(func_name, out_shape, bprop=None):
                       out_dtype=lambda *a: ms.float32, func_type="aot", bprop=bprop)
 
 
-def get_ms_op(act_bits=None):
-    """The AOT Custom op ``op(x [M,K] f32, packed [N,K/4] u8, scales [N,G] f32) -> y [M,N] f32``.
+def _matmul_primitive(act_bits=None):
+    """The AOT Custom op itself (cached, one per mode), with its bprop. Most callers want
+    `get_ms_op`, which binds eps.
 
-    bprop: dx = dy @ W_q via the TernaryMatmulDx kernel; packed/scales get zero gradients
-    (they are frozen inference weights)."""
+    Weight-only: ``op(x [M,K] f32, packed [N,K/4] u8, scales [N,G] f32) -> y [M,N] f32``.
+    A8: ``op(x, packed, scales, spec [1,1] f32 = (eps,)) -> y``: eps, the activation quantizer's
+    floor, is an input tensor (a constant in graphs and MindIR), like TernaryFakeQuant's spec.
+    bprop: dx = dy @ W_q via the TernaryMatmulDx kernel; packed/scales (and spec) get zero
+    gradients (they are frozen inference weights)."""
     key = 8 if act_bits == 8 else 0
     if key in _ms_ops:
         return _ms_ops[key]
@@ -222,12 +236,28 @@ def get_ms_op(act_bits=None):
         _ms_ops["dx"] = dx_op
     zeros_like = ops.ZerosLike()
 
-    def bprop(x, packed, scales, out, dout):
-        return dx_op(dout, packed, scales), zeros_like(packed), zeros_like(scales)
+    if key == 8:
+        def bprop(x, packed, scales, spec, out, dout):
+            return dx_op(dout, packed, scales), zeros_like(packed), zeros_like(scales), zeros_like(spec)
 
-    op = _custom("TernaryMatmulA8" if key == 8 else "TernaryMatmulW", lambda x, p, s: (x[0], p[0]), bprop=bprop)
+        op = _custom("TernaryMatmulA8", lambda x, p, s, spec: (x[0], p[0]), bprop=bprop)
+    else:
+        def bprop(x, packed, scales, out, dout):
+            return dx_op(dout, packed, scales), zeros_like(packed), zeros_like(scales)
+
+        op = _custom("TernaryMatmulW", lambda x, p, s: (x[0], p[0]), bprop=bprop)
     _ms_ops[key] = op
     return op
+
+
+def get_ms_op(act_bits=None, eps: float = 1e-5):
+    """A new `TernaryMatmul` Cell ``op(x [M,K] f32, packed [N,K/4] u8, scales [N,G] f32) -> y [M,N] f32``
+    (PyNative and GRAPH_MODE, exportable, with the bprop of `_matmul_primitive`). act_bits None:
+    weight-only; 8: W1.58A8 with activation quantizer floor eps (QuantConfig.eps of the trained model)."""
+    _check_mode(act_bits, eps)
+    from .linear import TernaryMatmul
+
+    return TernaryMatmul(act_bits, eps)
 
 
 def get_fake_quant_op():
@@ -251,23 +281,30 @@ def _ms_weights(packed: PackedTernary):
     return cache[key]
 
 
-def ternary_matmul_ms(x, packed: PackedTernary, act_bits=None):
+_functional_cells = {}  # (act_bits, eps) -> TernaryMatmul Cell of the functional MindSpore route
+
+
+def ternary_matmul_ms(x, packed: PackedTernary, act_bits=None, eps: float = 1e-5):
     """MindSpore route: x Tensor float32 [..., K] -> Tensor [..., N] via the AOT op."""
-    _check(x.shape, x.dtype, packed, act_bits)
+    _check(x.shape, x.dtype, packed, act_bits, eps)
     w, s = _ms_weights(packed)
     K, N = packed.in_features, packed.out_features
     lead = tuple(x.shape[:-1])
-    y = get_ms_op(act_bits)(x.reshape(-1, K), w, s)
+    key = (act_bits, float(eps))
+    if key not in _functional_cells:
+        _functional_cells[key] = get_ms_op(act_bits, eps)
+    y = _functional_cells[key](x.reshape(-1, K), w, s)
     return y.reshape(*lead, N)
 
 
-def ternary_matmul(x, packed: PackedTernary, act_bits=None):
-    """y = x @ W^T with W the packed ternary weight. act_bits=None: weight-only; 8: W1.58A8.
+def ternary_matmul(x, packed: PackedTernary, act_bits=None, eps: float = 1e-5):
+    """y = x @ W^T with W the packed ternary weight. act_bits=None: weight-only; 8: W1.58A8, the
+    activations quantized per token with s = 127 / max(max|x_row|, eps) (eps: QuantConfig.eps).
 
     Accepts numpy arrays (returns numpy, via ctypes) or MindSpore Tensors (returns a Tensor, via the
     AOT Custom op). x must be float32 with last dimension in_features."""
     if _is_ms_tensor(x):
-        return ternary_matmul_ms(x, packed, act_bits)
+        return ternary_matmul_ms(x, packed, act_bits, eps)
     if not isinstance(x, np.ndarray):
         raise ValueError(f"x must be a numpy array or a MindSpore Tensor, got {type(x).__name__}")
-    return ternary_matmul_numpy(x, packed, act_bits)
+    return ternary_matmul_numpy(x, packed, act_bits, eps)

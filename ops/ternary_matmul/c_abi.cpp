@@ -5,6 +5,9 @@
 //   MindSpore AOT (ops.Custom func_type="aot"): TernaryMatmulW, TernaryMatmulA8, TernaryMatmulDx,
 //     TernaryFakeQuant. Signature: int F(int nparam, void **params, int *ndims, int64_t **shapes,
 //     const char **dtypes, void *stream, void *extra); params are the inputs then the output.
+//     Scalar settings of an op (TernaryFakeQuant's group size and eps, TernaryMatmulA8's eps) come
+//     as a small float32 "spec" input, so one compiled function serves every setting and a
+//     MindIR export keeps them as constants.
 // Every function returns 0 on success and a nonzero code on error, with a message for
 // bitcpm_last_error() (MindSpore turns a nonzero AOT return into a RuntimeError).
 
@@ -49,16 +52,24 @@ int check_aot(int nparam, int expected, int *ndims, const char **dtypes, const c
   return 0;
 }
 
+// Inputs x [M,K], packed [N,K/4], scales [N,G] (A8: then spec [1,1] = eps); output y [M,N].
 int aot_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, int act_bits,
                 const char *name) {
-  static const char *const want[4] = {"float32", "uint8", "float32", "float32"};
-  int rc = check_aot(nparam, 4, ndims, dtypes, name, want);
+  static const char *const want[5] = {"float32", "uint8", "float32", "float32", "float32"};
+  const int nin = act_bits == 8 ? 4 : 3;
+  int rc = check_aot(nparam, nin + 1, ndims, dtypes, name, want);
   if (rc) return rc;
   const int64_t M = shapes[0][0], K = shapes[0][1], N = shapes[1][0], G = shapes[2][1];
-  if (K % 4 != 0 || shapes[1][1] * 4 != K || shapes[2][0] != N || shapes[3][0] != M || shapes[3][1] != N)
+  const int64_t *yshape = shapes[nin];
+  if (K % 4 != 0 || shapes[1][1] * 4 != K || shapes[2][0] != N || yshape[0] != M || yshape[1] != N)
     return set_error(3, std::string(name) + ": inconsistent shapes (x [M,K], packed [N,K/4], scales [N,G], y [M,N])");
+  float eps = 0.0f;  // unused by weight-only
+  if (act_bits == 8) {
+    if (shapes[3][0] != 1 || shapes[3][1] != 1) return set_error(3, std::string(name) + ": spec must be [1,1] (eps)");
+    eps = ((const float *)params[3])[0];
+  }
   return matmul_impl((const float *)params[0], (const uint8_t *)params[1], (const float *)params[2],
-                     (float *)params[3], M, K, N, G, act_bits, 0, 0);
+                     (float *)params[nin], M, K, N, G, act_bits, eps, 0, 0);
 }
 
 }  // namespace
@@ -94,10 +105,12 @@ BITCPM_API const char *bitcpm_last_error() {
 }
 
 // ---------------------------------------------------------------- ctypes
-// nthreads <= 0: use the global setting; force_portable != 0: portable path for this call.
+// act_bits 0 (weight-only) or 8 (A8, activation quantizer floor eps); nthreads <= 0: use the global
+// setting; force_portable != 0: portable path for this call.
 BITCPM_API int bitcpm_ternary_matmul(const float *x, const uint8_t *packed, const float *scales, float *y, int64_t M,
-                                     int64_t K, int64_t N, int64_t G, int act_bits, int nthreads, int force_portable) {
-  return matmul_impl(x, packed, scales, y, M, K, N, G, act_bits, nthreads, force_portable);
+                                     int64_t K, int64_t N, int64_t G, int act_bits, float eps, int nthreads,
+                                     int force_portable) {
+  return matmul_impl(x, packed, scales, y, M, K, N, G, act_bits, eps, nthreads, force_portable);
 }
 
 BITCPM_API int bitcpm_ternary_matmul_dx(const float *dy, const uint8_t *packed, const float *scales, float *dx,
@@ -123,6 +136,8 @@ BITCPM_API int TernaryMatmulW(int nparam, void **params, int *ndims, int64_t **s
   return aot_forward(nparam, params, ndims, shapes, dtypes, 0, "TernaryMatmulW");
 }
 
+// Inputs x float32 [M,K], packed uint8 [N,K/4], scales float32 [N,G], spec float32 [1,1] = (eps);
+// output y float32 [M,N].
 BITCPM_API int TernaryMatmulA8(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                void *stream, void *extra) {
   (void)stream;

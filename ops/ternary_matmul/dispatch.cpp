@@ -3,6 +3,7 @@
 // threads.
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "ternary_common.h"
@@ -95,10 +96,10 @@ void run_weight_only(Path path, const float *x, const uint8_t *W, const float *S
 }
 
 void run_a8(Path path, const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N,
-            int64_t G, int nt) {
+            int64_t G, float eps, int nt) {
   std::vector<int8_t> xq(M * K);
   std::vector<float> xs(M);
-  quantize_rows(x, M, K, xq.data(), xs.data());
+  quantize_rows(x, M, K, eps, xq.data(), xs.data());
   std::vector<int32_t> xsum;  // per-group activation sums: removes the +1 offset of u = code + 1
   if (path == Path::kVnniA8Prefill || path == Path::kAvx2A8) {
     xsum.resize(M * G);
@@ -139,16 +140,18 @@ void run_a8(Path path, const float *x, const uint8_t *W, const float *S, float *
 }  // namespace
 
 int matmul_impl(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N,
-                int64_t G, int act_bits, int nthreads, int force_portable) {
+                int64_t G, int act_bits, float eps, int nthreads, int force_portable) {
   int rc = validate(M, K, N, G, act_bits);
   if (rc) return rc;
+  if (act_bits == 8 && !(eps > 0.0f && std::isfinite(eps)))
+    return set_error(2, "ternary_matmul: the activation quantizer's eps must be a positive finite number");
   if (M == 0 || N == 0) return 0;
   const int nt = resolve_threads(nthreads);
   const Path path = select_path(M, K, K / G, act_bits, force_portable != 0);
   if (act_bits == 0)
     run_weight_only(path, x, W, S, y, M, K, N, G, nt);
   else
-    run_a8(path, x, W, S, y, M, K, N, G, nt);
+    run_a8(path, x, W, S, y, M, K, N, G, eps, nt);
   return 0;
 }
 

@@ -35,12 +35,12 @@ void decode_row(const uint8_t *prow, int64_t K, int8_t *codes) {
 
 }  // namespace
 
-void quantize_rows(const float *x, int64_t M, int64_t K, int8_t *xq, float *s) {
+void quantize_rows(const float *x, int64_t M, int64_t K, float eps, int8_t *xq, float *s) {
   for (int64_t m = 0; m < M; ++m) {
     const float *xr = x + m * K;
     float amax = 0.0f;
     for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(xr[k]));
-    float sm = 127.0f / std::max(amax, 1e-5f);
+    float sm = 127.0f / std::max(amax, eps);
     s[m] = sm;
     int8_t *qr = xq + m * K;
     for (int64_t k = 0; k < K; ++k) {

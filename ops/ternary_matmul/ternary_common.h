@@ -13,8 +13,10 @@
 //
 // Modes:
 //   weight-only (act_bits = 0): float32 activations.
-//   W1.58A8 (act_bits = 8): per-token int8 activations, s = 127 / max(max|x_row|, 1e-5),
+//   W1.58A8 (act_bits = 8): per-token int8 activations, s = 127 / max(max|x_row|, eps),
 //     xq = clip(nearbyint(x * s), -128, 127); y = (sum_g scale_g * sum_{k in g} xq_k c_k) / s.
+//     eps is the floor of the activation quantizer used in training (QuantConfig.eps, 1e-5 by
+//     default), passed by the caller so the kernel quantizes exactly like the trained model.
 //     The integer group sums are computed exactly in int32.
 //
 // SIMD functions carry __attribute__((target(...))): the library is built without -march and
@@ -107,8 +109,9 @@ constexpr int64_t kVnniPrefillMinM = 5;  // VNNI A8: below this, the decode kern
 // The one place that decides which kernel runs (validated shapes; g = K / G).
 Path select_path(int64_t M, int64_t K, int64_t g, int act_bits, bool force_portable);
 int validate(int64_t M, int64_t K, int64_t N, int64_t G, int act_bits);
+// eps: the activation quantizer's floor (A8 only; ignored for weight-only).
 int matmul_impl(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N,
-                int64_t G, int act_bits, int nthreads, int force_portable);
+                int64_t G, int act_bits, float eps, int nthreads, int force_portable);
 int dx_impl(const float *dy, const uint8_t *W, const float *S, float *dx, int64_t M, int64_t K, int64_t N, int64_t G,
             int nthreads);
 void fake_quant_impl(const float *w, float *out, int64_t N, int64_t K, int64_t g, float eps);
@@ -118,7 +121,7 @@ int quantize_pack_impl(const float *w, int64_t N, int64_t K, int64_t G, float ep
 // ---------------------------------------------------------------- portable path (portable.cpp)
 // A8 activation preparation, shared by every A8 path.
 // Per-token int8 quantization (matches the training-time quantizer bit for bit).
-void quantize_rows(const float *x, int64_t M, int64_t K, int8_t *xq, float *s);
+void quantize_rows(const float *x, int64_t M, int64_t K, float eps, int8_t *xq, float *s);
 // xsum[m, gi] = sum of xq over group gi of token m (removes the +1 offset of u = code + 1).
 void activation_group_sums(const int8_t *xq, int64_t M, int64_t K, int64_t G, int32_t *xsum);
 
