@@ -4,6 +4,7 @@
     p = pack_ternary(codes, scales, group_size)      # codes int8 [out,in] in {-1,0,1}
     y = ternary_matmul(x, p)                          # weight-only, x float32 [..., in]
     y = ternary_matmul(x, p, act_bits=8)              # W1.58A8 (per-token int8 activations)
+    y = ternary_matmul(x, p, act_bits=8, eps=cfg.eps) # ... activation quantizer floor of training
 
 See docs/kernels.md for the packed layout, build/cache details and benchmarks.
 """

@@ -1,7 +1,7 @@
 """Packed 2-bit storage for ternary weights (pure numpy).
 
-Layout (shared with ``ops/ternary_matmul/ternary_matmul.cpp``)
----------------------------------------------------------------
+Layout (shared with ``ops/ternary_matmul/ternary_common.h``)
+-------------------------------------------------------------
 A ternary weight ``codes[out, in]`` (values in {-1, 0, 1}) is stored as ``packed[out, in // 4]``
 (uint8) plus ``scales[out, in // g]`` (float32). Each code is stored as ``u = code + 1`` in
 {0, 1, 2} (2 bits; the value 3 is invalid), like bitnet.cpp I2_S and llama.cpp TQ2_0.
