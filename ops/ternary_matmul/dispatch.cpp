@@ -168,17 +168,12 @@ int dx_impl(const float *dy, const uint8_t *W, const float *S, float *dx, int64_
 }
 
 void fake_quant_impl(const float *w, float *out, int64_t N, int64_t K, int64_t g, float eps) {
-  const bool avx2 = g % 8 == 0 && !g_force_portable.load() && cpu_has_avx2();
-  parallel_for(N, resolve_threads(0), 1, [&](int64_t n0, int64_t n1) {
-    for (int64_t n = n0; n < n1; ++n) {
+  void (*row)(const float *, float *, int64_t, int64_t, float) = fake_quant_row_portable;
 #if BITCPM_X86
-      if (avx2) {
-        fake_quant_row_avx2(w + n * K, out + n * K, K, g, eps);
-        continue;
-      }
+  if (g % 8 == 0 && !g_force_portable.load() && cpu_has_avx2()) row = fake_quant_row_avx2;
 #endif
-      fake_quant_row_portable(w + n * K, out + n * K, K, g, eps);
-    }
+  parallel_for(N, resolve_threads(0), 1, [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n) row(w + n * K, out + n * K, K, g, eps);
   });
 }
 
