@@ -26,7 +26,10 @@ SOURCES = ("threads.cpp", "dispatch.cpp", "portable.cpp", "avx2.cpp", "avx512.cp
 HEADERS = ("ternary_common.h",)
 # No -march: SIMD functions carry __attribute__((target(...))) and are chosen at run time.
 # -fvisibility=hidden: only the extern "C" entry points (c_abi.cpp) are exported.
-CXXFLAGS = ("-O3", "-fPIC", "-shared", "-pthread", "-std=c++17", "-ffp-contract=off", "-fvisibility=hidden")
+# -falign-functions=64: every kernel starts on a cache line, so its hot loops keep their alignment
+# when unrelated code moves (the same AVX2 tile measured 3-16% slower from placement alone).
+CXXFLAGS = ("-O3", "-fPIC", "-shared", "-pthread", "-std=c++17", "-ffp-contract=off", "-fvisibility=hidden",
+            "-falign-functions=64")
 
 _lock = threading.Lock()
 _built: dict = {}
