@@ -45,7 +45,13 @@ def best_time(fn, reps, min_time=0.2):
 
 
 def validate():
-    from bitcpm_ms.kernels import has_avx2, pack_ternary, ternary_matmul_numpy, ternary_matmul_reference
+    from bitcpm_ms.kernels import (MAX_ISA_AVX2, MAX_ISA_BEST, has_avx2, has_avx512_vnni, isa_path, pack_ternary,
+                                   ternary_matmul_numpy, ternary_matmul_reference)
+    paths = {"portable": (True, MAX_ISA_BEST)}
+    if has_avx2():
+        paths["AVX2"] = (False, MAX_ISA_AVX2)
+    if has_avx512_vnni():
+        paths["AVX-512/VNNI"] = (False, MAX_ISA_BEST)
     rng = np.random.default_rng(0)
     for M, K, N, g in [(1, 4096, 64, 128), (17, 2048, 33, 64), (3, 96, 5, 32)]:
         codes = rng.integers(-1, 2, size=(N, K)).astype(np.int8)
@@ -53,14 +59,14 @@ def validate():
         x = rng.standard_normal((M, K)).astype(np.float32)
         for act_bits in (None, 8):
             ref = ternary_matmul_reference(x, p, act_bits)
-            for portable in ([True, False] if has_avx2() else [True]):
-                y = ternary_matmul_numpy(x, p, act_bits, force_portable=portable)
+            for name, (portable, isa) in paths.items():
+                with isa_path(isa):
+                    y = ternary_matmul_numpy(x, p, act_bits, force_portable=portable)
                 err = np.abs(y - ref).max() / max(1e-6, np.abs(ref).max())
                 if err > 1e-5:
                     raise SystemExit(f"validation failed M={M} K={K} N={N} g={g} act_bits={act_bits} "
-                                     f"portable={portable}: rel err {err}")
-    print("validation against the numpy reference: OK (both modes, portable"
-          + (" and AVX2 paths)" if has_avx2() else " path only)"))
+                                     f"path={name}: rel err {err}")
+    print(f"validation against the numpy reference: OK (both modes; paths: {', '.join(paths)})")
 
 
 def worker(threads: int, reps: int, shapes):
@@ -212,7 +218,9 @@ def main():
     print("|---|---|---|")
     for r in results["train"]:
         print(f"| {r['impl']} | {r['threads']} | {r['ms']:.2f} |")
+    from bitcpm_ms.kernels import has_avx512_vnni
     results["machine"] = {"cpu": platform.processor() or platform.machine(), "nproc": os.cpu_count(),
+                          "avx512_vnni": has_avx512_vnni(),
                           "load_avg_at_end": os.getloadavg(), "group_size": GROUP, "repeat": args.repeat,
                           "note": "best of --repeat worker runs; the 2-core machine was shared with other jobs"}
     out = Path(args.json)

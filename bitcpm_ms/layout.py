@@ -56,8 +56,8 @@ def resolve_group_size(in_features: int, group_size: int, what: str = "the layer
     if group_size == -1:
         return int(in_features)
     if in_features % group_size:
-        raise ConfigError(f"group_size={group_size} does not divide {what}'s input width {in_features}; "
-                          f"use -1 or a divisor of {in_features}")
+        raise ConfigError(f"group_size={group_size} does not divide {what}'s input width {in_features} "
+                          f"(not a multiple of group_size); use -1 or a divisor of {in_features}")
     return int(group_size)
 
 

@@ -1,9 +1,8 @@
 """PackedTernaryLinear: inference-only linear layer holding packed 2-bit ternary weights.
-
-An optional activation Cell (MindFormers Linear's `activation`) is applied after the bias.
-Parameters (all requires_grad=False): ``weight_packed`` uint8 [out, in/4], ``weight_scales``
-float32 [out, in/g], optional ``bias`` float32 [out]. No latent full-precision weight.
-construct: x [..., in] -> reshape to 2-D -> AOT ternary matmul -> (+ bias) -> [..., out].
+  An optional activation Cell (MindFormers Linear's `activation`) is applied after the bias.
+  Parameters (all requires_grad=False): ``weight_packed`` uint8 [out, in/4], ``weight_scales``
+  float32 [out, in/g], optional ``bias`` float32 [out]. No latent full-precision weight.
+  construct: x [..., in] -> reshape to 2-D -> AOT ternary matmul -> (+ bias) -> [..., out].
 """
 from __future__ import annotations
 
@@ -11,20 +10,23 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
-from .ops import get_ms_op
-from .packing import PackedTernary, pack_ternary
+from .ms_ops import get_ms_op
+from .ops import _check_mode
+from .packing import PackedTernary
 
 
 class PackedTernaryLinear(nn.Cell):
-    def __init__(self, packed: PackedTernary, bias=None, act_bits=None, activation=None):
+    """eps: the activation quantizer's floor for act_bits=8 (QuantConfig.eps of the trained layer)."""
+
+    def __init__(self, packed: PackedTernary, bias=None, act_bits=None, activation=None, eps: float = 1e-5):
         super().__init__()
         packed.validate()
-        if act_bits not in (None, 8):
-            raise ValueError(f"act_bits must be None or 8, got {act_bits!r}")
+        _check_mode(act_bits, eps)
         self.in_channels = packed.in_features
         self.out_channels = packed.out_features
         self.group_size = packed.group_size
         self.act_bits = act_bits
+        self.eps = float(eps)
         self.weight_packed = Parameter(Tensor(packed.packed), name="weight_packed", requires_grad=False)
         self.weight_scales = Parameter(Tensor(packed.scales), name="weight_scales", requires_grad=False)
         self.has_bias = bias is not None
@@ -34,16 +36,12 @@ class PackedTernaryLinear(nn.Cell):
             if b.shape != (self.out_channels,):
                 raise ValueError(f"bias must have shape ({self.out_channels},), got {b.shape}")
             self.bias = Parameter(Tensor(b), name="bias", requires_grad=False)
-        self.matmul = get_ms_op(act_bits)
+        self.matmul = get_ms_op(act_bits, eps)
         self.reshape = ops.Reshape()
         self.cast = ops.Cast()
         self.activation_flag = activation is not None
         if self.activation_flag:
             self.activation = activation
-
-    @classmethod
-    def from_codes(cls, codes, scales, group_size, bias=None, act_bits=None):
-        return cls(pack_ternary(codes, scales, group_size), bias=bias, act_bits=act_bits)
 
     def to_packed(self) -> PackedTernary:
         return PackedTernary(self.weight_packed.asnumpy(), self.weight_scales.asnumpy(), self.group_size,
@@ -65,4 +63,4 @@ class PackedTernaryLinear(nn.Cell):
 
     def extend_repr(self):
         return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, group_size={self.group_size}, "
-                f"act_bits={self.act_bits}, has_bias={self.has_bias}")
+                f"act_bits={self.act_bits}, eps={self.eps}, has_bias={self.has_bias}")

@@ -1,17 +1,22 @@
-"""Python entry points of the ternary matmul kernels: ctypes (numpy) and MindSpore AOT Custom ops.
+"""The C++ kernel library through ctypes: loading, settings, and the numpy routes.
 
-``ternary_matmul(x, packed, act_bits=None)``: numpy in -> numpy out (ctypes, no MindSpore needed);
-MindSpore Tensor in -> Tensor out (AOT ``ops.Custom``; works in PyNative and GRAPH_MODE, has a bprop).
+``ternary_matmul_numpy(x, packed, act_bits=None, eps=1e-5)``: numpy in -> numpy out (no MindSpore
+needed). ``eps`` is the A8 activation quantizer's floor, s = 127 / max(max|x_row|, eps): pass the
+QuantConfig.eps the model was trained with. The MindSpore AOT ops over the same library are in
+``ms_ops.py``; ``api.ternary_matmul`` accepts either kind of input.
 
 Settings shared by both routes (they live in the loaded library, which MindSpore's AOT loader and
 ctypes share: the same path is dlopen'ed once per process):
   ``set_num_threads(n)``  threads over output rows (default: env BITCPM_MS_NUM_THREADS, else all cores)
-  ``set_force_portable(True)`` / ``portable_path()`` context: disable the AVX2 path.
+  ``set_force_portable(True)`` / ``portable_path()`` context: disable every SIMD path.
+  ``set_max_isa(MAX_ISA_AVX2)`` / ``isa_path(level)`` context: cap the kernels at AVX2+FMA (no
+  AVX-512), e.g. to test or time the AVX2 path on an AVX-512 machine; ``MAX_ISA_BEST`` lifts the cap.
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import os
 import threading
 
@@ -33,14 +38,14 @@ def _load():
             lib = ctypes.CDLL(str(library_path()))
             i64, i32 = ctypes.c_int64, ctypes.c_int
             vp = ctypes.c_void_p
-            lib.bitcpm_ternary_matmul.argtypes = [vp, vp, vp, vp, i64, i64, i64, i64, i32, i32, i32]
+            lib.bitcpm_ternary_matmul.argtypes = [vp, vp, vp, vp, i64, i64, i64, i64, i32, ctypes.c_float, i32, i32]
             lib.bitcpm_ternary_matmul.restype = i32
             lib.bitcpm_ternary_matmul_dx.argtypes = [vp, vp, vp, vp, i64, i64, i64, i64, i32]
             lib.bitcpm_ternary_matmul_dx.restype = i32
             lib.bitcpm_quantize_pack.argtypes = [vp, i64, i64, i64, ctypes.c_float, vp, vp, i32]
             lib.bitcpm_quantize_pack.restype = i32
             lib.bitcpm_last_error.restype = ctypes.c_char_p
-            for f in ("bitcpm_set_num_threads", "bitcpm_set_force_portable"):
+            for f in ("bitcpm_set_num_threads", "bitcpm_set_force_portable", "bitcpm_set_max_isa"):
                 getattr(lib, f).argtypes = [i32]
             env = os.environ.get("BITCPM_MS_NUM_THREADS")
             if env:
@@ -71,6 +76,27 @@ def has_avx2() -> bool:
     return bool(_load().bitcpm_has_avx2())
 
 
+def has_avx512_vnni() -> bool:
+    """Whether the CPU has avx512f + avx512bw + avx512vnni (the VNNI A8 kernels)."""
+    return bool(_load().bitcpm_has_avx512_vnni())
+
+
+MAX_ISA_BEST = 0  # the kernels use the best instruction set the CPU has
+MAX_ISA_AVX2 = 1  # at most AVX2+FMA: every AVX-512 path off
+
+
+def set_max_isa(level: int) -> None:
+    """Cap the instruction set of all later calls, including the MindSpore op (MAX_ISA_BEST or
+    MAX_ISA_AVX2). `set_force_portable(True)` still wins over any level."""
+    if level not in (MAX_ISA_BEST, MAX_ISA_AVX2):
+        raise ValueError(f"max ISA level must be MAX_ISA_BEST (0) or MAX_ISA_AVX2 (1), got {level!r}")
+    _load().bitcpm_set_max_isa(int(level))
+
+
+def get_max_isa() -> int:
+    return int(_load().bitcpm_get_max_isa())
+
+
 @contextlib.contextmanager
 def portable_path(flag: bool = True):
     old = get_force_portable()
@@ -81,16 +107,33 @@ def portable_path(flag: bool = True):
         set_force_portable(old)
 
 
+@contextlib.contextmanager
+def isa_path(level: int):
+    """``with isa_path(MAX_ISA_AVX2):`` runs the enclosed calls with the ISA capped, then restores."""
+    old = get_max_isa()
+    set_max_isa(level)
+    try:
+        yield
+    finally:
+        set_max_isa(old)
+
+
 def _is_ms_tensor(x) -> bool:
     return type(x).__module__.startswith("mindspore") and hasattr(x, "asnumpy")
 
 
-def _check(x_shape, x_dtype, packed: PackedTernary, act_bits):
+def _check_mode(act_bits, eps):
+    if act_bits not in (None, 8):
+        raise ValueError(f"act_bits must be None (weight-only) or 8 (W1.58A8), got {act_bits!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0 < eps and math.isfinite(eps)):
+        raise ValueError(f"eps (activation quantizer floor) must be a positive finite number, got {eps!r}")
+
+
+def _check(x_shape, x_dtype, packed: PackedTernary, act_bits, eps):
     if not isinstance(packed, PackedTernary):
         raise ValueError(f"packed must be a PackedTernary, got {type(packed).__name__}")
     packed.validate()
-    if act_bits not in (None, 8):
-        raise ValueError(f"act_bits must be None (weight-only) or 8 (W1.58A8), got {act_bits!r}")
+    _check_mode(act_bits, eps)
     if str(x_dtype) not in ("float32", "Float32"):
         raise ValueError(f"x must be float32, got {x_dtype}")
     if len(x_shape) < 1 or x_shape[-1] != packed.in_features:
@@ -102,11 +145,11 @@ def _raise_kernel(rc):
     raise ValueError(f"ternary matmul kernel failed (code {rc}): {msg}")
 
 
-def ternary_matmul_numpy(x: np.ndarray, packed: PackedTernary, act_bits=None, num_threads: int = 0,
-                         force_portable: bool = False) -> np.ndarray:
+def ternary_matmul_numpy(x: np.ndarray, packed: PackedTernary, act_bits=None, eps: float = 1e-5, *,
+                         num_threads: int = 0, force_portable: bool = False) -> np.ndarray:
     """ctypes route: x float32 [..., K] -> y float32 [..., N]."""
     x = np.asarray(x)
-    _check(x.shape, x.dtype, packed, act_bits)
+    _check(x.shape, x.dtype, packed, act_bits, eps)
     lib = _load()
     N, K = packed.shape
     lead = x.shape[:-1]
@@ -116,7 +159,8 @@ def ternary_matmul_numpy(x: np.ndarray, packed: PackedTernary, act_bits=None, nu
     s = np.ascontiguousarray(packed.scales)
     y = np.empty((M, N), np.float32)
     rc = lib.bitcpm_ternary_matmul(x2.ctypes.data, w.ctypes.data, s.ctypes.data, y.ctypes.data, M, K, N,
-                                   s.shape[1], 8 if act_bits == 8 else 0, int(num_threads), int(bool(force_portable)))
+                                   s.shape[1], 8 if act_bits == 8 else 0, float(eps), int(num_threads),
+                                   int(bool(force_portable)))
     if rc:
         _raise_kernel(rc)
     return y.reshape(*lead, N)
@@ -157,83 +201,3 @@ def quantize_pack_numpy(w: np.ndarray, group_size: int, eps: float = 1e-5, num_t
     if rc:
         _raise_kernel(rc)
     return PackedTernary(packed, scales, int(group_size), (N, K))
-
-
-# ----------------------------------------------------------------------------- MindSpore
-_ms_ops = {}
-
-
-def _custom(func_name, out_shape, bprop=None):
-    import mindspore as ms
-    from mindspore import ops
-
-    return ops.Custom(f"{library_path()}:{func_name}", out_shape=out_shape,
-                      out_dtype=lambda *a: ms.float32, func_type="aot", bprop=bprop)
-
-
-def get_ms_op(act_bits=None):
-    """The AOT Custom op ``op(x [M,K] f32, packed [N,K/4] u8, scales [N,G] f32) -> y [M,N] f32``.
-
-    bprop: dx = dy @ W_q via the TernaryMatmulDx kernel; packed/scales get zero gradients
-    (they are frozen inference weights)."""
-    key = 8 if act_bits == 8 else 0
-    if key in _ms_ops:
-        return _ms_ops[key]
-    _load()  # make sure settings from the environment are applied
-    from mindspore import ops
-
-    dx_op = _ms_ops.get("dx")
-    if dx_op is None:
-        dx_op = _custom("TernaryMatmulDx", lambda dy, p, s: (dy[0], p[1] * 4))
-        _ms_ops["dx"] = dx_op
-    zeros_like = ops.ZerosLike()
-
-    def bprop(x, packed, scales, out, dout):
-        return dx_op(dout, packed, scales), zeros_like(packed), zeros_like(scales)
-
-    op = _custom("TernaryMatmulA8" if key == 8 else "TernaryMatmulW", lambda x, p, s: (x[0], p[0]), bprop=bprop)
-    _ms_ops[key] = op
-    return op
-
-
-def get_fake_quant_op():
-    """AOT op ``fq(w [N,K] f32, spec [1,2] f32 = (group_size, eps)) -> wq [N,K] f32``: the ternary
-    weight fake-quantization in one C++ pass (CPU). It has no bprop of its own: it is meant to sit
-    inside `WeightFakeQuant`, whose bprop is the straight-through estimator."""
-    if "fq" not in _ms_ops:
-        _load()
-        _ms_ops["fq"] = _custom("TernaryFakeQuant", lambda w, spec: w)
-    return _ms_ops["fq"]
-
-
-def _ms_weights(packed: PackedTernary):
-    import mindspore as ms
-
-    cache = packed.__dict__.setdefault("_ms_cache", {})
-    key = (id(packed.packed), id(packed.scales))
-    if key not in cache:
-        cache.clear()
-        cache[key] = (ms.Tensor(packed.packed), ms.Tensor(packed.scales))
-    return cache[key]
-
-
-def ternary_matmul_ms(x, packed: PackedTernary, act_bits=None):
-    """MindSpore route: x Tensor float32 [..., K] -> Tensor [..., N] via the AOT op."""
-    _check(x.shape, x.dtype, packed, act_bits)
-    w, s = _ms_weights(packed)
-    K, N = packed.in_features, packed.out_features
-    lead = tuple(x.shape[:-1])
-    y = get_ms_op(act_bits)(x.reshape(-1, K), w, s)
-    return y.reshape(*lead, N)
-
-
-def ternary_matmul(x, packed: PackedTernary, act_bits=None):
-    """y = x @ W^T with W the packed ternary weight. act_bits=None: weight-only; 8: W1.58A8.
-
-    Accepts numpy arrays (returns numpy, via ctypes) or MindSpore Tensors (returns a Tensor, via the
-    AOT Custom op). x must be float32 with last dimension in_features."""
-    if _is_ms_tensor(x):
-        return ternary_matmul_ms(x, packed, act_bits)
-    if not isinstance(x, np.ndarray):
-        raise ValueError(f"x must be a numpy array or a MindSpore Tensor, got {type(x).__name__}")
-    return ternary_matmul_numpy(x, packed, act_bits)

@@ -1,7 +1,7 @@
 """Packed 2-bit storage for ternary weights (pure numpy).
 
-Layout (shared with ``ops/ternary_matmul/ternary_matmul.cpp``)
----------------------------------------------------------------
+Layout (shared with ``ops/ternary_matmul/ternary_common.h``)
+-------------------------------------------------------------
 A ternary weight ``codes[out, in]`` (values in {-1, 0, 1}) is stored as ``packed[out, in // 4]``
 (uint8) plus ``scales[out, in // g]`` (float32). Each code is stored as ``u = code + 1`` in
 {0, 1, 2} (2 bits; the value 3 is invalid), like bitnet.cpp I2_S and llama.cpp TQ2_0.
@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Tuple
 
 import numpy as np
+
+from ..layout import resolve_group_size
 
 BLOCK = 128
 
@@ -76,15 +78,10 @@ class PackedTernary:
 
 
 def _check_group(in_features: int, group_size: int) -> int:
+    """Effective group length; the packed layout also needs in_features to be a multiple of 4."""
     if in_features <= 0 or in_features % 4 != 0:
         raise ValueError(f"in_features must be a positive multiple of 4, got {in_features}")
-    if group_size == -1:
-        return in_features
-    if not isinstance(group_size, (int, np.integer)) or group_size <= 0:
-        raise ValueError(f"group_size must be -1 or a positive int, got {group_size!r}")
-    if in_features % group_size != 0:
-        raise ValueError(f"in_features {in_features} is not a multiple of group_size {group_size}")
-    return int(group_size)
+    return resolve_group_size(in_features, group_size, "the packed weight")
 
 
 def _blocks(in_features: int):

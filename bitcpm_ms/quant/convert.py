@@ -4,7 +4,8 @@ Every `TernaryLinear` (ternary space, quantization enabled) in any Cell tree is 
 same attribute name, by a `PackedTernaryLinear` holding only the 2-bit packed codes and the
 per-group scales computed by `quantize_weight(weight, cfg)` (the same codes and scales the
 fake-quant forward uses), plus the bias. The latent full-precision weight is dropped. The forward
-runs the fused C++ ternary matmul (AOT Custom op); weight-only or W1.58A8 as `cfg.act_bits` says.
+runs the fused C++ ternary matmul (AOT Custom op); weight-only or W1.58A8 as `cfg.act_bits` says,
+with the activation quantizer's floor `cfg.eps`, so A8 layers quantize activations as in training.
 
 Parameter names become `<layer path>.weight_packed`, `<layer path>.weight_scales`,
 `<layer path>.bias`, so checkpoints of the converted network stay readable.
@@ -47,7 +48,8 @@ def packed_from_ternary_linear(layer: TernaryLinear, name: str = ""):
     packed = pack_ternary(codes, scales, cfg.group_for(w.shape[1]))
     bias = _to_numpy_f32(layer.bias) if layer.has_bias else None
     activation = layer.activation if getattr(layer, "activation_flag", False) else None
-    return PackedTernaryLinear(packed, bias=bias, act_bits=cfg.act_bits, activation=activation)
+    # cfg.eps is also the floor of the A8 activation quantizer (ActFakeQuant): the kernel must use it.
+    return PackedTernaryLinear(packed, bias=bias, act_bits=cfg.act_bits, activation=activation, eps=cfg.eps)
 
 
 def convert_model(net: nn.Cell) -> nn.Cell:

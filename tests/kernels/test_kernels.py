@@ -1,39 +1,37 @@
 """C++ kernels (ctypes route) vs the numpy reference."""
+import ctypes
+
 import numpy as np
 import pytest
 
 from bitcpm_ms import kernels as K_
-from bitcpm_ms.kernels import (has_avx2, pack_ternary, portable_path, quantize_activations_int8, ternary_matmul,
+from bitcpm_ms.kernels import (MAX_ISA_AVX2, MAX_ISA_BEST, get_max_isa, has_avx2, has_avx512_vnni, isa_path,
+                               pack_ternary, portable_path, quantize_activations_int8, set_max_isa, ternary_matmul,
                                ternary_matmul_dx_numpy, ternary_matmul_dx_reference, ternary_matmul_numpy,
                                ternary_matmul_reference)
 
 from .conftest import make_packed
 
 
-
-def _lib():
-    import ctypes
-    lib = K_.ops._load()
-    lib.bitcpm_set_max_isa.argtypes = [ctypes.c_int]
-    return lib
-
-
-def has_vnni():
-    return bool(_lib().bitcpm_has_avx512_vnni())
-
-
-# Code paths: portable C++, AVX2 (AVX-512 disabled with bitcpm_set_max_isa(1)), best available
+# Code paths: portable C++, AVX2 (AVX-512 disabled with set_max_isa(MAX_ISA_AVX2)), best available
 # (the AVX-512 VNNI path for A8 where the CPU has it).
-ISA_PATHS = ["portable"] + (["avx2"] if has_avx2() else []) + (["vnni"] if has_vnni() else [])
+ISA_PATHS = ["portable"] + (["avx2"] if has_avx2() else []) + (["vnni"] if has_avx512_vnni() else [])
 
 
-def run_path(x, p, act_bits, path, num_threads=0):
-    lib = _lib()
-    lib.bitcpm_set_max_isa(1 if path == "avx2" else 0)
-    try:
-        return ternary_matmul_numpy(x, p, act_bits, num_threads=num_threads, force_portable=path == "portable")
-    finally:
-        lib.bitcpm_set_max_isa(0)
+def run_path(x, p, act_bits, path, num_threads=0, eps=1e-5):
+    with isa_path(MAX_ISA_AVX2 if path == "avx2" else MAX_ISA_BEST):
+        return ternary_matmul_numpy(x, p, act_bits, eps, num_threads=num_threads, force_portable=path == "portable")
+
+
+def c_library():
+    """The library's C entry points, declared here from their documented C signatures."""
+    lib = ctypes.CDLL(str(K_.library_path()))
+    i64, i32, vp = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
+    # x, packed, scales, y, M, K, N, G, act_bits, eps, nthreads, force_portable
+    lib.bitcpm_ternary_matmul.argtypes = [vp, vp, vp, vp, i64, i64, i64, i64, i32, ctypes.c_float, i32, i32]
+    lib.bitcpm_ternary_matmul.restype = i32
+    lib.bitcpm_last_error.restype = ctypes.c_char_p
+    return lib
 
 
 def _cases():
@@ -114,6 +112,29 @@ def test_a8_quantizer_matches_training_quantizer():
         np.testing.assert_array_equal(y, (xq.astype(np.float32) / s[:, None]).astype(np.float32))
 
 
+@pytest.mark.parametrize("path", ISA_PATHS)
+@pytest.mark.parametrize("K,g", [(96, 32), (256, 64), (512, 128)])
+def test_a8_eps_reaches_the_kernel(K, g, path):
+    """The activation quantizer's floor is the caller's eps on every path: rows whose absmax is below
+    eps are scaled by 127 / eps, as the training quantizer with that eps does."""
+    rng = np.random.default_rng(K + 11)
+    p, _, _ = make_packed(rng, 9, K, g)
+    x = rng.standard_normal((7, K)).astype(np.float32)
+    x[[1, 4]] *= np.float32(2e-4)  # absmax ~1e-3 or less: below eps = 3e-3, far above 1e-5
+    eps = 3e-3
+    _, s = quantize_activations_int8(x, eps)
+    assert np.all(s[[1, 4]] == np.float32(127) / np.float32(eps))
+    ref = ternary_matmul_reference(x, p, 8, eps)
+    for M in (1, 2, 7):  # decode and prefill kernels
+        y = run_path(x[:M], p, 8, path)
+        y_eps = run_path(x[:M], p, 8, path, eps=eps)
+        err = np.abs(y_eps.astype(np.float64) - ref[:M])
+        assert np.all(err <= _bound(x[:M], p, 8)), (M, float(err.max()))
+        if M > 1:  # the default eps quantizes the tiny row differently
+            assert not np.allclose(y[1], y_eps[1], rtol=1e-3, atol=0)
+        np.testing.assert_array_equal(y_eps[0], y[0])  # rows above both floors are unchanged
+
+
 def test_global_portable_switch_and_threads():
     rng = np.random.default_rng(5)
     p, _, _ = make_packed(rng, 33, 256, 64)
@@ -132,6 +153,15 @@ def test_global_portable_switch_and_threads():
         np.testing.assert_array_equal(a, ternary_matmul_numpy(x, p, force_portable=True))
     finally:
         K_.set_num_threads(old)
+
+
+def test_max_isa_setting():
+    assert get_max_isa() == MAX_ISA_BEST
+    with isa_path(MAX_ISA_AVX2):
+        assert get_max_isa() == MAX_ISA_AVX2
+    assert get_max_isa() == MAX_ISA_BEST  # restored
+    with pytest.raises(ValueError, match="MAX_ISA"):
+        set_max_isa(2)
 
 
 def test_leading_dims():
@@ -170,14 +200,22 @@ def test_errors():
     with pytest.raises(ValueError, match="numpy array or a MindSpore Tensor"):
         ternary_matmul(x.tolist(), p)
     # the C entry point itself refuses inconsistent shapes with a nonzero code (never zeros)
-    lib = K_.ops._load()
+    lib = c_library()
     y = np.zeros((2, 4), np.float32)
     rc = lib.bitcpm_ternary_matmul(x.ctypes.data, p.packed.ctypes.data, p.scales.ctypes.data, y.ctypes.data,
-                                   2, 64, 4, 3, 0, 1, 0)  # 3 groups do not divide K=64
+                                   2, 64, 4, 3, 0, 1e-5, 1, 0)  # 3 groups do not divide K=64
     assert rc != 0 and b"group" in lib.bitcpm_last_error()
     rc = lib.bitcpm_ternary_matmul(x.ctypes.data, p.packed.ctypes.data, p.scales.ctypes.data, y.ctypes.data,
-                                   2, 62, 4, 2, 0, 1, 0)
+                                   2, 62, 4, 2, 0, 1e-5, 1, 0)
     assert rc != 0 and b"multiple of 4" in lib.bitcpm_last_error()
+    y[:] = 7.0
+    rc = lib.bitcpm_ternary_matmul(x.ctypes.data, p.packed.ctypes.data, p.scales.ctypes.data, y.ctypes.data,
+                                   2, 64, 4, 2, 8, 0.0, 1, 0)  # A8 with eps = 0
+    assert rc != 0 and b"eps" in lib.bitcpm_last_error() and np.all(y == 7.0)
+    with pytest.raises(ValueError, match="eps"):
+        ternary_matmul(x, p, act_bits=8, eps=0.0)
+    with pytest.raises(ValueError, match="eps"):
+        ternary_matmul(x, p, act_bits=8, eps=float("nan"))
 
 
 @pytest.mark.parametrize("K,g", [(96, 32), (256, -1), (384, 128)])
@@ -195,7 +233,7 @@ def test_quantize_pack_matches_numpy_quantizer(K, g):
     assert np.mean(c2 == codes) > 0.999  # equal up to last-bit scale differences at rounding ties
 
 
-@pytest.mark.skipif(not has_vnni(), reason="CPU without AVX-512 VNNI")
+@pytest.mark.skipif(not has_avx512_vnni(), reason="CPU without AVX-512 VNNI")
 @pytest.mark.parametrize("K,g", [(96, 32), (128, 128), (256, 64), (384, 128), (640, -1), (1024, 256), (2048, 512)])
 def test_vnni_a8_paths_agree(K, g):
     """VNNI A8: prefill (M >= 5) is bit-identical to the portable path; decode (M <= 4) matches the
@@ -216,7 +254,7 @@ def test_vnni_a8_paths_agree(K, g):
             if has_avx2():
                 ya = run_path(x, p, 8, "avx2", num_threads=1)
                 assert np.all(np.abs(ya.astype(np.float64) - yv) <= 2 * _bound(x, p, 8))
-    assert _lib().bitcpm_get_max_isa() == 0
+    assert get_max_isa() == MAX_ISA_BEST
 
 
 @pytest.mark.parametrize("K,g", [(128, 32), (256, 64), (384, 128), (640, -1), (1024, 256)])

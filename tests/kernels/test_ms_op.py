@@ -12,9 +12,9 @@ from .conftest import make_packed  # noqa: E402
 
 
 class OpNet(nn.Cell):
-    def __init__(self, p, act_bits):
+    def __init__(self, p, act_bits, eps=1e-5):
         super().__init__()
-        self.op = get_ms_op(act_bits)
+        self.op = get_ms_op(act_bits, eps)
         self.w = Tensor(p.packed)
         self.s = Tensor(p.scales)
 
@@ -45,6 +45,29 @@ def test_op_matches_reference(mode, act_bits):
         y2 = ternary_matmul(Tensor(x), p, act_bits)  # functional API on Tensors
         assert isinstance(y2, Tensor)
         np.testing.assert_array_equal(y2.asnumpy(), y.asnumpy())
+
+
+def _close_per_row(y, ref, x):
+    """Float reassociation only: tolerance relative to each token's magnitude."""
+    tol = 1e-5 * np.abs(ref) + 1e-6 * np.abs(x).max(1, keepdims=True)
+    assert np.all(np.abs(y - ref) <= tol), float(np.abs(y - ref).max())
+
+
+def test_a8_eps(mode):
+    """eps (the activation quantizer's floor) reaches the kernel through the op, the functional API
+    and PackedTernaryLinear: a token of tiny values is quantized with 127 / eps."""
+    rng = np.random.default_rng(16)
+    p, _, _ = make_packed(rng, 6, 256, 64)
+    x = rng.standard_normal((3, 256)).astype(np.float32)
+    x[1] *= 1e-4
+    ref = ternary_matmul_reference(x, p, 8, eps=1e-3)
+    y = OpNet(p, 8, eps=1e-3)(Tensor(x)).asnumpy()
+    _close_per_row(y, ref, x)
+    assert not np.allclose(y[1], ternary_matmul_reference(x, p, 8)[1], rtol=1e-3, atol=0)  # default eps differs
+    np.testing.assert_array_equal(ternary_matmul(Tensor(x), p, 8, eps=1e-3).asnumpy(), y)
+    np.testing.assert_array_equal(PackedTernaryLinear(p, act_bits=8, eps=1e-3)(Tensor(x)).asnumpy(), y)
+    with pytest.raises(ValueError, match="eps"):
+        get_ms_op(8, eps=-1.0)
 
 
 def test_bprop(mode):
@@ -95,6 +118,25 @@ def test_ms_errors():
     with pytest.raises(RuntimeError, match="Return value"):
         y = get_ms_op(None)(Tensor(x[:, :32]), Tensor(p.packed), Tensor(p.scales))
         y.asnumpy()
+
+
+def test_mindir_export_keeps_eps(tmp_path):
+    old = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    try:
+        rng = np.random.default_rng(17)
+        p, _, _ = make_packed(rng, 8, 128, 64)
+        lin = PackedTernaryLinear(p, act_bits=8, eps=1e-3)
+        xn = rng.standard_normal((3, 128)).astype(np.float32)
+        xn[2] *= 1e-4
+        x = Tensor(xn)
+        path = str(tmp_path / "packed_linear_eps")
+        ms.export(lin, x, file_name=path, file_format="MINDIR")
+        y = nn.GraphCell(ms.load(path + ".mindir"))(x).asnumpy()
+        np.testing.assert_array_equal(y, lin(x).asnumpy())
+        _close_per_row(y, ternary_matmul_reference(xn, p, 8, eps=1e-3), xn)
+    finally:
+        ms.set_context(mode=old)
 
 
 def test_mindir_export_roundtrip(tmp_path):

@@ -88,6 +88,28 @@ def test_a8_exact_integer_part(mode):
     np.testing.assert_array_equal(out, ref)
 
 
+def test_a8_eps_follows_quant_config(mode):
+    """A layer trained with another activation-quantizer eps converts to the same quantizer: tokens
+    whose absmax is below eps are scaled by 127 / eps in the fake-quant and in the packed forward."""
+    cfg = QuantConfig(quant_space="ternary", group_size=64, act_bits=8, eps=1e-3)
+    layer = _tl(256, 48, cfg, has_bias=False, seed=4)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 256)).astype(np.float32)
+    x[1] *= 1e-4  # every value tiny: absmax ~4e-4 < eps
+    x[3] *= 2e-4
+    ref = layer(Tensor(x)).asnumpy()
+    packed = convert_model(layer)
+    assert isinstance(packed, PackedTernaryLinear) and packed.eps == 1e-3
+    out = packed(Tensor(x)).asnumpy()
+    tiny = [1, 3]
+    # float reassociation only: absolute tolerance scaled like the rows (outputs ~1e-1 and ~1e-5)
+    np.testing.assert_allclose(out[[0, 2]], ref[[0, 2]], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out[tiny], ref[tiny], rtol=1e-5, atol=1e-9)
+    # with the kernel's default floor (1e-5) the tiny tokens would come out differently
+    default_eps = PackedTernaryLinear(packed.to_packed(), act_bits=8)(Tensor(x)).asnumpy()
+    assert not np.allclose(default_eps[tiny], ref[tiny], rtol=1e-3, atol=1e-9)
+
+
 def test_errors_and_skips():
     cfg5 = QuantConfig(quant_space="5-value", group_size=32)
     net = nn.SequentialCell([_tl(64, 32, cfg5)])

@@ -1,0 +1,275 @@
+// AVX2 + FMA path (x86 CPUs with avx2 and fma; functions compiled with target("avx2,fma")).
+//   Weight-only: the group scale is folded into an 8-entry lookup table indexed by the 2-bit code,
+//     so each weight costs one permute and one FMA per activation row (GEMV tile for M < 4).
+//   A8: maddubs of u = code + 1 (unsigned) by int8 activations, int16 then int32 accumulation,
+//     exact integer group sums.
+//   Weight fake quantization of one row (training forward).
+
+#include <algorithm>
+#include <vector>
+
+#include "ternary_common.h"
+
+#if BITCPM_X86
+#include <immintrin.h>
+
+#define AVX2_FN __attribute__((target("avx2,fma")))
+
+namespace bitcpm {
+
+std::vector<Chunk8> make_chunks8(int64_t K, int64_t g) {
+  std::vector<Chunk8> ch;
+  ch.reserve(K / 8);
+  for (int64_t base = 0; base < K; base += kBlock) {
+    int64_t B = std::min<int64_t>(kBlock, K - base);
+    int64_t q = B / 4;
+    for (int t = 0; t < 4; ++t)
+      for (int64_t j = 0; j < q; j += 8) {
+        int64_t k = base + t * q + j;
+        ch.push_back({(int32_t)k, (int32_t)(base / 4 + j), 2 * t, (int32_t)(k / g)});
+      }
+  }
+  return ch;
+}
+
+namespace {
+
+AVX2_FN inline float hsum256(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v);
+  __m128 hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  __m128 sh = _mm_movehdup_ps(lo);
+  __m128 s = _mm_add_ps(lo, sh);
+  sh = _mm_movehl_ps(sh, s);
+  s = _mm_add_ss(s, sh);
+  return _mm_cvtss_f32(s);
+}
+
+// Weight-only tile: MR rows of x times NR packed weight rows. The group scale is folded into
+// an 8-entry lookup table (index = 3 low bits of the shifted byte; entries {-s, 0, s, 0} twice),
+// rebuilt once per group, so each weight costs one permute and one FMA per activation row.
+template <int MR, int NR>
+AVX2_FN void tile_f32(const float *x, int64_t K, const uint8_t *W, int64_t ldw, const float *S, int64_t G,
+                      const Chunk8 *ch, int64_t nch, float *y, int64_t ldy) {
+  __m256 acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_setzero_ps();
+  const __m256 base_lut = _mm256_setr_ps(-1.f, 0.f, 1.f, 0.f, -1.f, 0.f, 1.f, 0.f);
+  __m256 lut[NR];
+  for (int r = 0; r < NR; ++r) lut[r] = _mm256_setzero_ps();
+  int32_t cur = -1;
+  for (int64_t c = 0; c < nch; ++c) {
+    const Chunk8 cc = ch[c];
+    if (cc.grp != cur) {
+      cur = cc.grp;
+      for (int r = 0; r < NR; ++r) lut[r] = _mm256_mul_ps(base_lut, _mm256_set1_ps(S[r * G + cur]));
+    }
+    const __m128i cnt = _mm_cvtsi32_si128(cc.shift);
+    __m256 w[NR];
+    for (int r = 0; r < NR; ++r) {
+      __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(W + r * ldw + cc.byte)));
+      w[r] = _mm256_permutevar8x32_ps(lut[r], _mm256_srl_epi32(b, cnt));
+    }
+    for (int i = 0; i < MR; ++i) {
+      __m256 xv = _mm256_loadu_ps(x + i * K + cc.k);
+      for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_fmadd_ps(xv, w[r], acc[i][r]);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NR; ++r) y[i * ldy + r] = hsum256(acc[i][r]);
+}
+
+// Weight-only tile for decode-size M (one activation row): full 128-blocks, g % 32 == 0.
+// The 32 packed bytes of a block are widened once (4 x cvtepu8_epi32) and reused for the four
+// slots t (shift by 2t); two accumulators per row alternate to hide the FMA latency.
+template <int NR>
+AVX2_FN void tile_f32_gemv(const float *x, int64_t K, const uint8_t *W, int64_t ldw, const float *S, int64_t G,
+                           int64_t g, float *y) {
+  __m256 acc0[NR], acc1[NR];
+  for (int r = 0; r < NR; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
+  const __m256 base_lut = _mm256_setr_ps(-1.f, 0.f, 1.f, 0.f, -1.f, 0.f, 1.f, 0.f);
+  for (int64_t b = 0; b < K / 128; ++b) {
+    const float *xb = x + b * 128;
+    for (int r = 0; r < NR; ++r) {
+      const uint8_t *wb = W + r * ldw + b * 32;
+      __m256i v0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(wb + 0)));
+      __m256i v1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(wb + 8)));
+      __m256i v2 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(wb + 16)));
+      __m256i v3 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(wb + 24)));
+      for (int t = 0; t < 4; ++t) {
+        const __m256 lut = _mm256_mul_ps(base_lut, _mm256_set1_ps(S[r * G + (b * 128 + t * 32) / g]));
+        const float *xt = xb + t * 32;
+        acc0[r] = _mm256_fmadd_ps(_mm256_loadu_ps(xt + 0), _mm256_permutevar8x32_ps(lut, _mm256_srli_epi32(v0, 2 * t)), acc0[r]);
+        acc1[r] = _mm256_fmadd_ps(_mm256_loadu_ps(xt + 8), _mm256_permutevar8x32_ps(lut, _mm256_srli_epi32(v1, 2 * t)), acc1[r]);
+        acc0[r] = _mm256_fmadd_ps(_mm256_loadu_ps(xt + 16), _mm256_permutevar8x32_ps(lut, _mm256_srli_epi32(v2, 2 * t)), acc0[r]);
+        acc1[r] = _mm256_fmadd_ps(_mm256_loadu_ps(xt + 24), _mm256_permutevar8x32_ps(lut, _mm256_srli_epi32(v3, 2 * t)), acc1[r]);
+      }
+    }
+  }
+  for (int r = 0; r < NR; ++r) y[r] = hsum256(_mm256_add_ps(acc0[r], acc1[r]));
+}
+
+// A8 tile. Full 128-blocks only: chunk (block b, slot t) = 32 consecutive elements.
+// u = code + 1 in {0,1,2} (unsigned) times xq (signed) with maddubs: int16 pair sums in
+// [-512, 508], accumulated in int16 for at most 32 chunks (|sum| <= 16384, no overflow), then
+// widened to int32 with madd. The +1 offset is removed by adding -sum(xq over the group) (lane 0).
+// Group sums are exact int32; converted to float and scaled once per group; / s_token at the end.
+template <int MR, int NR>
+AVX2_FN void tile_a8(const int8_t *xq, const int32_t *xsum, const float *xs, int64_t K, const uint8_t *W,
+                     int64_t ldw, const float *S, int64_t G, int64_t g, float *y, int64_t ldy) {
+  __m256 facc[MR][NR];
+  __m256i acc16[MR][NR];
+  __m256i acc32[MR][NR];
+  const __m256i mask3 = _mm256_set1_epi8(3);
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NR; ++r) {
+      facc[i][r] = _mm256_setzero_ps();
+      acc16[i][r] = _mm256_setzero_si256();
+      acc32[i][r] = _mm256_setr_epi32(-xsum[i * G + 0], 0, 0, 0, 0, 0, 0, 0);
+    }
+  const int64_t cpg = g / 32;  // chunks per group
+  int64_t gi = 0, left = cpg, left16 = std::min<int64_t>(cpg, 32);
+  for (int64_t b = 0; b < K / 128; ++b) {
+    __m256i bytes[NR];
+    for (int r = 0; r < NR; ++r) bytes[r] = _mm256_loadu_si256((const __m256i *)(W + r * ldw + b * 32));
+    for (int t = 0; t < 4; ++t) {
+      const int64_t k = b * 128 + t * 32;
+      __m256i xv[MR];
+      for (int i = 0; i < MR; ++i) xv[i] = _mm256_loadu_si256((const __m256i *)(xq + i * K + k));
+      for (int r = 0; r < NR; ++r) {
+        __m256i u = t == 0 ? _mm256_and_si256(bytes[r], mask3)
+                           : _mm256_and_si256(_mm256_srli_epi16(bytes[r], 2 * t), mask3);
+        for (int i = 0; i < MR; ++i) acc16[i][r] = _mm256_add_epi16(acc16[i][r], _mm256_maddubs_epi16(u, xv[i]));
+      }
+      --left;
+      if (--left16 == 0 || left == 0) {  // widen int16 partial sums
+        for (int i = 0; i < MR; ++i)
+          for (int r = 0; r < NR; ++r) {
+            acc32[i][r] = _mm256_add_epi32(acc32[i][r], _mm256_madd_epi16(acc16[i][r], ones16));
+            acc16[i][r] = _mm256_setzero_si256();
+          }
+        left16 = std::min<int64_t>(left, 32);
+      }
+      if (left == 0) {  // end of group gi: scale and restart
+        for (int r = 0; r < NR; ++r) {
+          __m256 sc = _mm256_set1_ps(S[r * G + gi]);
+          for (int i = 0; i < MR; ++i) facc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc32[i][r]), sc, facc[i][r]);
+        }
+        ++gi;
+        left = cpg;
+        left16 = std::min<int64_t>(cpg, 32);
+        if (gi < G)
+          for (int i = 0; i < MR; ++i)
+            for (int r = 0; r < NR; ++r) acc32[i][r] = _mm256_setr_epi32(-xsum[i * G + gi], 0, 0, 0, 0, 0, 0, 0);
+      }
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NR; ++r) y[i * ldy + r] = hsum256(facc[i][r]) / xs[i];
+}
+
+template <int MR, int NR>
+void run_f32_tiles(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N,
+                   int64_t G, const Chunk8 *ch, int64_t nch, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  (void)M;
+  const int64_t ldw = K / 4;
+  int64_t m = m0;
+  for (; m + MR <= m1; m += MR) {
+    int64_t n = n0;
+    for (; n + NR <= n1; n += NR)
+      tile_f32<MR, NR>(x + m * K, K, W + n * ldw, ldw, S + n * G, G, ch, nch, y + m * N + n, N);
+    for (; n < n1; ++n) tile_f32<MR, 1>(x + m * K, K, W + n * ldw, ldw, S + n * G, G, ch, nch, y + m * N + n, N);
+  }
+  for (; m < m1; ++m) {
+    int64_t n = n0;
+    for (; n + NR <= n1; n += NR)
+      tile_f32<1, NR>(x + m * K, K, W + n * ldw, ldw, S + n * G, G, ch, nch, y + m * N + n, N);
+    for (; n < n1; ++n) tile_f32<1, 1>(x + m * K, K, W + n * ldw, ldw, S + n * G, G, ch, nch, y + m * N + n, N);
+  }
+}
+
+template <int MR, int NR>
+void run_a8_tiles(const int8_t *xq, const int32_t *xsum, const float *xs, const uint8_t *W, const float *S,
+                  float *y, int64_t K, int64_t N, int64_t G, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  const int64_t ldw = K / 4, g = K / G;
+  int64_t m = m0;
+  for (; m + MR <= m1; m += MR) {
+    int64_t n = n0;
+    for (; n + NR <= n1; n += NR)
+      tile_a8<MR, NR>(xq + m * K, xsum + m * G, xs + m, K, W + n * ldw, ldw, S + n * G, G, g, y + m * N + n, N);
+    for (; n < n1; ++n)
+      tile_a8<MR, 1>(xq + m * K, xsum + m * G, xs + m, K, W + n * ldw, ldw, S + n * G, G, g, y + m * N + n, N);
+  }
+  for (; m < m1; ++m) {
+    int64_t n = n0;
+    for (; n + NR <= n1; n += NR)
+      tile_a8<1, NR>(xq + m * K, xsum + m * G, xs + m, K, W + n * ldw, ldw, S + n * G, G, g, y + m * N + n, N);
+    for (; n < n1; ++n)
+      tile_a8<1, 1>(xq + m * K, xsum + m * G, xs + m, K, W + n * ldw, ldw, S + n * G, G, g, y + m * N + n, N);
+  }
+}
+
+}  // namespace
+
+void avx2_f32(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N,
+              int64_t G, const Chunk8 *ch, int64_t nch, int64_t n0, int64_t n1) {
+  if (M < 4) {
+    const int64_t g = K / G, ldw = K / 4;
+    if (K % 128 == 0 && g % 32 == 0) {
+      for (int64_t m = 0; m < M; ++m) {
+        int64_t n = n0;
+        for (; n + 4 <= n1; n += 4) tile_f32_gemv<4>(x + m * K, K, W + n * ldw, ldw, S + n * G, G, g, y + m * N + n);
+        for (; n < n1; ++n) tile_f32_gemv<1>(x + m * K, K, W + n * ldw, ldw, S + n * G, G, g, y + m * N + n);
+      }
+      return;
+    }
+    run_f32_tiles<1, 4>(x, W, S, y, M, K, N, G, ch, nch, 0, M, n0, n1);
+    return;
+  }
+  // Block over m so that the x panel stays in L2 while the packed rows stream.
+  const int64_t MB = 64;
+  for (int64_t m0 = 0; m0 < M; m0 += MB) {
+    int64_t m1 = std::min(M, m0 + MB);
+    for (int64_t nb = n0; nb < n1; nb += 48)
+      run_f32_tiles<4, 3>(x, W, S, y, M, K, N, G, ch, nch, m0, m1, nb, std::min(n1, nb + 48));
+  }
+}
+
+void avx2_a8(const int8_t *xq, const int32_t *xsum, const float *xs, const uint8_t *W, const float *S, float *y,
+             int64_t M, int64_t K, int64_t N, int64_t G, int64_t n0, int64_t n1) {
+  if (M < 2) {
+    run_a8_tiles<1, 4>(xq, xsum, xs, W, S, y, K, N, G, 0, M, n0, n1);
+    return;
+  }
+  const int64_t MB = 64;
+  for (int64_t m0 = 0; m0 < M; m0 += MB) {
+    int64_t m1 = std::min(M, m0 + MB);
+    for (int64_t nb = n0; nb < n1; nb += 48)
+      run_a8_tiles<2, 2>(xq, xsum, xs, W, S, y, K, N, G, m0, m1, nb, std::min(n1, nb + 48));
+  }
+}
+
+// g % 8 == 0. Group |w| sums in 8 float lanes, combined in double; w / s rounded half to even.
+AVX2_FN void fake_quant_row_avx2(const float *w, float *out, int64_t K, int64_t g, float eps) {
+  const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f), mone = _mm256_set1_ps(-1.0f);
+  for (int64_t k0 = 0; k0 < K; k0 += g) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t k = 0; k < g; k += 8) acc = _mm256_add_ps(acc, _mm256_andnot_ps(sign, _mm256_loadu_ps(w + k0 + k)));
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, acc);
+    double sum = 0.0;
+    for (float v : lanes) sum += v;
+    const float sc = std::max((float)(sum / (double)g), eps);
+    const __m256 vs = _mm256_set1_ps(sc);
+    for (int64_t k = 0; k < g; k += 8) {
+      __m256 lv = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(w + k0 + k), vs),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      lv = _mm256_min_ps(one, _mm256_max_ps(mone, lv));
+      _mm256_storeu_ps(out + k0 + k, _mm256_mul_ps(lv, vs));
+    }
+  }
+}
+
+}  // namespace bitcpm
+#endif  // BITCPM_X86

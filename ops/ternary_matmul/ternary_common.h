@@ -1,0 +1,187 @@
+// Shared declarations of the ternary (1.58-bit) matmul library: packed layout, run-time settings,
+// threading, and the entry points of every code path. One translation unit per path (portable.cpp,
+// avx2.cpp, avx512.cpp), dispatch.cpp picks the path, c_abi.cpp holds the exported C functions.
+//
+// Packed layout (must match bitcpm_ms/kernels/packing.py):
+//   Each output row n stores K/4 bytes. The K input elements are split into blocks of kBlock = 128
+//   (the last block may be shorter: r = K % 128, r % 4 == 0). In a block of B elements with
+//   q = B/4 bytes, byte j (0 <= j < q) holds the 2-bit codes u = code + 1 (in {0,1,2}) of the
+//   elements t*q + j at bits [2t, 2t+1], t = 0..3 (first slot in the low bits).
+//   For full blocks: shifting the 32 bytes right by 2t and masking with 3 yields the 32
+//   consecutive codes of elements 32t..32t+31 (a "slot") -- one AVX2 register, no shuffles.
+//   Scales: float32 [N, G], group size g = K / G along the input dimension.
+//
+// Modes:
+//   weight-only (act_bits = 0): float32 activations.
+//   W1.58A8 (act_bits = 8): per-token int8 activations, s = 127 / max(max|x_row|, eps),
+//     xq = clip(nearbyint(x * s), -128, 127); y = (sum_g scale_g * sum_{k in g} xq_k c_k) / s.
+//     eps is the floor of the activation quantizer used in training (QuantConfig.eps, 1e-5 by
+//     default), passed by the caller so the kernel quantizes exactly like the trained model.
+//     The integer group sums are computed exactly in int32.
+//
+// SIMD functions carry __attribute__((target(...))): the library is built without -march and
+// select_path() (dispatch.cpp) chooses a path at run time from __builtin_cpu_supports.
+// Threads: every (m, n) output is computed by the same sequence of operations whatever the tiling
+// or thread split, so results are bit-identical for any thread count (for a given path).
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define BITCPM_X86 1
+#else
+#define BITCPM_X86 0
+#endif
+
+namespace bitcpm {
+
+// ---------------------------------------------------------------- packed layout
+constexpr int64_t kBlock = 128;     // inputs per packed block (32 bytes)
+constexpr int64_t kSlot = 32;       // inputs per 2-bit slot of a full block (kBlock / 4)
+
+// ---------------------------------------------------------------- run-time settings
+extern std::atomic<int> g_num_threads;     // 0: std::thread::hardware_concurrency()
+extern std::atomic<int> g_force_portable;  // 1: never use a SIMD path
+extern std::atomic<int> g_max_isa;         // kIsaBest or kIsaAvx2
+constexpr int kIsaBest = 0;                // best the CPU supports
+constexpr int kIsaAvx2 = 1;                // at most AVX2+FMA (no AVX-512): tests, benchmarks
+
+bool cpu_has_avx2();    // avx2 + fma
+bool cpu_has_avx512();  // avx512f + avx512bw (+ avx2)
+bool cpu_has_vnni();    // avx512f + avx512bw + avx512vnni (+ avx2)
+
+// Stores msg for bitcpm_last_error() and returns code (the C functions return it as is).
+int set_error(int code, const std::string &msg);
+
+// ---------------------------------------------------------------- threads (threads.cpp)
+int resolve_threads(int requested);  // requested <= 0: the global setting, else all cores
+// Runs job(i) for i in [0, n) on the persistent worker pool, job(0) on the calling thread.
+// Returns false (and runs nothing) when the pool is busy with another call.
+bool pool_run(int n, const std::function<void(int)> &job);
+
+// Run fn(lo, hi) over [0, n) split into contiguous ranges aligned to `align`.
+template <class F>
+void parallel_for(int64_t n, int nthreads, int64_t align, F fn) {
+  int64_t units = (n + align - 1) / align;
+  int nt = (int)std::max<int64_t>(1, std::min<int64_t>(nthreads, units));
+  if (nt <= 1) {
+    fn((int64_t)0, n);
+    return;
+  }
+  auto range = [&](int i, int64_t &lo, int64_t &hi) {
+    lo = std::min(n, (units * i / nt) * align);
+    hi = std::min(n, (units * (i + 1) / nt) * align);
+  };
+  std::function<void(int)> job = [&](int i) {
+    int64_t lo, hi;
+    range(i, lo, hi);
+    if (lo < hi) fn(lo, hi);
+  };
+  if (pool_run(nt, job)) return;
+  // Pool busy (e.g. two MindSpore kernels in parallel): fresh threads for this call.
+  std::vector<std::thread> ts;
+  ts.reserve(nt - 1);
+  for (int i = 1; i < nt; ++i) ts.emplace_back([&job, i]() { job(i); });
+  job(0);
+  for (auto &t : ts) t.join();
+}
+
+// ---------------------------------------------------------------- path selection (dispatch.cpp)
+enum class Path {
+  kPortableF32,
+  kAvx2F32,
+  kAvx512F32Decode,
+  kAvx512F32Prefill,
+  kPortableA8,
+  kAvx2A8,
+  kVnniA8Decode,
+  kVnniA8Prefill,
+};
+constexpr int64_t kF32PrefillMinM = 8;   // AVX-512 weight-only: below this, the decode kernel
+constexpr int64_t kVnniPrefillMinM = 5;  // VNNI A8: below this, the decode kernel (packed rows read directly)
+
+// The one place that decides which kernel runs (validated shapes; g = K / G).
+Path select_path(int64_t M, int64_t K, int64_t g, int act_bits, bool force_portable);
+int validate(int64_t M, int64_t K, int64_t N, int64_t G, int act_bits);
+// eps: the activation quantizer's floor (A8 only; ignored for weight-only).
+int matmul_impl(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N,
+                int64_t G, int act_bits, float eps, int nthreads, int force_portable);
+int dx_impl(const float *dy, const uint8_t *W, const float *S, float *dx, int64_t M, int64_t K, int64_t N, int64_t G,
+            int nthreads);
+void fake_quant_impl(const float *w, float *out, int64_t N, int64_t K, int64_t g, float eps);
+int quantize_pack_impl(const float *w, int64_t N, int64_t K, int64_t G, float eps, uint8_t *packed, float *scales,
+                       int nthreads);
+
+// ---------------------------------------------------------------- portable path (portable.cpp)
+// A8 activation preparation, shared by every A8 path.
+// Per-token int8 quantization (matches the training-time quantizer bit for bit).
+void quantize_rows(const float *x, int64_t M, int64_t K, float eps, int8_t *xq, float *s);
+// xsum[m, gi] = sum of xq over group gi of token m (removes the +1 offset of u = code + 1).
+void activation_group_sums(const int8_t *xq, int64_t M, int64_t K, int64_t G, int32_t *xsum);
+
+// Kernels over output rows [n0, n1).
+void portable_f32(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N,
+                  int64_t G, int64_t n0, int64_t n1);
+void portable_a8(const int8_t *xq, const float *xs, const uint8_t *W, const float *S, float *y, int64_t M,
+                 int64_t K, int64_t N, int64_t G, int64_t n0, int64_t n1);
+// dx[:, k0:k1] += dy @ Wq[:, k0:k1] (dx zeroed by the caller).
+void portable_dx(const float *dy, const uint8_t *W, const float *S, float *dx, int64_t M, int64_t K, int64_t N,
+                 int64_t G, int64_t k0, int64_t k1);
+// Ternary fake quantization of one weight row, groups of g inputs.
+void fake_quant_row_portable(const float *w, float *out, int64_t K, int64_t g, float eps);
+// Quantize latent rows [n0, n1) to ternary codes and pack them (scales [N, G]).
+void quantize_pack_rows(const float *w, int64_t K, int64_t G, float eps, uint8_t *packed, float *scales, int64_t n0,
+                        int64_t n1);
+
+#if BITCPM_X86
+// ---------------------------------------------------------------- AVX2 + FMA path (avx2.cpp)
+// A chunk is 8 consecutive elements k..k+7 whose codes sit in 8 consecutive bytes at `byte`,
+// bits [shift, shift+1]. Chunks are listed in packed order; `grp` is the scale group.
+struct Chunk8 {
+  int32_t k, byte, shift, grp;
+};
+std::vector<Chunk8> make_chunks8(int64_t K, int64_t g);
+
+// Weight-only: K % 32 == 0, g % 8 == 0.
+void avx2_f32(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N, int64_t G,
+              const Chunk8 *ch, int64_t nch, int64_t n0, int64_t n1);
+// A8: K % 128 == 0, g % 32 == 0.
+void avx2_a8(const int8_t *xq, const int32_t *xsum, const float *xs, const uint8_t *W, const float *S, float *y,
+             int64_t M, int64_t K, int64_t N, int64_t G, int64_t n0, int64_t n1);
+// g % 8 == 0.
+void fake_quant_row_avx2(const float *w, float *out, int64_t K, int64_t g, float eps);
+
+// ---------------------------------------------------------------- AVX-512 paths (avx512.cpp)
+constexpr int kPanel = 32;  // output rows unpacked at a time by the VNNI prefill kernel
+
+// Weight-only (avx512f + avx512bw), K % 128 == 0, g % 32 == 0.
+void avx512_f32_decode(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N,
+                       int64_t G, int64_t n0, int64_t n1);
+void avx512_f32_prefill(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N,
+                        int64_t G, int64_t n0, int64_t n1);
+
+// A8 (avx512vnni). Prefill: any K with g % 4 == 0; bit-identical to portable_a8.
+void vnni_a8_prefill(const int8_t *xq, const int32_t *xsum, const float *xs, const uint8_t *W, const float *S,
+                     float *y, int64_t M, int64_t K, int64_t N, int64_t G, int64_t n0, int64_t n1);
+
+// Decode: K % 128 == 0, g % 32 == 0. The plan (scale windows) and the permuted activations are
+// computed once per call, before the threads start.
+struct VnniDecodePlan {
+  int64_t nblk = 0, npairs = 0, sw = 1, nwin = 0;
+  std::vector<int32_t> gl, gh;
+};
+VnniDecodePlan vnni_decode_plan(int64_t K, int64_t g);
+// One token: xperm npairs*256 bytes, negc nwin*16 int32.
+void vnni_decode_prep(const int8_t *xq, const VnniDecodePlan &pl, int8_t *xperm, int32_t *negc);
+void vnni_a8_decode(const int8_t *xperm, const int32_t *negc, const float *xs, const uint8_t *W, const float *S,
+                    float *y, int64_t M, int64_t K, int64_t N, int64_t G, const VnniDecodePlan &pl, int64_t n0,
+                    int64_t n1);
+#endif  // BITCPM_X86
+
+}  // namespace bitcpm
