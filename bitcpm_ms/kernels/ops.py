@@ -23,7 +23,7 @@ import threading
 import numpy as np
 
 from .build import library_path
-from .packing import PackedTernary
+from .packing import PackedTernary, check_packed_group
 
 _lib = None
 _lib_lock = threading.Lock()
@@ -191,9 +191,7 @@ def quantize_pack_numpy(w: np.ndarray, group_size: int, eps: float = 1e-5, num_t
     if w.dtype != np.float32 or w.ndim != 2:
         raise ValueError(f"w must be a float32 2-D array, got {w.dtype} {w.shape}")
     N, K = w.shape
-    g = K if group_size == -1 else group_size
-    if g <= 0 or K % g or K % 4:
-        raise ValueError(f"in_features {K} must be a multiple of 4 and of group_size {group_size}")
+    g = check_packed_group(K, group_size)
     packed = np.empty((N, K // 4), np.uint8)
     scales = np.empty((N, K // g), np.float32)
     rc = _load().bitcpm_quantize_pack(w.ctypes.data, N, K, K // g, float(eps), packed.ctypes.data,

@@ -64,7 +64,7 @@ class PackedTernary:
 
     def validate(self) -> "PackedTernary":
         out, inf = self.shape
-        _check_group(inf, self.group_size)
+        check_packed_group(inf, self.group_size)
         g = self.group
         if not isinstance(self.packed, np.ndarray) or self.packed.dtype != np.uint8:
             raise ValueError(f"packed must be a uint8 numpy array, got {getattr(self.packed, 'dtype', type(self.packed))}")
@@ -77,7 +77,7 @@ class PackedTernary:
         return self
 
 
-def _check_group(in_features: int, group_size: int) -> int:
+def check_packed_group(in_features: int, group_size: int) -> int:
     """Effective group length; the packed layout also needs in_features to be a multiple of 4."""
     if in_features <= 0 or in_features % 4 != 0:
         raise ValueError(f"in_features must be a positive multiple of 4, got {in_features}")
@@ -102,7 +102,7 @@ def pack_ternary(codes, scales, group_size: int) -> PackedTernary:
         else:
             raise ValueError(f"codes must be an integer array with values in {{-1,0,1}}, got dtype {codes.dtype}")
     out, inf = codes.shape
-    g = _check_group(inf, group_size)
+    g = check_packed_group(inf, group_size)
     if codes.size and (codes.min() < -1 or codes.max() > 1):
         bad = codes[(codes < -1) | (codes > 1)]
         raise ValueError(f"codes must be in {{-1,0,1}}; found value {bad.flat[0]}")
@@ -138,7 +138,7 @@ def unpack_ternary(p: PackedTernary):
 
 def bits_per_weight(group_size: int, in_features: int = 4096, scale_bits: int = 32) -> float:
     """Storage bits per weight: 2 bits per code plus one scale per group."""
-    g = _check_group(in_features, group_size)
+    g = check_packed_group(in_features, group_size)
     return 2.0 + scale_bits / g
 
 
