@@ -166,7 +166,8 @@ def test_bitcpm_keeps_every_llama_strategy_and_quantizers_follow_the_weight(dp, 
 
 
 @pytest.mark.parametrize("kw", [dict(data_parallel=2, context_parallel=2, context_parallel_algo="ulysses_cp"),
-                                dict(data_parallel=2, model_parallel=2, use_seq_parallel=True, vocab_emb_dp=False)],
+                                pytest.param(dict(data_parallel=2, model_parallel=2, use_seq_parallel=True,
+                                                  vocab_emb_dp=False), marks=pytest.mark.slow)],
                          ids=["ulysses-cp2", "vocab-split-seq-par"])
 def test_scale_multiplies_take_the_layout_of_what_they_scale(kw):
     """Under context parallelism the embedding output is split (dp, cp, 1): the MiniCPM embedding

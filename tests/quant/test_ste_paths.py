@@ -22,11 +22,9 @@ IN, OUT, TOKENS = 96, 20, 7
 
 PATHS = {
     "fused-cpu-op": dict(group_size=32),
-    "grouped-view-chain": dict(group_size=32, fused_cpu_kernel=False),
     "grouped-view-per-channel": dict(group_size=-1, fused_cpu_kernel=False),
     "grouped-view-5-value": dict(group_size=48, quant_space="5-value"),
     "grouped-view-int8-acts": dict(group_size=16, fused_cpu_kernel=False, act_bits=8),
-    "fused-int8-acts": dict(group_size=16, act_bits=8),
 }
 
 
