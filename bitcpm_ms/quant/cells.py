@@ -18,7 +18,8 @@ class WeightFakeQuant(nn.Cell):
 
     Also takes the grouped view [out, in/g, g] and returns the same shape: `TernaryLinear` does the
     grouping reshape itself, so that a plain op, not this custom-bprop Cell, is the parameter's
-    first user under semi-auto parallelism (docs/distributed.md, "Gradient communication").
+    first user under semi-auto parallelism (docs/distributed.md, "Gradient communication of the
+    quantized weights").
     group_size must already be resolved to a positive divisor of `in` (see QuantConfig.group_for).
     Under tensor parallelism each rank sees its local weight shard; with `group_size` dividing the
     local input width the shard-local scales equal the global ones (report section 4.2).

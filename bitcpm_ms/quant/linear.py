@@ -41,7 +41,8 @@ class TernaryLinear(Linear):
             self.weight_quantizer = WeightFakeQuant(cfg.quant_space, self.group_size, cfg.eps, cfg.fused_cpu_kernel)
             # The weight's first user: a plain Reshape to the grouped view, sharded like the weight,
             # so semi-auto parallel puts the gradient mirror / parameter layout on it and not inside
-            # the quantizer's custom-bprop Cell (docs/distributed.md, "Gradient communication").
+            # the quantizer's custom-bprop Cell (docs/distributed.md, "Gradient communication of
+            # the quantized weights").
             self.weight_view = P.Reshape()
             self.weight_unview = P.Reshape()
         if self.quant_acts:

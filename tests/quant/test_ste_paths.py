@@ -4,8 +4,8 @@ TernaryLinear has two weight paths: on CPU (stand-alone / data parallel) the fus
 [out, in] weight; elsewhere (semi-auto parallel, non-ternary spaces, `fused_cpu_kernel: false`) a
 plain Reshape to the grouped view [out, in/g, g] whose output goes into the custom-bprop
 quantizer Cell (so that, under semi-auto parallel, the parameter's first user is that plain
-Reshape and not the Cell: docs/distributed.md, "Gradient communication"). For each path the
-forward equals x @ fake_quant(W).T and the gradients equal the numpy STE reference:
+Reshape and not the Cell: docs/distributed.md, "Gradient communication of the quantized weights").
+For each path the forward equals x @ fake_quant(W).T and the gradients equal the numpy STE reference:
 dW = dy^T x_q, dx = dy Wq, db = sum dy (x_q = x, or the per-token fake-quantized x with act_bits).
 """
 import numpy as np
