@@ -23,7 +23,11 @@ from .bitcpm_config import BitCPMConfig
 
 
 class ScaleOutput(nn.Cell):
-    """y = cell(x) * scale (a wrapper that keeps the wrapped cell's parameters)."""
+    """y = cell(x) * scale (a wrapper that keeps the wrapped cell's parameters).
+
+    `strategy` is the wrapped cell's output layout: under semi-auto parallel a primitive without
+    one gets MindSpore's batch-parallel default, and the multiply would be redistributed to it and
+    back (docs/distributed.md)."""
 
     def __init__(self, cell: nn.Cell, scale: float, strategy=None):
         super().__init__()
@@ -55,6 +59,23 @@ class ScaledResidualAdd(nn.Cell):
         return self.add(x, self.mul(branch, self.scale))
 
 
+def embedding_output_strategy(embedding):
+    """Layout of LlamaEmbedding's output: Gather(table, ids, axis 0) gives ids' split followed by
+    the table's non-vocabulary split. None when the Gather has no strategy (stand-alone, DP)."""
+    strategy = in_strategy(embedding.gather)
+    return None if strategy is None else tuple(strategy[1]) + tuple(strategy[0][1:])
+
+
+def norm_output_strategy(norm):
+    """Layout of LlamaRMSNorm's output = its input's split (fused RmsNorm or the mul chain)."""
+    for name in ("norm", "mul2"):
+        prim = getattr(norm, name, None)
+        strategy = in_strategy(prim) if prim is not None else None
+        if strategy is not None:
+            return tuple(strategy[0])
+    return None
+
+
 @MindFormerRegister.register(MindFormerModuleType.MODELS)
 class BitCPMForCausalLM(LlamaForCausalLM):
     """MiniCPM-architecture causal LM on MindFormers' LLaMA; ternary QAT when `qat_config` enables it."""
@@ -67,12 +88,13 @@ class BitCPMForCausalLM(LlamaForCausalLM):
         names = {id(p): p.name for p in self.get_parameters()}
         model = self.model
         if config.scale_emb != 1.0:
-            model.tok_embeddings = ScaleOutput(model.tok_embeddings, config.scale_emb)
+            model.tok_embeddings = ScaleOutput(model.tok_embeddings, config.scale_emb,
+                                               embedding_output_strategy(model.tok_embeddings))
         if config.residual_scale != 1.0:
             for layer in model.layers:
                 layer.add = ScaledResidualAdd(config.residual_scale, in_strategy(layer.add))
         if config.logit_scale != 1.0:
-            model.norm_out = ScaleOutput(model.norm_out, config.logit_scale)
+            model.norm_out = ScaleOutput(model.norm_out, config.logit_scale, norm_output_strategy(model.norm_out))
         if config.qat_config:
             quantize_model(self, QuantConfig.from_dict(config.qat_config))
         for p in self.get_parameters():      # keep LLaMA's checkpoint names

@@ -16,11 +16,12 @@ from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 logger = logging.getLogger(__name__)
 
 # Settings MindFormers' LLaMA needs to run on CPU (platform notes): no fused Ascend kernels,
-# sliced RoPE, float32 everywhere.
+# sliced RoPE, float32 everywhere. The compressed attention mask only works with flash attention.
 CPU_SAFE_SETTINGS = {
     "use_flash_attention": False,
     "fused_rms_norm": False,
     "use_rope_slice": True,
+    "use_attn_mask_compression": False,
 }
 _DTYPE_FIELDS = ("compute_dtype", "layernorm_compute_type", "softmax_compute_type", "rotary_dtype",
                  "param_init_type", "residual_dtype", "embedding_init_type")

@@ -16,6 +16,10 @@ from .primitives import SPACES
 class WeightFakeQuant(nn.Cell):
     """[out, in] latent weight -> dequantized weight (levels x group scale), STE backward.
 
+    Also takes the grouped view [out, in/g, g] and returns the same shape: `TernaryLinear` does the
+    grouping reshape itself, so that a plain op, not this custom-bprop Cell, is the parameter's
+    first user under semi-auto parallelism (docs/distributed.md, "Gradient communication of the
+    quantized weights").
     group_size must already be resolved to a positive divisor of `in` (see QuantConfig.group_for).
     Under tensor parallelism each rank sees its local weight shard; with `group_size` dividing the
     local input width the shard-local scales equal the global ones (report section 4.2).
@@ -63,8 +67,14 @@ class WeightFakeQuant(nn.Cell):
     def construct(self, w):
         if self.fused:
             return self.fused_op(w, self.fused_spec)
+        if len(w.shape) == 3:            # already the grouped view [out, in/g, g] (TernaryLinear)
+            return self.quantize_groups(w)
         out_f, in_f = w.shape
         wg = self.reshape(w, (out_f, in_f // self.group_size, self.group_size))  # [out, in/g, g]
+        return self.reshape(self.quantize_groups(wg), (out_f, in_f))
+
+    def quantize_groups(self, wg):
+        """[out, in/g, g] latent weight -> [out, in/g, g] dequantized weight."""
         stat = self.reduce(self.abs(wg), -1)                                      # [out, in/g, 1]
         if self.spec.divisor != 1.0:
             stat = self.stat_div(stat, self.spec.divisor)
@@ -78,7 +88,7 @@ class WeightFakeQuant(nn.Cell):
             sign = self.sign_select(self.ge(x, 0.0), ones, self.neg(ones))
             lv = self.zero_fix(self.equal(lv, 0.0), sign, lv)
         lv = self.clip_lo(self.clip_hi(lv, float(self.spec.hi)), float(self.spec.lo))
-        return self.reshape(self.mul(lv, s), (out_f, in_f))
+        return self.mul(lv, s)
 
     def bprop(self, w, out, dout):
         """Straight-through estimator: d(loss)/d(latent w) = d(loss)/d(quantized w)."""

@@ -7,6 +7,7 @@ per-token quantized activations); the backward is the straight-through estimator
 """
 from mindspore import dtype as mstype
 from mindspore.ops import functional as F
+from mindspore.ops import operations as P
 from mindformers.modules.layers import Linear
 
 from .cells import ActFakeQuant, WeightFakeQuant
@@ -38,6 +39,12 @@ class TernaryLinear(Linear):
         self.group_size = cfg.group_for(in_channels) if cfg.enabled else None
         if self.quant_weights:
             self.weight_quantizer = WeightFakeQuant(cfg.quant_space, self.group_size, cfg.eps, cfg.fused_cpu_kernel)
+            # The weight's first user: a plain Reshape to the grouped view, sharded like the weight,
+            # so semi-auto parallel puts the gradient mirror / parameter layout on it and not inside
+            # the quantizer's custom-bprop Cell (docs/distributed.md, "Gradient communication of
+            # the quantized weights").
+            self.weight_view = P.Reshape()
+            self.weight_unview = P.Reshape()
         if self.quant_acts:
             self.act_quantizer = ActFakeQuant(cfg.act_bits, cfg.eps)
 
@@ -70,8 +77,13 @@ class TernaryLinear(Linear):
         x = self.reshape(x, (-1, self.in_channels))                 # [tokens, in]
         ori_dtype = F.dtype(x)
         weight = self.weight
-        if self.quant_weights:
-            weight = self.weight_quantizer(weight)                  # in the master dtype
+        if self.quant_weights:                                      # in the master dtype
+            if self.weight_quantizer.fused:                         # CPU: one fused op on [out, in]
+                weight = self.weight_quantizer(weight)
+            else:
+                groups = (self.out_channels, self.in_channels // self.group_size, self.group_size)
+                weight = self.weight_view(weight, groups)           # [out, in/g, g]
+                weight = self.weight_unview(self.weight_quantizer(weight), (self.out_channels, self.in_channels))
         weight = self.cast(weight, self.dtype)
         x = self.cast(x, self.dtype)
         if self.quant_acts:
@@ -94,6 +106,7 @@ class TernaryLinear(Linear):
     def _shard_quantizers(self, strategy_matmul):
         act_strategy, weight_strategy = strategy_matmul
         if self.quant_weights:
+            self.weight_view.shard((tuple(weight_strategy),))
             self.weight_quantizer.shard(weight_strategy)
         if self.quant_acts:
             self.act_quantizer.shard(act_strategy)

@@ -17,6 +17,7 @@ from mindspore.train.callback import Callback
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
 from ..models.flops import train_flops_per_token
+from .throughput import tokens_per_step
 
 
 def _scalar(x):
@@ -62,7 +63,8 @@ class BitCPMMetricsMonitor(Callback):
         log_interval: log every N optimizer steps.
         output_dir: where `metrics.jsonl` goes (rank 0 only writes it).
         total_steps: for the progress display; default: epochs x steps per epoch.
-        device_num: data-parallel world size (tokens/s counts all ranks; TFLOP/s is per device).
+        device_num: number of devices, default MS_WORKER_NUM (tokens/s counts the global batch,
+            `throughput.py`; TFLOP/s is per device).
     """
 
     def __init__(self, log_interval=1, output_dir="./output", total_steps=None, device_num=None, rank_id=None,
@@ -83,6 +85,7 @@ class BitCPMMetricsMonitor(Callback):
         self._offset = 0
         self._t_begin = None
         self._tokens_seen = 0
+        self._step_tokens = None
 
     # ------------------------------------------------------------------ helpers
     def _write(self, record):
@@ -93,11 +96,11 @@ class BitCPMMetricsMonitor(Callback):
             f.write(json.dumps(record) + "\n")
 
     def _tokens_per_step(self, cb_params):
-        elem = getattr(cb_params, "train_dataset_element", None)
-        if elem:
-            shape = elem[0].shape
-            return int(shape[0]) * (int(shape[1]) - 1) * self.device_num
-        return None
+        """Global batch x sequence length (`throughput.py`: sink mode, full_batch, data parallel)."""
+        if self._step_tokens is None:
+            self._step_tokens = tokens_per_step(cb_params, _find_model_config(cb_params.train_network),
+                                                self.device_num)
+        return self._step_tokens
 
     # ------------------------------------------------------------------ callbacks
     def on_train_begin(self, run_context):

@@ -7,6 +7,7 @@ is finite or it is not), clips by global norm, and skips the optimizer update of
 gradients are not finite, counting such steps in a `skipped_steps` parameter that is saved
 with checkpoints. Outputs follow MFTrainOneStepCell's 5-tuple
 (loss, overflow, loss_scale, learning_rate, global_norm), so MindFormers' callbacks also work.
+The norm and the skip decision are the same on every rank (`global_norm.py`).
 """
 from copy import deepcopy
 
@@ -17,13 +18,9 @@ from mindspore.ops import composite as C
 from mindspore.ops import functional as F
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
-_sq_sum = C.MultitypeFuncGraph("_sq_sum")
+from .global_norm import AnyRankFlag, global_norm as _global_norm
+
 _scale = C.MultitypeFuncGraph("_scale")
-
-
-@_sq_sum.register("Tensor")
-def _sq_sum_tensor(grad):
-    return ops.reduce_sum(ops.square(ops.cast(grad, ms.float32)))
 
 
 @_scale.register("Tensor", "Tensor")
@@ -60,6 +57,7 @@ class BitCPMTrainOneStepCell(nn.TrainOneStepCell):
         self.learning_rate = deepcopy(self.optimizer.learning_rate)
         self.dynamic_lr = isinstance(self.learning_rate, LearningRateSchedule)
         self.hyper_map = C.HyperMap()
+        self.any_rank = AnyRankFlag()      # every rank skips the step when one sees a non-finite norm
 
     def construct(self, *inputs):
         loss = self.network(*inputs)
@@ -68,8 +66,8 @@ class BitCPMTrainOneStepCell(nn.TrainOneStepCell):
         grads = self.grad_reducer(grads)
         if self.scale_value != 1.0:
             grads = self.hyper_map(F.partial(_scale, 1.0 / self.scale_sense), grads)
-        global_norm = ops.sqrt(ops.addn(self.hyper_map(_sq_sum, grads)))
-        overflow = ops.logical_not(ops.isfinite(global_norm))
+        global_norm = _global_norm(self.hyper_map, grads)      # tagged: all-reduced under semi-auto parallel
+        overflow = self.any_rank(ops.logical_not(ops.isfinite(global_norm)))
         if self.use_clip_grad:
             factor = self.max_grad_norm / ops.maximum(global_norm, self.max_grad_norm)
             grads = self.hyper_map(F.partial(_scale, factor), grads)

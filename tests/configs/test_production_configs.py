@@ -143,3 +143,54 @@ def test_forward_0_5b_architecture_on_cpu():
 @pytest.mark.parametrize("size", ["1b", "3b", "8b"])
 def test_forward_larger_architectures_on_cpu(size):
     _check_forward(ARCHS[size])
+
+
+# ------------------------------------------------------------------ settings the 910B review asked for
+@pytest.mark.parametrize("path", YAMLS, ids=NAMES)
+def test_strategy_file_stays_per_rank_through_mindformers_context_setup(path, tmp_path, monkeypatch):
+    """MindFormers names the strategy file per rank (output_dir/strategy/ckpt_strategy_rank_N.ckpt,
+    what auto_trans_ckpt looks for). build_context passes `parallel:` to set_auto_parallel_context
+    after that, so a `strategy_ckpt_config.save_file` there would reset it to one shared file."""
+    import mindspore as ms
+    import mindformers.core.context.parallel as par
+    from mindformers.core.context.validators import execute_validator
+    from mindformers.utils.file_utils import set_output_path, set_strategy_save_path
+
+    monkeypatch.setenv("RANK_ID", "3")
+    monkeypatch.setenv("LOCAL_DEFAULT_PATH", str(tmp_path))
+    monkeypatch.setattr(par, "init", lambda *a, **k: None)            # no cluster on CPU
+    monkeypatch.setattr(par, "get_group_size", lambda *a, **k: NPUS)
+    monkeypatch.setattr(par, "get_rank", lambda *a, **k: 3)
+    cfg = load_config(path)
+    mf = MindFormerConfig(**cfg)
+    execute_validator(mf)
+    set_output_path(str(tmp_path))
+    per_rank = os.path.join(str(tmp_path), "strategy", "ckpt_strategy_rank_3.ckpt")
+    try:
+        par.ParallelOperator(mf).init_communication()                  # build_context with use_parallel
+        assert ms.get_auto_parallel_context("strategy_ckpt_save_file") == per_rank
+        assert ms.get_auto_parallel_context("strategy_ckpt_config")["only_trainable_params"] is False
+        set_strategy_save_path(load_config(path).parallel)             # Trainer.__init__ (trainer.py:301)
+        assert ms.get_auto_parallel_context("strategy_ckpt_save_file") == per_rank
+    finally:
+        ms.reset_auto_parallel_context()
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=NAMES)
+def test_qat_starts_from_a_full_precision_checkpoint(path):
+    """Report section 5.1: every model starts from its full-precision checkpoint; the header command
+    passes it, and a run without one must refuse to start (require_init_checkpoint)."""
+    cfg = load_config(path)
+    assert cfg.init_from_checkpoint == "" and cfg.require_init_checkpoint is True
+    with open(path, encoding="utf-8") as f:
+        header = "".join(line for line in f if line.startswith("#"))
+    assert "--init_from_checkpoint /path/to/minicpm4_" in header
+
+
+def test_32k_uses_the_compressed_causal_mask_and_a_small_pipeline_bubble():
+    cfg = load_config(next(p for p in YAMLS if "32k" in p))
+    mc, pc = cfg.model.model_config, cfg.parallel_config
+    # 2048x2048 mask and causal flash attention (sparse_mode 2) instead of a 32768^2 mask constant
+    assert mc.use_flash_attention is True and mc.use_attn_mask_compression is True
+    bubble = (pc.pipeline_stage - 1) / (pc.micro_batch_num + pc.pipeline_stage - 1)
+    assert pc.pipeline_stage == 2 and bubble <= 0.05, bubble

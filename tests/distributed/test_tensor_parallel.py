@@ -96,8 +96,9 @@ SMALL = dict(batch_size=2, seq_length=32, hidden_size=64, num_layers=2, num_head
 def _counterpart(name, bit):
     """Where an op of the plain LLaMA lives in BitCPM: same path, inside ScaleOutput (.cell), or
     inside ScaledResidualAdd (layer.add -> layer.add.add)."""
-    for cand in (name, name.replace("model.tok_embeddings.", "model.tok_embeddings.cell."),
-                 name.replace("model.norm_out.", "model.norm_out.cell."), name + ".add"):
+    wrapped = [name.replace(f"model.{c}.", f"model.{c}.cell.") for c in ("tok_embeddings", "norm_out")
+               if name.startswith(f"model.{c}.")]
+    for cand in wrapped + [name, name + ".add"]:
         if cand in bit:
             return cand
     return None
@@ -146,9 +147,46 @@ def test_bitcpm_keeps_every_llama_strategy_and_quantizers_follow_the_weight(dp, 
         for op in ("div", "mul"):
             assert bit_s[f"{q}.{op}"] == (grouped, grouped), (name, op)
         assert bit_s[f"{q}.floor_eps"] == (grouped, ())
-    # BitCPM's only new ops without a strategy: reshapes (no strategy by design) and the two
-    # ScaleOutput muls (elementwise; MindFormers sets elementwise_op_strategy_follow=True, so they
-    # follow their input's layout)
+        # the grouped view is the weight's first user and is split exactly like the weight
+        assert bit_s[f"{name}.weight_view"] == (w_strategy,), name
+    # every op BitCPM adds carries a strategy (semi-auto parallel gives a primitive without one
+    # MindSpore's batch-parallel default, not its neighbour's layout); only reshapes have none
     new_unset = sorted(n for n in unset if n.replace(".cell.", ".") not in ref_unset
-                       and not n.endswith((".reshape", ".shape", ".cast")))
-    assert new_unset == ["model.norm_out.mul", "model.tok_embeddings.mul"], new_unset
+                       and not n.endswith((".reshape", ".shape", ".cast", ".weight_unview")))
+    assert new_unset == [], new_unset
+    # ... and it is the layout of what they follow: the embedding's output (Gather: ids' split,
+    # then the table's hidden split), the final norm's input, each residual add's branch input
+    gather = ref_s["model.tok_embeddings.gather"]
+    assert bit_s["model.tok_embeddings.mul"] == (gather[1] + gather[0][1:], ())
+    norm = ref_s.get("model.norm_out.norm") or ref_s["model.norm_out.mul2"]
+    assert bit_s["model.norm_out.mul"] == (norm[0], ())
+    for i in range(SMALL["num_layers"]):
+        add = ref_s[f"model.layers.{i}.add"]
+        assert bit_s[f"model.layers.{i}.add.add"] == add and bit_s[f"model.layers.{i}.add.mul"] == (add[1], ())
+
+
+@pytest.mark.parametrize("kw", [dict(data_parallel=2, context_parallel=2, context_parallel_algo="ulysses_cp"),
+                                pytest.param(dict(data_parallel=2, model_parallel=2, use_seq_parallel=True,
+                                                  vocab_emb_dp=False), marks=pytest.mark.slow)],
+                         ids=["ulysses-cp2", "vocab-split-seq-par"])
+def test_scale_multiplies_take_the_layout_of_what_they_scale(kw):
+    """Under context parallelism the embedding output is split (dp, cp, 1): the MiniCPM embedding
+    scale keeps that split (a batch-parallel default would all-gather the sequence and split it
+    again); with a vocabulary-split embedding it keeps the Gather's (dp, 1, 1)."""
+    from mindformers.modules.transformer.transformer import TransformerOpParallelConfig
+
+    from bitcpm_ms.models import BitCPMConfig, BitCPMForCausalLM
+    from bitcpm_ms.parallel.strategies import primitive_strategies, simulated_semi_auto
+
+    n = kw["data_parallel"] * kw.get("model_parallel", 1) * kw.get("context_parallel", 1)
+    with simulated_semi_auto(n):
+        pc = TransformerOpParallelConfig(**kw)
+        bit = BitCPMForCausalLM(BitCPMConfig(parallel_config=pc, scale_emb=12, scale_depth=1.4, dim_model_base=32,
+                                             cpu_safe=True, qat_config={"group_size": 16}, **SMALL))
+        s = primitive_strategies(bit)
+    dp, cp = kw["data_parallel"], kw.get("context_parallel", 1)
+    expected = (dp, cp, 1) if kw.get("vocab_emb_dp", True) else (dp, 1, 1)
+    assert s["model.tok_embeddings.mul"] == (expected, ())
+    assert s["model.norm_out.mul"] == (s["model.norm_out.cell.mul2"][0], ())
+    if cp > 1:   # the first decoder layer reads the scaled embedding in the same layout
+        assert s["model.layers.0.attention_norm.square"] == (expected,)
