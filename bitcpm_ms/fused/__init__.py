@@ -1,0 +1,1 @@
+"""Fused CPU training ops."""

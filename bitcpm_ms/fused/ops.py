@@ -1,0 +1,168 @@
+"""The fused kernels as MindSpore ops: AOT ``ops.Custom`` primitives over
+``libbitcpm_fused_train.so``, each forward paired with its backward kernel through ``bprop``.
+
+Each Cell here is one op with a fixed signature (float32 only); the drop-in replacements for
+MindFormers' modules, with their fallbacks, are in ``cells.py``. Shapes are checked by name when a
+graph is built (the ops' shape inference), so an unsupported shape raises FusedOpError there and
+never reaches a kernel with wrong sizes.
+"""
+from __future__ import annotations
+
+import numpy as np
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+
+from . import library
+from .errors import FusedOpError
+
+_F32 = ms.float32
+
+
+def _custom(func_name: str, out_shape, n_out: int, bprop=None):
+    dtype = (lambda *a: (_F32,) * n_out) if n_out > 1 else (lambda *a: _F32)
+    library.load()          # settings from the environment apply before the first call
+    return ops.Custom(f"{library.path()}:{func_name}", out_shape=out_shape, out_dtype=dtype,
+                      func_type="aot", bprop=bprop)
+
+
+def _known(*dims) -> bool:
+    """All dims static (graph mode may pass -1 / -2 for dynamic shapes; those are checked in C++)."""
+    return all(isinstance(d, int) and d >= 0 for d in dims)
+
+
+def _numel(shape) -> int:
+    return int(np.prod(shape)) if len(shape) else 1
+
+
+# ---------------------------------------------------------------- cross-entropy
+def _ce_shape(logits, labels):
+    if len(logits) != 2:
+        raise FusedOpError(f"FusedCrossEntropy: logits must be 2-D [tokens, vocab], got shape {list(logits)}")
+    if _known(*logits, *labels) and _numel(labels) != logits[0]:
+        raise FusedOpError(f"FusedCrossEntropy: labels {list(labels)} must hold one id per row of logits {list(logits)}")
+    return [logits[0]], [logits[0]]
+
+
+class FusedCrossEntropy(nn.Cell):
+    """(logits [N, V] f32, labels [N] i32) -> (loss [N], lse [N]): MindFormers' per-token
+    cross-entropy (0 for labels outside [0, V)) and the row log-sum-exp, one pass over the logits
+    forward and one backward (dlogits = softmax * (dloss + dlse) - onehot * dloss)."""
+
+    def __init__(self):
+        super().__init__()
+        bwd = _custom("FusedCrossEntropyBwd", lambda l, y, lse, d, dl: l, 1)
+        zeros_like = ops.ZerosLike()
+
+        def bprop(logits, labels, out, dout):
+            return bwd(logits, labels, out[1], dout[0], dout[1]), zeros_like(labels)
+
+        self.op = _custom("FusedCrossEntropyFwd", _ce_shape, 2, bprop=bprop)
+
+    def construct(self, logits, labels):
+        return self.op(logits, labels)
+
+
+# ---------------------------------------------------------------- RMSNorm
+def _rms_shape(x, w, spec):
+    if len(x) < 1 or (_known(*x, *w) and _numel(w) != x[-1]):
+        raise FusedOpError(f"FusedRMSNorm: weight {list(w)} must match the last dim of x {list(x)}")
+    return list(x), list(x[:-1]) if len(x) > 1 else [1]
+
+
+class FusedRMSNorm(nn.Cell):
+    """(x [..., D] f32, weight [D] f32) -> x / sqrt(mean(x^2) + eps) * weight (LlamaRMSNorm's
+    non-fused formula); backward gives dx and dweight (dweight summed in a fixed order)."""
+
+    def __init__(self, eps: float):
+        super().__init__()
+        self.spec = Tensor(np.array([eps], np.float32))
+        bwd = _custom("FusedRmsNormBwd", lambda x, w, r, dy: (x, w), 2)
+        zeros_like = ops.ZerosLike()
+
+        def bprop(x, w, spec, out, dout):
+            dx, dw = bwd(x, w, out[1], dout[0])
+            return dx, dw, zeros_like(spec)
+
+        self.op = _custom("FusedRmsNormFwd", _rms_shape, 2, bprop=bprop)
+
+    def construct(self, x, weight):
+        return self.op(x, weight, self.spec)[0]
+
+
+# ---------------------------------------------------------------- SwiGLU
+def _same_shape(name):
+    def infer(g, u):
+        if _known(*g, *u) and list(g) != list(u):
+            raise FusedOpError(f"{name}: gate {list(g)} and up {list(u)} projections differ in shape")
+        return list(g)
+    return infer
+
+
+class FusedSwiGLU(nn.Cell):
+    """(gate, up) -> silu(gate) * up, elementwise; backward recomputes the sigmoid."""
+
+    def __init__(self):
+        super().__init__()
+        bwd = _custom("FusedSwigluBwd", lambda g, u, dh: (g, g), 2)
+
+        def bprop(g, u, out, dout):
+            dg, du = bwd(g, u, dout)
+            return dg, du
+
+        self.op = _custom("FusedSwigluFwd", _same_shape("FusedSwiGLU"), 1, bprop=bprop)
+
+    def construct(self, gate, up):
+        return self.op(gate, up)
+
+
+# ---------------------------------------------------------------- attention
+def attention_shape_problem(q, k, v, cos, sin, mask, num_heads: int, n_kv_heads: int):
+    """None if the shapes suit FusedAttention, else a sentence saying what does not."""
+    if len(q) != 3 or len(k) != 3 or len(v) != 3:
+        return f"q, k, v must be 3-D [batch, seq, heads*head_dim], got {list(q)}, {list(k)}, {list(v)}"
+    if not _known(*q, *k, *v, *cos, *sin, *mask):
+        return None
+    b, s, width = q
+    if num_heads <= 0 or n_kv_heads <= 0 or num_heads % n_kv_heads or width % num_heads:
+        return f"num_heads={num_heads} must divide q's width {width} and be a multiple of n_kv_heads={n_kv_heads}"
+    d = width // num_heads
+    if d % 2:
+        return f"head_dim={d} must be even (rotary embedding)"
+    if list(k) != [b, s, n_kv_heads * d] or list(v) != list(k):
+        return f"k {list(k)} and v {list(v)} must be [{b}, {s}, {n_kv_heads * d}]"
+    for name, t in (("cos", cos), ("sin", sin)):
+        if _numel(t) != s * d or t[-1] != d:
+            return f"{name} {list(t)} must hold [seq={s}, head_dim={d}] values (one position table for the batch)"
+    if _numel(mask) not in (s * s, b * s * s) or mask[-1] != s or mask[-2] != s:
+        return f"mask {list(mask)} must be [batch or 1, 1, {s}, {s}] (additive)"
+    return None
+
+
+class FusedAttention(nn.Cell):
+    """(q [B,S,H*D], k [B,S,Hkv*D], v, cos [S,D], sin [S,D], mask [B,1,S,S]) -> o [B,S,H*D]:
+    rotary embedding, scaled scores plus the additive mask, softmax and the weighted values of
+    MindFormers' LLaMA attention (GQA, no flash attention) in one kernel, with its backward.
+    Keys whose mask removes them are skipped only where that is exact (ops/fused_train/ft_attention.h)."""
+
+    def __init__(self, num_heads: int, n_kv_heads: int, head_dim: int):
+        super().__init__()
+        self.num_heads, self.n_kv_heads, self.head_dim = int(num_heads), int(n_kv_heads), int(head_dim)
+        scale = np.float32(1.0) / np.sqrt(np.float32(head_dim))
+        self.spec = Tensor(np.array([num_heads, n_kv_heads, scale], np.float32))
+        bwd = _custom("FusedAttentionBwd", lambda q, k, v, c, s, m, sp, o, st, do: (q, k, v), 3)
+        zeros_like = ops.ZerosLike()
+
+        def bprop(q, k, v, cos, sin, mask, spec, out, dout):
+            dq, dk, dv = bwd(q, k, v, cos, sin, mask, spec, out[0], out[1], dout[0])
+            return dq, dk, dv, zeros_like(cos), zeros_like(sin), zeros_like(mask), zeros_like(spec)
+
+        def infer(q, k, v, cos, sin, mask, spec):
+            problem = attention_shape_problem(q, k, v, cos, sin, mask, self.num_heads, self.n_kv_heads)
+            if problem:
+                raise FusedOpError(f"FusedAttention: {problem}")
+            return list(q), [q[0], self.num_heads, q[1], 2]
+
+        self.op = _custom("FusedAttentionFwd", infer, 2, bprop=bprop)
+
+    def construct(self, q, k, v, cos, sin, mask):
+        return self.op(q, k, v, cos, sin, mask, self.spec)[0]
