@@ -90,8 +90,9 @@ class FusedLlamaFeedForward(nn.Cell):
 class FusedLlamaAttention(nn.Cell):
     """LLamaAttention for training without KV cache or flash attention: wq / wk / wv, then the
     fused rotary + GQA attention op (ops.FusedAttention), then wo. Takes over the four projections.
-    Only the arguments of that path are used; no mask, a KV cache or a prefix raises ValueError
-    (graph mode raises built-in exceptions only)."""
+    Only the arguments of that path are used (the KV-cache ones are ignored, as LLamaAttention
+    ignores them without use_past); no mask or a prefix raises ValueError (graph mode raises
+    built-in exceptions only)."""
 
     def __init__(self, attn: nn.Cell):
         super().__init__()
@@ -104,9 +105,9 @@ class FusedLlamaAttention(nn.Cell):
 
     def construct(self, x, freqs_cis, mask=None, batch_valid_length=None, block_tables=None, slot_mapping=None,
                   prefix_keys_values=None, q_seq_lens=None, kv_mask=None, seq_chunk=None, actual_seq_len=None):
-        if mask is None or prefix_keys_values is not None or batch_valid_length is not None:
-            raise ValueError("FusedLlamaAttention: training attention needs the causal mask and no KV cache "
-                             "or prefix (build the model without cpu_fused_ops for inference)")
+        if mask is None or prefix_keys_values is not None:
+            raise ValueError("FusedLlamaAttention: needs the attention mask and no prefix keys/values "
+                             "(build the model without cpu_fused_ops for that)")
         ori_dtype = x.dtype
         query = self.cast(self.wq(x), self.dtype)           # [bs, seq, n_head * head_dim]
         key = self.cast(self.wk(x), self.dtype)             # [bs, seq, n_kv_head * head_dim]

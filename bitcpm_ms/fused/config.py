@@ -15,6 +15,7 @@ class FusionConfig:
     attention: bool = True       # rotary embedding + GQA scores + mask + softmax + weighted values
     rms_norm: bool = True        # RMSNorm forward / backward (dx and dweight)
     swiglu: bool = True          # silu(gate) * up
+    matmul: bool = True          # every Linear's x W^T and its two gradient matmuls via OpenBLAS sgemm
 
     @classmethod
     def names(cls):

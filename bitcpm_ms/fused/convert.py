@@ -12,13 +12,17 @@ from typing import Callable, List, Optional, Tuple
 
 import mindspore as ms
 from mindspore import nn
+from mindspore.ops import operations as P
 from mindformers.core.loss.loss import CrossEntropyLoss
 from mindformers.models.llama.llama_layer import LlamaFeedForward, LlamaRMSNorm, LlamaSiLU
 from mindformers.models.llama.llama_transformer import LLamaAttention
+from mindformers.modules.layers import Linear
 
 from ..quant.swap import replace_cells
+from . import library
 from .cells import FusedCrossEntropyLoss, FusedLlamaAttention, FusedLlamaFeedForward, FusedLlamaRMSNorm
 from .config import FusionConfig
+from .ops import BlasLinearMatMul
 
 logger = logging.getLogger(__name__)
 _F32 = ms.float32
@@ -75,6 +79,38 @@ def _loss_problem(cell) -> Optional[str]:
     return None
 
 
+def _linear_problem(cell) -> Optional[str]:
+    mm = getattr(cell, "matmul", None)
+    if getattr(cell, "expert_flag", False) or getattr(cell, "use_gmm", False):
+        return "expert (batched) Linear"
+    if type(mm) is not P.MatMul or mm.attrs.get("transpose_a") or not mm.attrs.get("transpose_b"):
+        return "matmul is not MatMul(transpose_b=True)"
+    if mm.attrs.get("in_strategy"):
+        return "matmul carries a shard strategy"
+    if cell.dtype != _F32 or cell.weight.dtype != _F32:
+        return "compute dtype or weight is not float32"
+    return None
+
+
+def _swap_linear_matmuls(net: nn.Cell) -> List[str]:
+    """Give every qualifying Linear (TernaryLinear included) the OpenBLAS-backed matmul, in place:
+    the layer, its parameters and its quantizers stay; only its `matmul` primitive changes."""
+    problem = library.blas_problem()
+    if problem:
+        logger.info("cpu fusions: matmul keeps MindSpore's MatMul: %s", problem)
+        return []
+    swapped = []
+    for name, cell in list(net.cells_and_names()):
+        if isinstance(cell, Linear):
+            why = _linear_problem(cell)
+            if why:
+                logger.info("cpu fusions: %s keeps MindSpore's MatMul: %s", name, why)
+                continue
+            cell.matmul = BlasLinearMatMul()
+            swapped.append(f"{name}.matmul")
+    return swapped
+
+
 # (config field, module class, qualification check, replacement)
 _RULES: List[Tuple[str, type, Callable, Callable]] = [
     ("attention", LLamaAttention, _attention_problem, FusedLlamaAttention),
@@ -111,5 +147,7 @@ def apply_cpu_fusions(net: nn.Cell, cfg=True) -> List[str]:
             return why is None
 
         swapped += replace_cells(net, wanted, lambda name, cell, r=replacement: r(cell))
+    if cfg.matmul:
+        swapped += _swap_linear_matmuls(net)
     logger.info("cpu fusions: %d modules fused (%s)", len(swapped), ", ".join(cfg.enabled()))
     return swapped

@@ -3,6 +3,10 @@
 the benchmarks use; MindSpore's AOT loader dlopens the same file, so the settings here apply to
 the MindSpore ops too).
 
+BLAS: the Linear matmul kernels (``blas_matmul.cpp``) call OpenBLAS's sgemm from the
+scipy-openblas32 wheel (a dependency of bitcpm-ms), loaded here by path; ``blas_problem()`` says
+why it is unavailable (then the matmul fusion is not applied).
+
 Settings:
   ``set_num_threads(n)``   threads of the fused kernels (default: env BITCPM_MS_NUM_THREADS, else all cores)
   ``set_max_isa(level)`` / ``isa_path(level)``: cap the instruction set (ISA_BEST, ISA_AVX2, ISA_PORTABLE)
@@ -25,6 +29,7 @@ ISA_BEST, ISA_AVX2, ISA_PORTABLE = 0, 1, 2
 
 _lib = None
 _lock = threading.Lock()
+_blas = {"problem": "not loaded yet"}
 _DTYPES = {np.dtype(np.float32): b"float32", np.dtype(np.int32): b"int32"}
 
 
@@ -43,11 +48,31 @@ def load():
                 getattr(lib, f).argtypes = [ctypes.c_int]
             lib.bitcpm_fused_isa_name.restype = ctypes.c_char_p
             lib.bitcpm_fused_last_error.restype = ctypes.c_char_p
+            lib.bitcpm_fused_set_blas.argtypes = [ctypes.c_char_p]
             env = os.environ.get("BITCPM_MS_NUM_THREADS")
             if env:
                 lib.bitcpm_fused_set_num_threads(int(env))
+            _blas["problem"] = _load_blas(lib)
             _lib = lib
     return _lib
+
+
+def _load_blas(lib):
+    """Give the kernel library OpenBLAS (scipy-openblas32); returns None or why not."""
+    try:
+        import scipy_openblas32
+    except ImportError:
+        return "scipy-openblas32 is not installed (pip install scipy-openblas32)"
+    blas = os.path.join(scipy_openblas32.get_lib_dir(), f"lib{scipy_openblas32.get_library()}.so")
+    if lib.bitcpm_fused_set_blas(blas.encode()) != 0:
+        return lib.bitcpm_fused_last_error().decode(errors="replace")
+    return None
+
+
+def blas_problem():
+    """None when the BLAS-backed Linear matmuls can run, else why not."""
+    load()
+    return _blas["problem"]
 
 
 def set_num_threads(n: int) -> int:

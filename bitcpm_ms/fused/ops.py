@@ -115,6 +115,37 @@ class FusedSwiGLU(nn.Cell):
         return self.op(gate, up)
 
 
+# ---------------------------------------------------------------- Linear matmul (OpenBLAS)
+def _linear_shape(x, w):
+    if len(x) != 2 or len(w) != 2:
+        raise FusedOpError(f"BlasLinearMatMul: x and weight must be 2-D, got {list(x)} and {list(w)}")
+    if _known(x[1], w[1]) and x[1] != w[1]:
+        raise FusedOpError(f"BlasLinearMatMul: x {list(x)} and weight {list(w)} differ in the input width")
+    return [x[0], w[0]]
+
+
+class BlasLinearMatMul(nn.Cell):
+    """(x [M, K], weight [N, K]) -> x weight^T, MindFormers Linear's `MatMul(transpose_b=True)`
+    computed by OpenBLAS sgemm (scipy-openblas32); backward dx = dy weight, dweight = dy^T x, also
+    through sgemm. Raises FusedOpError if no BLAS could be loaded (see library.blas_problem)."""
+
+    def __init__(self):
+        super().__init__()
+        problem = library.blas_problem()
+        if problem:
+            raise FusedOpError(f"BlasLinearMatMul: {problem}")
+        dx_op = _custom("LinearDx", lambda dy, w: [dy[0], w[1]], 1)
+        dw_op = _custom("LinearDw", lambda dy, x: [dy[1], x[1]], 1)
+
+        def bprop(x, w, out, dout):
+            return dx_op(dout, w), dw_op(dout, x)
+
+        self.op = _custom("LinearFwd", _linear_shape, 1, bprop=bprop)
+
+    def construct(self, x, weight):
+        return self.op(x, weight)
+
+
 # ---------------------------------------------------------------- attention
 def attention_shape_problem(q, k, v, cos, sin, mask, num_heads: int, n_kv_heads: int):
     """None if the shapes suit FusedAttention, else a sentence saying what does not."""

@@ -38,6 +38,7 @@ class KernelLibrary:
     headers: Tuple[str, ...]
     cxxflags: Tuple[str, ...]
     include_dirs: Tuple[str, ...] = ()
+    libs: Tuple[str, ...] = ()  # linker inputs after the sources
     env_src: str = ""         # environment variable that may point at another copy of the sources
 
 
@@ -64,12 +65,14 @@ TERNARY = KernelLibrary(
 FUSED_TRAIN = KernelLibrary(
     name="libbitcpm_fused_train.so",
     sources=tuple(f"fused_train/{f}" for f in
-                  ("isa_avx512.cpp", "isa_avx2.cpp", "isa_portable.cpp", "dispatch.cpp", "c_abi.cpp"))
+                  ("isa_avx512.cpp", "isa_avx2.cpp", "isa_portable.cpp", "dispatch.cpp", "c_abi.cpp",
+                   "blas_matmul.cpp"))
     + ("ternary_matmul/threads.cpp",),
     headers=tuple(f"fused_train/{f}" for f in ("ft_common.h", "ft_vec.h", "ft_kernels.h", "ft_attention.h"))
     + ("ternary_matmul/ternary_common.h",),
     cxxflags=_COMMON_FLAGS + ("-ffp-contract=fast", "-Wno-psabi", "-Wl,--no-undefined"),
-    include_dirs=("ternary_matmul",))
+    include_dirs=("ternary_matmul",),
+    libs=("-ldl",))
 
 _lock = threading.Lock()
 _built: dict = {}
@@ -132,7 +135,7 @@ def build_key(lib: KernelLibrary = TERNARY) -> str:
         h.update(p.read_bytes())
     cxx = _compiler()
     ver = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
-    h.update(repr((lib.cxxflags, lib.include_dirs, cxx, ver, _cpu_features())).encode())
+    h.update(repr((lib.cxxflags, lib.include_dirs, lib.libs, cxx, ver, _cpu_features())).encode())
     return h.hexdigest()[:16]
 
 
@@ -149,7 +152,7 @@ def library_path(lib: KernelLibrary = TERNARY) -> Path:
             tmp = out_dir / f".{lib.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
             includes = [f"-I{ops_dir() / d}" for d in lib.include_dirs]
             cmd = [_compiler(), *lib.cxxflags, *includes, "-o", str(tmp),
-                   *[str(_resolve(lib, s)) for s in lib.sources]]
+                   *[str(_resolve(lib, s)) for s in lib.sources], *lib.libs]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 try:

@@ -125,7 +125,7 @@ BITCPM_API int FusedCrossEntropyFwd(AOT_ARGS) {
   const int64_t N = shapes[0][0], V = shapes[0][1];
   for (int i = 1; i < 4; ++i)
     if (numel(ndims, shapes, i) != N) return shape_error(name, "labels, loss and lse must hold one value per token");
-  table().ce_forward(CF32(0), (const int32_t *)params[1], N, V, F32(2), F32(3), 0);
+  table().ce_forward(CF32(0), (const int32_t *)params[1], N, V, F32(2), F32(3), resolve_threads(0));
   return 0;
 }
 
@@ -138,7 +138,7 @@ BITCPM_API int FusedCrossEntropyBwd(AOT_ARGS) {
   const int64_t N = shapes[0][0], V = shapes[0][1];
   for (int i = 1; i < 5; ++i)
     if (numel(ndims, shapes, i) != N) return shape_error(name, "labels, lse, dloss, dlse: one value per token");
-  table().ce_backward(CF32(0), (const int32_t *)params[1], CF32(2), CF32(3), CF32(4), N, V, F32(5), 0);
+  table().ce_backward(CF32(0), (const int32_t *)params[1], CF32(2), CF32(3), CF32(4), N, V, F32(5), resolve_threads(0));
   return 0;
 }
 
@@ -150,7 +150,7 @@ BITCPM_API int FusedRmsNormFwd(AOT_ARGS) {
   const int64_t D = last_dim(ndims, shapes, 0), n = numel(ndims, shapes, 0);
   if (D <= 0 || numel(ndims, shapes, 1) != D || numel(ndims, shapes, 3) != n || numel(ndims, shapes, 4) * D != n)
     return shape_error(name, "x [..., D], weight [D], y like x, rstd one value per row");
-  table().rmsnorm_forward(CF32(0), CF32(1), n / D, D, CF32(2)[0], F32(3), F32(4), 0);
+  table().rmsnorm_forward(CF32(0), CF32(1), n / D, D, CF32(2)[0], F32(3), F32(4), resolve_threads(0));
   return 0;
 }
 
@@ -162,7 +162,7 @@ BITCPM_API int FusedRmsNormBwd(AOT_ARGS) {
   if (D <= 0 || numel(ndims, shapes, 1) != D || numel(ndims, shapes, 2) * D != n || numel(ndims, shapes, 3) != n ||
       numel(ndims, shapes, 4) != n || numel(ndims, shapes, 5) != D)
     return shape_error(name, "x [..., D], weight [D], rstd per row, dy and dx like x, dw [D]");
-  table().rmsnorm_backward(CF32(0), CF32(1), CF32(2), CF32(3), n / D, D, F32(4), F32(5), 0);
+  table().rmsnorm_backward(CF32(0), CF32(1), CF32(2), CF32(3), n / D, D, F32(4), F32(5), resolve_threads(0));
   return 0;
 }
 
@@ -173,7 +173,7 @@ BITCPM_API int FusedSwigluFwd(AOT_ARGS) {
   if (int rc = check(name, nparam, dtypes, "fff")) return rc;
   const int64_t n = numel(ndims, shapes, 0);
   if (numel(ndims, shapes, 1) != n || numel(ndims, shapes, 2) != n) return shape_error(name, "g, u, h differ in size");
-  table().swiglu_forward(CF32(0), CF32(1), n, F32(2), 0);
+  table().swiglu_forward(CF32(0), CF32(1), n, F32(2), resolve_threads(0));
   return 0;
 }
 
@@ -184,7 +184,7 @@ BITCPM_API int FusedSwigluBwd(AOT_ARGS) {
   const int64_t n = numel(ndims, shapes, 0);
   for (int i = 1; i < 5; ++i)
     if (numel(ndims, shapes, i) != n) return shape_error(name, "g, u, dh, dg, du differ in size");
-  table().swiglu_backward(CF32(0), CF32(1), CF32(2), n, F32(3), F32(4), 0);
+  table().swiglu_backward(CF32(0), CF32(1), CF32(2), n, F32(3), F32(4), resolve_threads(0));
   return 0;
 }
 
@@ -198,7 +198,7 @@ BITCPM_API int FusedAttentionFwd(AOT_ARGS) {
   if (int rc = attn_dims(name, ndims, shapes, params, dm)) return rc;
   if (numel(ndims, shapes, 7) != numel(ndims, shapes, 0) || numel(ndims, shapes, 8) != dm.B * dm.H * dm.S * 2)
     return shape_error(name, "out must be like q and stats [batch, heads, seq, 2]");
-  table().attention_forward(CF32(0), CF32(1), CF32(2), CF32(3), CF32(4), CF32(5), dm, F32(7), F32(8), 0);
+  table().attention_forward(CF32(0), CF32(1), CF32(2), CF32(3), CF32(4), CF32(5), dm, F32(7), F32(8), resolve_threads(0));
   return 0;
 }
 
@@ -214,6 +214,6 @@ BITCPM_API int FusedAttentionBwd(AOT_ARGS) {
       numel(ndims, shapes, 12) != nk)
     return shape_error(name, "out, dout, dq like q; stats [batch, heads, seq, 2]; dk, dv like k");
   table().attention_backward(CF32(0), CF32(1), CF32(2), CF32(3), CF32(4), CF32(5), dm, CF32(7), CF32(8), CF32(9),
-                             F32(10), F32(11), F32(12), 0);
+                             F32(10), F32(11), F32(12), resolve_threads(0));
   return 0;
 }

@@ -38,42 +38,67 @@ static void mask_info(const float *mask, const AttnDims &dm, std::vector<RowMask
 }
 
 // out[i, :] = rope(x[i*stride : +D]) for i < S (dense [S, D]).
-static void rope_rows(const float *x, int64_t stride, const float *c, const float *s, int64_t S, int64_t D,
-                      float *out) {
+static void rope_rows(const float *__restrict x, int64_t stride, const float *__restrict c,
+                      const float *__restrict s, int64_t S, int64_t D, float *__restrict out) {
   const int64_t h = D / 2;
   for (int64_t i = 0; i < S; ++i) {
     const float *xr = x + i * stride, *cr = c + i * D, *sr = s + i * D;
     float *o = out + i * D;
-    for (int64_t d = 0; d < h; ++d) o[d] = xr[d] * cr[d] + (-xr[d + h]) * sr[d];
-    for (int64_t d = h; d < D; ++d) o[d] = xr[d] * cr[d] + xr[d - h] * sr[d];
+    int64_t d = 0;
+    for (; d + kW <= h; d += kW) {
+      const vf x1 = vload(xr + d), x2 = vload(xr + d + h);
+      vstore(o + d, x1 * vload(cr + d) + (-x2) * vload(sr + d));
+      vstore(o + d + h, x2 * vload(cr + d + h) + x1 * vload(sr + d + h));
+    }
+    for (; d < h; ++d) {
+      o[d] = xr[d] * cr[d] + (-xr[d + h]) * sr[d];
+      o[d + h] = xr[d + h] * cr[d + h] + xr[d] * sr[d + h];
+    }
   }
 }
 
 // The transpose of rope: dx[d] = g[d]*cos[d] + (d < h ? g[d+h]*sin[d+h] : -g[d-h]*sin[d-h]).
-static void rope_back_row(const float *g, const float *cr, const float *sr, int64_t D, float *dx) {
+static void rope_back_row(const float *__restrict g, const float *__restrict cr, const float *__restrict sr,
+                          int64_t D, float *__restrict dx) {
   const int64_t h = D / 2;
-  for (int64_t d = 0; d < h; ++d) dx[d] = g[d] * cr[d] + g[d + h] * sr[d + h];
-  for (int64_t d = h; d < D; ++d) dx[d] = g[d] * cr[d] - g[d - h] * sr[d - h];
+  int64_t d = 0;
+  for (; d + kW <= h; d += kW) {
+    const vf g1 = vload(g + d), g2 = vload(g + d + h);
+    vstore(dx + d, g1 * vload(cr + d) + g2 * vload(sr + d + h));
+    vstore(dx + d + h, g2 * vload(cr + d + h) - g1 * vload(sr + d));
+  }
+  for (; d < h; ++d) {
+    dx[d] = g[d] * cr[d] + g[d + h] * sr[d + h];
+    dx[d + h] = g[d + h] * cr[d + h] - g[d] * sr[d];
+  }
 }
 
-static void transpose_sd(const float *a, int64_t S, int64_t D, float *at) {  // [S, D] -> [D, S]
-  for (int64_t i = 0; i < S; ++i)
-    for (int64_t d = 0; d < D; ++d) at[d * S + i] = a[i * D + d];
+static void transpose_sd(const float *__restrict a, int64_t S, int64_t D, float *__restrict at) {  // [S,D] -> [D,S]
+  constexpr int64_t kT = 16;  // cache blocks
+  for (int64_t i0 = 0; i0 < S; i0 += kT)
+    for (int64_t d0 = 0; d0 < D; d0 += kT)
+      for (int64_t i = i0; i < std::min(S, i0 + kT); ++i)
+        for (int64_t d = d0; d < std::min(D, d0 + kT); ++d) at[d * S + i] = a[i * D + d];
+}
+
+static float dot(const float *__restrict a, const float *__restrict b, int64_t n) {
+  vf acc = vf{};
+  int64_t j = 0;
+  for (; j + kW <= n; j += kW) acc += vload(a + j) * vload(b + j);
+  float s = hsum(acc);
+  for (; j < n; ++j) s += a[j] * b[j];
+  return s;
 }
 
 static void gather_rows(const float *x, int64_t stride, int64_t S, int64_t D, float *out) {
   for (int64_t i = 0; i < S; ++i) std::memcpy(out + i * D, x + i * stride, (size_t)D * sizeof(float));
 }
 
-static float norm2(const float *x, int64_t D) {
-  float s = 0.0f;
-  for (int64_t d = 0; d < D; ++d) s += x[d] * x[d];
-  return std::sqrt(s);
-}
+static float norm2(const float *x, int64_t D) { return std::sqrt(dot(x, x, D)); }
 
 // Tile widths in vectors (set per instruction set by isa_*.cpp): FT_NV_COLS for the score-like
 // products, FT_NV_MAT for the row-times-matrix products, so that the accumulators fit in the
-// register file (32 zmm on AVX-512, 16 ymm on AVX2 where one 16-lane vector takes two).
+// register file (32 zmm on AVX-512, 16 ymm on AVX2, 16 xmm on the baseline).
 constexpr int kNvCols = FT_NV_COLS;
 constexpr int kNvMat = FT_NV_MAT;
 
@@ -232,7 +257,9 @@ static void forward_block(const float *qr, const KvUnit &kv, const float *mask_b
     float *p = sc + r * S;
     const float sum = exp_shift_sum(p, n, rmax[r]);
     const float inv = 1.0f / sum;
-    for (int64_t j = 0; j < n; ++j) p[j] *= inv;
+    int64_t j = 0;
+    for (; j + kW <= n; j += kW) vstore(p + j, vload(p + j) * inv);
+    for (; j < n; ++j) p[j] *= inv;
     float *st = stats + ((b * dm.H + h) * S + i0 + r) * 2;
     st[0] = rmax[r] + std::log(sum);
     st[1] = (float)n;
@@ -291,12 +318,7 @@ static void attention_backward(const float *q, const float *k, const float *v, c
       for (int64_t h = g * rep; h < (g + 1) * rep; ++h) {
         rope_rows(q + b * S * qw + h * D, qw, cos_t, sin_t, S, D, qr.data());
         gather_rows(dout + b * S * qw + h * D, qw, S, D, go.data());
-        for (int64_t i = 0; i < S; ++i) {
-          const float *o = out + (b * S + i) * qw + h * D, *gi = go.data() + i * D;
-          float s = 0.0f;
-          for (int64_t d = 0; d < D; ++d) s += gi[d] * o[d];
-          delta[i] = s;
-        }
+        for (int64_t i = 0; i < S; ++i) delta[i] = dot(go.data() + i * D, out + (b * S + i) * qw + h * D, D);
         const float *st = stats + (b * dm.H + h) * S * 2;
         for (int64_t i0 = 0; i0 < S; i0 += kR) {
           const int nr = (int)std::min<int64_t>(kR, S - i0);
@@ -318,9 +340,12 @@ static void attention_backward(const float *q, const float *k, const float *v, c
           rows_x_cols(go.data() + i0 * D, kv.vt.data(), S, D, n, 1.0f, nullptr, dP.data(), S);
           cols_update(P.data(), S, n, go.data() + i0 * D, D, dvv.data());
           for (int r = 0; r < kR; ++r) {
-            float *p = P.data() + r * S, *dp = dP.data() + r * S;
+            const float *p = P.data() + r * S;
+            float *dp = dP.data() + r * S;
             const float dl = r < nr ? delta[i0 + r] : 0.0f;
-            for (int64_t j = 0; j < n; ++j) dp[j] = p[j] * (dp[j] - dl) * dm.scale;
+            int64_t j = 0;
+            for (; j + kW <= n; j += kW) vstore(dp + j, vload(p + j) * (vload(dp + j) - dl) * dm.scale);
+            for (; j < n; ++j) dp[j] = p[j] * (dp[j] - dl) * dm.scale;
           }
           rows_x_mat(dP.data(), S, n, kv.kr.data(), D, dqr.data());
           cols_update(dP.data(), S, n, qr.data() + i0 * D, D, dkr.data());

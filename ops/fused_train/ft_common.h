@@ -10,7 +10,7 @@
 // Determinism: every output element is computed by one thread in an order that does not depend on
 // the thread count (reductions over rows go through fixed-size chunks summed in order), so results
 // are bit-identical for any number of threads on a given ISA path. Paths differ in the last bits
-// (FMA contraction, vector width of the exp polynomial's evaluation is the same).
+// (vector width, hence reduction order, and FMA contraction).
 #pragma once
 
 #include <atomic>

@@ -1,11 +1,13 @@
-// 16-lane float vectors (GCC vector extensions) and the few math functions the kernels need.
+// Float vectors of the instruction set's native width (GCC vector extensions; FT_VBYTES is set by
+// isa_*.cpp: 64 = zmm on AVX-512, 32 = ymm on AVX2, 16 = xmm on the baseline; a vector wider than
+// the registers would be lowered lane by lane) and the few math functions the kernels need.
 // Included inside the `#pragma GCC target` region of each isa_*.cpp, so every function here is
-// compiled once per instruction set (zmm on AVX-512, pairs of ymm on AVX2, xmm on the baseline).
-// Lane arithmetic is identical on every path; only FMA contraction differs.
+// compiled once per instruction set. Paths differ in the last bits: reduction tree width and FMA
+// contraction.
 
-typedef float vf __attribute__((vector_size(64)));
-typedef int32_t vi __attribute__((vector_size(64)));
-constexpr int kW = 16;
+typedef float vf __attribute__((vector_size(FT_VBYTES)));
+typedef int32_t vi __attribute__((vector_size(FT_VBYTES)));
+constexpr int kW = FT_VBYTES / 4;
 
 static inline vf vload(const float *p) {
   vf v;

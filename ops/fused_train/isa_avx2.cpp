@@ -1,4 +1,4 @@
-// The fused training kernels compiled for AVX2 + FMA: each 16-lane vector is a pair of ymm registers.
+// The fused training kernels compiled for AVX2 + FMA: 8-lane ymm vectors.
 // The kernel bodies live in ft_kernels.h / ft_attention.h; this file only sets the instruction set.
 // Standard headers are included before the target region, so no shared inline or template code is
 // compiled with instructions the CPU might lack.
@@ -17,8 +17,9 @@ namespace bitcpm {
 namespace ft {
 namespace avx2 {
 
-#define FT_NV_COLS 1  // tile widths in 16-lane vectors (ft_attention.h)
-#define FT_NV_MAT 1
+#define FT_VBYTES 32   // vector width in bytes (ft_vec.h)
+#define FT_NV_COLS 2  // tile widths in vectors (ft_attention.h)
+#define FT_NV_MAT 2
 #include "ft_vec.h"
 #include "ft_kernels.h"
 #include "ft_attention.h"
@@ -26,6 +27,7 @@ namespace avx2 {
 extern const KernelTable kTable = {"avx2", ce_forward, ce_backward, rmsnorm_forward, rmsnorm_backward,
                                    swiglu_forward, swiglu_backward, attention_forward, attention_backward};
 
+#undef FT_VBYTES
 #undef FT_NV_COLS
 #undef FT_NV_MAT
 

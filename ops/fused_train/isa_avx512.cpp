@@ -1,4 +1,4 @@
-// The fused training kernels compiled for AVX-512 F/BW/DQ/VL (+ AVX2, FMA): 16 lanes in one zmm register.
+// The fused training kernels compiled for AVX-512 F/BW/DQ/VL (+ AVX2, FMA): 16-lane zmm vectors.
 // The kernel bodies live in ft_kernels.h / ft_attention.h; this file only sets the instruction set.
 // Standard headers are included before the target region, so no shared inline or template code is
 // compiled with instructions the CPU might lack.
@@ -17,7 +17,8 @@ namespace bitcpm {
 namespace ft {
 namespace avx512 {
 
-#define FT_NV_COLS 2  // tile widths in 16-lane vectors (ft_attention.h)
+#define FT_VBYTES 64   // vector width in bytes (ft_vec.h)
+#define FT_NV_COLS 2  // tile widths in vectors (ft_attention.h)
 #define FT_NV_MAT 4
 #include "ft_vec.h"
 #include "ft_kernels.h"
@@ -26,6 +27,7 @@ namespace avx512 {
 extern const KernelTable kTable = {"avx512", ce_forward, ce_backward, rmsnorm_forward, rmsnorm_backward,
                                    swiglu_forward, swiglu_backward, attention_forward, attention_backward};
 
+#undef FT_VBYTES
 #undef FT_NV_COLS
 #undef FT_NV_MAT
 

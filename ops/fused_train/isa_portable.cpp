@@ -14,8 +14,9 @@ namespace bitcpm {
 namespace ft {
 namespace portable {
 
-#define FT_NV_COLS 1  // tile widths in 16-lane vectors (ft_attention.h)
-#define FT_NV_MAT 1
+#define FT_VBYTES 16   // vector width in bytes (ft_vec.h)
+#define FT_NV_COLS 2  // tile widths in vectors (ft_attention.h)
+#define FT_NV_MAT 2
 #include "ft_vec.h"
 #include "ft_kernels.h"
 #include "ft_attention.h"
@@ -23,6 +24,7 @@ namespace portable {
 extern const KernelTable kTable = {"portable", ce_forward, ce_backward, rmsnorm_forward, rmsnorm_backward,
                                    swiglu_forward, swiglu_backward, attention_forward, attention_backward};
 
+#undef FT_VBYTES
 #undef FT_NV_COLS
 #undef FT_NV_MAT
 
