@@ -55,7 +55,7 @@ class FusedLlamaRMSNorm(nn.Cell):
 
     def construct(self, x):
         if x.dtype == _F32 and self.compute_type == _F32:
-            return self.op(x, self.weight)
+            return self.op(x, self.weight)[0]
         original_type = x.dtype            # LlamaRMSNorm._self_norm
         h = self.cast(x, self.compute_type)
         out = h * self.rsqrt(self.mean(self.square(h), -1) + self.eps)
@@ -113,6 +113,6 @@ class FusedLlamaAttention(nn.Cell):
         key = self.cast(self.wk(x), self.dtype)             # [bs, seq, n_kv_head * head_dim]
         value = self.cast(self.wv(x), self.dtype)
         freqs_cos, freqs_sin, _ = freqs_cis                 # [1, 1, seq, head_dim]
-        context = self.op(query, key, value, self.cast(freqs_cos, _F32), self.cast(freqs_sin, _F32),
-                          self.cast(mask, _F32))            # [bs, seq, n_head * head_dim]
+        context, _ = self.op(query, key, value, self.cast(freqs_cos, _F32), self.cast(freqs_sin, _F32),
+                             self.cast(mask, _F32))         # [bs, seq, n_head * head_dim]
         return self.cast(self.wo(context), ori_dtype)

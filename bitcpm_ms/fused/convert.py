@@ -22,20 +22,10 @@ from ..quant.swap import replace_cells
 from . import library
 from .cells import FusedCrossEntropyLoss, FusedLlamaAttention, FusedLlamaFeedForward, FusedLlamaRMSNorm
 from .config import FusionConfig
-from .ops import BlasLinearMatMul
+from .ops import BlasLinearMatMul, cpu_fusions_available
 
 logger = logging.getLogger(__name__)
 _F32 = ms.float32
-
-
-def cpu_fusions_available() -> Optional[str]:
-    """None when the fused ops can run here, else why not."""
-    if ms.get_context("device_target") != "CPU":
-        return f"device_target is {ms.get_context('device_target')}, not CPU"
-    mode = ms.get_auto_parallel_context("parallel_mode")
-    if mode not in ("stand_alone", "data_parallel"):
-        return f"parallel_mode {mode} (the fused ops carry no shard strategies)"
-    return None
 
 
 def _attention_problem(cell) -> Optional[str]:

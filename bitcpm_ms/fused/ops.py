@@ -1,5 +1,5 @@
 """The fused kernels as MindSpore ops: AOT ``ops.Custom`` primitives over
-``libbitcpm_fused_train.so``, each forward paired with its backward kernel through ``bprop``.
+``libbitcpm_fused_train.so``, each forward paired with its backward kernel in a Cell's ``bprop``.
 
 Each Cell here is one op with a fixed signature (float32 only); the drop-in replacements for
 MindFormers' modules, with their fallbacks, are in ``cells.py``. Shapes are checked by name when a
@@ -7,6 +7,8 @@ graph is built (the ops' shape inference), so an unsupported shape raises FusedO
 never reaches a kernel with wrong sizes.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import numpy as np
 import mindspore as ms
@@ -18,11 +20,22 @@ from .errors import FusedOpError
 _F32 = ms.float32
 
 
-def _custom(func_name: str, out_shape, n_out: int, bprop=None):
+def _custom(func_name: str, out_shape, n_out: int):
+    """An AOT op of the library. Backward passes are Cell `bprop` methods (not ops.Custom's bprop
+    closures, which MindFormers' Trainer graphs cannot resolve)."""
     dtype = (lambda *a: (_F32,) * n_out) if n_out > 1 else (lambda *a: _F32)
     library.load()          # settings from the environment apply before the first call
-    return ops.Custom(f"{library.path()}:{func_name}", out_shape=out_shape, out_dtype=dtype,
-                      func_type="aot", bprop=bprop)
+    return ops.Custom(f"{library.path()}:{func_name}", out_shape=out_shape, out_dtype=dtype, func_type="aot")
+
+
+def cpu_fusions_available() -> Optional[str]:
+    """None when the fused ops can run here, else why not."""
+    if ms.get_context("device_target") != "CPU":
+        return f"device_target is {ms.get_context('device_target')}, not CPU"
+    mode = ms.get_auto_parallel_context("parallel_mode")
+    if mode not in ("stand_alone", "data_parallel"):
+        return f"parallel_mode {mode} (the fused ops carry no shard strategies)"
+    return None
 
 
 def _known(*dims) -> bool:
@@ -50,16 +63,15 @@ class FusedCrossEntropy(nn.Cell):
 
     def __init__(self):
         super().__init__()
-        bwd = _custom("FusedCrossEntropyBwd", lambda l, y, lse, d, dl: l, 1)
-        zeros_like = ops.ZerosLike()
-
-        def bprop(logits, labels, out, dout):
-            return bwd(logits, labels, out[1], dout[0], dout[1]), zeros_like(labels)
-
-        self.op = _custom("FusedCrossEntropyFwd", _ce_shape, 2, bprop=bprop)
+        self.fwd = _custom("FusedCrossEntropyFwd", _ce_shape, 2)
+        self.bwd = _custom("FusedCrossEntropyBwd", lambda l, y, lse, d, dl: l, 1)
+        self.zeros_like = ops.ZerosLike()
 
     def construct(self, logits, labels):
-        return self.op(logits, labels)
+        return self.fwd(logits, labels)
+
+    def bprop(self, logits, labels, out, dout):
+        return self.bwd(logits, labels, out[1], dout[0], dout[1]), self.zeros_like(labels)
 
 
 # ---------------------------------------------------------------- RMSNorm
@@ -70,23 +82,22 @@ def _rms_shape(x, w, spec):
 
 
 class FusedRMSNorm(nn.Cell):
-    """(x [..., D] f32, weight [D] f32) -> x / sqrt(mean(x^2) + eps) * weight (LlamaRMSNorm's
-    non-fused formula); backward gives dx and dweight (dweight summed in a fixed order)."""
+    """(x [..., D] f32, weight [D] f32) -> (y, rstd): y = x / sqrt(mean(x^2) + eps) * weight
+    (LlamaRMSNorm's non-fused formula), rstd [rows] kept for the backward, which gives dx and
+    dweight (dweight summed in a fixed order). Callers use y; rstd gets no gradient."""
 
     def __init__(self, eps: float):
         super().__init__()
         self.spec = Tensor(np.array([eps], np.float32))
-        bwd = _custom("FusedRmsNormBwd", lambda x, w, r, dy: (x, w), 2)
-        zeros_like = ops.ZerosLike()
-
-        def bprop(x, w, spec, out, dout):
-            dx, dw = bwd(x, w, out[1], dout[0])
-            return dx, dw, zeros_like(spec)
-
-        self.op = _custom("FusedRmsNormFwd", _rms_shape, 2, bprop=bprop)
+        self.fwd = _custom("FusedRmsNormFwd", _rms_shape, 2)
+        self.bwd = _custom("FusedRmsNormBwd", lambda x, w, r, dy: (x, w), 2)
 
     def construct(self, x, weight):
-        return self.op(x, weight, self.spec)[0]
+        return self.fwd(x, weight, self.spec)
+
+    def bprop(self, x, weight, out, dout):
+        dx, dw = self.bwd(x, weight, out[1], dout[0])
+        return dx, dw
 
 
 # ---------------------------------------------------------------- SwiGLU
@@ -103,16 +114,25 @@ class FusedSwiGLU(nn.Cell):
 
     def __init__(self):
         super().__init__()
-        bwd = _custom("FusedSwigluBwd", lambda g, u, dh: (g, g), 2)
-
-        def bprop(g, u, out, dout):
-            dg, du = bwd(g, u, dout)
-            return dg, du
-
-        self.op = _custom("FusedSwigluFwd", _same_shape("FusedSwiGLU"), 1, bprop=bprop)
+        self.fwd = _custom("FusedSwigluFwd", _same_shape("FusedSwiGLU"), 1)
+        self.bwd = _custom("FusedSwigluBwd", lambda g, u, dh: (g, g), 2)
 
     def construct(self, gate, up):
-        return self.op(gate, up)
+        return self.fwd(gate, up)
+
+    def bprop(self, gate, up, out, dout):
+        dg, du = self.bwd(gate, up, dout)
+        return dg, du
+
+
+# ---------------------------------------------------------------- gradient norm
+def sum_squares_op():
+    """AOT op x -> sum(x^2) (float32 [1]) for float32 x, one C++ pass; None off CPU or in
+    (semi-)auto parallel, where the caller keeps MindSpore's Square + ReduceSum. No bprop: it
+    reads gradients."""
+    if cpu_fusions_available() is not None:
+        return None
+    return _custom("SumSquares", lambda x: [1], 1)
 
 
 # ---------------------------------------------------------------- Linear matmul (OpenBLAS)
@@ -134,16 +154,15 @@ class BlasLinearMatMul(nn.Cell):
         problem = library.blas_problem()
         if problem:
             raise FusedOpError(f"BlasLinearMatMul: {problem}")
-        dx_op = _custom("LinearDx", lambda dy, w: [dy[0], w[1]], 1)
-        dw_op = _custom("LinearDw", lambda dy, x: [dy[1], x[1]], 1)
-
-        def bprop(x, w, out, dout):
-            return dx_op(dout, w), dw_op(dout, x)
-
-        self.op = _custom("LinearFwd", _linear_shape, 1, bprop=bprop)
+        self.fwd = _custom("LinearFwd", _linear_shape, 1)
+        self.dx = _custom("LinearDx", lambda dy, w: [dy[0], w[1]], 1)
+        self.dw = _custom("LinearDw", lambda dy, x: [dy[1], x[1]], 1)
 
     def construct(self, x, weight):
-        return self.op(x, weight)
+        return self.fwd(x, weight)
+
+    def bprop(self, x, weight, out, dout):
+        return self.dx(dout, weight), self.dw(dout, x)
 
 
 # ---------------------------------------------------------------- attention
@@ -180,20 +199,22 @@ class FusedAttention(nn.Cell):
         self.num_heads, self.n_kv_heads, self.head_dim = int(num_heads), int(n_kv_heads), int(head_dim)
         scale = np.float32(1.0) / np.sqrt(np.float32(head_dim))
         self.spec = Tensor(np.array([num_heads, n_kv_heads, scale], np.float32))
-        bwd = _custom("FusedAttentionBwd", lambda q, k, v, c, s, m, sp, o, st, do: (q, k, v), 3)
-        zeros_like = ops.ZerosLike()
-
-        def bprop(q, k, v, cos, sin, mask, spec, out, dout):
-            dq, dk, dv = bwd(q, k, v, cos, sin, mask, spec, out[0], out[1], dout[0])
-            return dq, dk, dv, zeros_like(cos), zeros_like(sin), zeros_like(mask), zeros_like(spec)
+        heads = self.num_heads, self.n_kv_heads
 
         def infer(q, k, v, cos, sin, mask, spec):
-            problem = attention_shape_problem(q, k, v, cos, sin, mask, self.num_heads, self.n_kv_heads)
+            problem = attention_shape_problem(q, k, v, cos, sin, mask, *heads)
             if problem:
                 raise FusedOpError(f"FusedAttention: {problem}")
-            return list(q), [q[0], self.num_heads, q[1], 2]
+            return list(q), [q[0], heads[0], q[1], 2]
 
-        self.op = _custom("FusedAttentionFwd", infer, 2, bprop=bprop)
+        self.fwd = _custom("FusedAttentionFwd", infer, 2)
+        self.bwd = _custom("FusedAttentionBwd", lambda q, k, v, c, s, m, sp, o, st, do: (q, k, v), 3)
+        self.zeros_like = ops.ZerosLike()
 
     def construct(self, q, k, v, cos, sin, mask):
-        return self.op(q, k, v, cos, sin, mask, self.spec)[0]
+        """-> (o [B,S,H*D], stats [B,H,S,2]); callers use o."""
+        return self.fwd(q, k, v, cos, sin, mask, self.spec)
+
+    def bprop(self, q, k, v, cos, sin, mask, out, dout):
+        dq, dk, dv = self.bwd(q, k, v, cos, sin, mask, self.spec, out[0], out[1], dout[0])
+        return dq, dk, dv, self.zeros_like(cos), self.zeros_like(sin), self.zeros_like(mask)

@@ -158,3 +158,18 @@ def causal_mask(tokens, pad_token_id=0, dtype=np.float32):
     B, S = tokens.shape
     keep = np.tril(np.ones((S, S), dtype))[None] * (tokens != pad_token_id).astype(dtype)[:, None, :]
     return ((1.0 - keep) * -10000.0).astype(dtype)[:, None]
+
+
+# ---------------------------------------------------------------- optimizer and gradient norm
+def adamw_update(p, g, m, v, lr, weight_decay, beta1, beta2, eps, step):
+    """MindFormers' AdamW step (decoupled decay, bias correction) -> (p', m', v')."""
+    p, g, m, v = _f64(p, g, m, v)
+    m = m * beta1 + g * (1.0 - beta1)
+    v = v * beta2 + g * g * (1.0 - beta2)
+    denom = np.sqrt(v / (1.0 - beta2 ** step)) + eps
+    return p * (1.0 - lr * weight_decay) - m / denom * (lr / (1.0 - beta1 ** step)), m, v
+
+
+def sum_squares(x):
+    (x,) = _f64(x)
+    return float((x * x).sum())

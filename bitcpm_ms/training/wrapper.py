@@ -17,6 +17,8 @@ from mindspore.ops import composite as C
 from mindspore.ops import functional as F
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
+from ..fused.ops import sum_squares_op
+
 _sq_sum = C.MultitypeFuncGraph("_sq_sum")
 _scale = C.MultitypeFuncGraph("_scale")
 
@@ -24,6 +26,14 @@ _scale = C.MultitypeFuncGraph("_scale")
 @_sq_sum.register("Tensor")
 def _sq_sum_tensor(grad):
     return ops.reduce_sum(ops.square(ops.cast(grad, ms.float32)))
+
+
+@_sq_sum.register("Function", "Tensor")
+def _sq_sum_fused(op, grad):
+    """sum(grad^2) in one C++ pass on CPU (bitcpm_ms.fused); float32 gradients only."""
+    if grad.dtype == ms.float32:
+        return ops.reshape(op(grad), ())
+    return _sq_sum_tensor(grad)
 
 
 @_scale.register("Tensor", "Tensor")
@@ -42,11 +52,14 @@ class BitCPMTrainOneStepCell(nn.TrainOneStepCell):
         max_grad_norm: the clipping threshold.
         scale_sense: static loss scale (1.0 for fp32/bf16 training); gradients are unscaled
             before clipping and the update.
+        fused_norm: on CPU, each gradient's sum of squares for the global norm in one C++ pass
+            (bitcpm_ms.fused); False (and any non-CPU target) keeps Square + ReduceSum.
         Other MindFormers wrapper arguments (parallel_config, lr_scheduler, ...) are accepted
         and ignored, so the Trainer can pass its usual defaults.
     """
 
-    def __init__(self, network, optimizer, use_clip_grad=True, max_grad_norm=1.0, scale_sense=1.0, **kwargs):
+    def __init__(self, network, optimizer, use_clip_grad=True, max_grad_norm=1.0, scale_sense=1.0, fused_norm=True,
+                 **kwargs):
         super().__init__(network, optimizer)
         if float(max_grad_norm) <= 0:
             raise ValueError(f"runner_wrapper.max_grad_norm must be positive, got {max_grad_norm}")
@@ -60,6 +73,7 @@ class BitCPMTrainOneStepCell(nn.TrainOneStepCell):
         self.learning_rate = deepcopy(self.optimizer.learning_rate)
         self.dynamic_lr = isinstance(self.learning_rate, LearningRateSchedule)
         self.hyper_map = C.HyperMap()
+        self.sq_sum = sum_squares_op() if fused_norm else None   # None: Square + ReduceSum
 
     def construct(self, *inputs):
         loss = self.network(*inputs)
@@ -68,7 +82,10 @@ class BitCPMTrainOneStepCell(nn.TrainOneStepCell):
         grads = self.grad_reducer(grads)
         if self.scale_value != 1.0:
             grads = self.hyper_map(F.partial(_scale, 1.0 / self.scale_sense), grads)
-        global_norm = ops.sqrt(ops.addn(self.hyper_map(_sq_sum, grads)))
+        if self.sq_sum is None:
+            global_norm = ops.sqrt(ops.addn(self.hyper_map(_sq_sum, grads)))
+        else:
+            global_norm = ops.sqrt(ops.addn(self.hyper_map(F.partial(_sq_sum, self.sq_sum), grads)))
         overflow = ops.logical_not(ops.isfinite(global_norm))
         if self.use_clip_grad:
             factor = self.max_grad_norm / ops.maximum(global_norm, self.max_grad_norm)

@@ -217,3 +217,30 @@ BITCPM_API int FusedAttentionBwd(AOT_ARGS) {
                              F32(10), F32(11), F32(12), resolve_threads(0));
   return 0;
 }
+
+// ---------------------------------------------------------------- optimizer and gradient norm
+// p, g, m, v (same size), lr [1], weight decay [1], step i32 [1], hyper [3] = (beta1, beta2, eps)
+//   -> p', m', v' (MindFormers' AdamW update; the optimizer assigns them to its parameters).
+BITCPM_API int FusedAdamW(AOT_ARGS) {
+  const char *name = "FusedAdamW";
+  if (int rc = check(name, nparam, dtypes, "ffffffiffff")) return rc;
+  const int64_t n = numel(ndims, shapes, 0);
+  for (int i : {1, 2, 3, 8, 9, 10})
+    if (numel(ndims, shapes, i) != n) return shape_error(name, "param, grad, m, v and the outputs differ in size");
+  if (numel(ndims, shapes, 4) != 1 || numel(ndims, shapes, 5) != 1 || numel(ndims, shapes, 6) != 1 ||
+      numel(ndims, shapes, 7) != 3)
+    return shape_error(name, "lr, weight decay and step are scalars; hyper is (beta1, beta2, eps)");
+  const float *hyper = CF32(7);
+  table().adamw_update(CF32(0), CF32(1), CF32(2), CF32(3), n, CF32(4)[0], CF32(5)[0], hyper[0], hyper[1], hyper[2],
+                       (float)((const int32_t *)params[6])[0], F32(8), F32(9), F32(10), resolve_threads(0));
+  return 0;
+}
+
+// x (any shape) -> [1] = sum(x * x).
+BITCPM_API int SumSquares(AOT_ARGS) {
+  const char *name = "SumSquares";
+  if (int rc = check(name, nparam, dtypes, "ff")) return rc;
+  if (numel(ndims, shapes, 1) != 1) return shape_error(name, "the output is one value");
+  table().sum_squares(CF32(0), numel(ndims, shapes, 0), F32(1), resolve_threads(0));
+  return 0;
+}

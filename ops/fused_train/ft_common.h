@@ -61,6 +61,10 @@ struct KernelTable {
   void (*attention_backward)(const float *q, const float *k, const float *v, const float *cos_t, const float *sin_t,
                              const float *mask, const AttnDims &dm, const float *out, const float *stats,
                              const float *dout, float *dq, float *dk, float *dv, int nthreads);
+  void (*adamw_update)(const float *p, const float *g, const float *m, const float *v, int64_t n, float lr, float wd,
+                       float b1, float b2, float eps, float step, float *p_out, float *m_out, float *v_out,
+                       int nthreads);
+  void (*sum_squares)(const float *x, int64_t n, float *out, int nthreads);
 };
 
 #define BITCPM_FT_DECLARE_TABLE(ns) \

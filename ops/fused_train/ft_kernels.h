@@ -178,3 +178,59 @@ static void swiglu_backward(const float *g, const float *u, const float *dh, int
     }
   });
 }
+
+// ---------------------------------------------------------------- AdamW (MindFormers' AdamW)
+// In MindFormers' order of operations (mindformers/core/optim/adamw.py, _update_run_op):
+//   p1 = p * (1 - lr*wd);  m' = m*b1 + g*(1-b1);  v' = v*b2 + g*g*(1-b2)
+//   p' = p1 - (m' / (sqrt(v' / (1 - b2^t)) + eps)) * (lr / (1 - b1^t))
+// One pass over the four tensors; outputs p', m', v' (the optimizer assigns them).
+static void adamw_update(const float *p, const float *g, const float *m, const float *v, int64_t n, float lr,
+                         float wd, float b1, float b2, float eps, float step, float *p_out, float *m_out, float *v_out,
+                         int nthreads) {
+  const float decay = 1.0f - lr * wd, c1 = 1.0f - b1, c2 = 1.0f - b2;
+  const float bc1 = 1.0f - std::pow(b1, step), bc2 = 1.0f - std::pow(b2, step);
+  const float step_size = lr / bc1;
+  const int64_t blk = 4096;
+  parallel_for((n + blk - 1) / blk, nthreads, 1, [&](int64_t b0, int64_t b1_) {
+    const int64_t j0 = b0 * blk, j1 = std::min(n, b1_ * blk);
+    int64_t j = j0;
+    for (; j + kW <= j1; j += kW) {
+      const vf gv = vload(g + j);
+      const vf mv = vload(m + j) * b1 + gv * c1;
+      const vf vv = vload(v + j) * b2 + gv * gv * c2;
+      vstore(m_out + j, mv);
+      vstore(v_out + j, vv);
+      vstore(p_out + j, vload(p + j) * decay - (mv / (vsqrt(vv / bc2) + eps)) * step_size);
+    }
+    for (; j < j1; ++j) {
+      const float mv = m[j] * b1 + g[j] * c1, vv = v[j] * b2 + g[j] * g[j] * c2;
+      m_out[j] = mv;
+      v_out[j] = vv;
+      p_out[j] = p[j] * decay - (mv / (std::sqrt(vv / bc2) + eps)) * step_size;
+    }
+  });
+}
+
+// Sum of squares of a tensor (the train-step wrapper's global norm), in float32 like
+// ReduceSum(Square(g)); per-block partial sums added in a fixed order.
+static void sum_squares(const float *x, int64_t n, float *out, int nthreads) {
+  const int64_t blk = 1 << 14, nb = (n + blk - 1) / blk;
+  std::vector<float> part((size_t)(nb > 0 ? nb : 1), 0.0f);
+  parallel_for(nb, nthreads, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t j0 = b * blk, j1 = std::min(n, j0 + blk);
+      vf acc = vf{};
+      int64_t j = j0;
+      for (; j + kW <= j1; j += kW) {
+        const vf xv = vload(x + j);
+        acc += xv * xv;
+      }
+      float s = hsum(acc);
+      for (; j < j1; ++j) s += x[j] * x[j];
+      part[b] = s;
+    }
+  });
+  float total = 0.0f;
+  for (int64_t b = 0; b < nb; ++b) total += part[b];
+  out[0] = total;
+}

@@ -69,6 +69,12 @@ static inline vf vexp(vf x) {
   return out;
 }
 
+static inline vf vsqrt(vf x) {
+  vf r;
+  for (int l = 0; l < kW; ++l) r[l] = __builtin_sqrtf(x[l]);  // one vsqrtps per vector
+  return r;
+}
+
 static inline float sexp(float x) { return vexp(vset(x))[0]; }
 
 // sigmoid(x) = 1 / (1 + exp(-x)), with exp's argument clamped so that 1 + exp(-x) stays finite.

@@ -25,7 +25,8 @@ namespace avx512 {
 #include "ft_attention.h"
 
 extern const KernelTable kTable = {"avx512", ce_forward, ce_backward, rmsnorm_forward, rmsnorm_backward,
-                                   swiglu_forward, swiglu_backward, attention_forward, attention_backward};
+                                   swiglu_forward, swiglu_backward, attention_forward, attention_backward,
+                                   adamw_update, sum_squares};
 
 #undef FT_VBYTES
 #undef FT_NV_COLS

@@ -12,6 +12,7 @@ from bitcpm_ms.errors import ConfigError
 from bitcpm_ms.fused import FusionConfig, apply_cpu_fusions
 from bitcpm_ms.fused.cells import (FusedCrossEntropyLoss, FusedLlamaAttention, FusedLlamaFeedForward,
                                    FusedLlamaRMSNorm)
+from bitcpm_ms.fused.ops import BlasLinearMatMul
 from bitcpm_ms.models import BitCPMConfig, BitCPMForCausalLM
 from bitcpm_ms.training import BitCPMTrainOneStepCell
 
@@ -45,6 +46,7 @@ def test_every_module_kind_is_swapped_and_names_are_kept():
     assert len(kinds[FusedLlamaRMSNorm]) == 5                      # 2 per layer + the final norm
     assert kinds[FusedCrossEntropyLoss] == ["loss"]
     assert LLamaAttention not in kinds and LlamaRMSNorm not in kinds
+    assert len(kinds[BlasLinearMatMul]) == 2 * 7 + 1                # every projection and the head
     plain = build(False, qat_config={"group_size": 32})
     assert sorted(p.name for p in net.get_parameters()) == sorted(p.name for p in plain.get_parameters())
 
@@ -115,10 +117,10 @@ def test_rms_norm_falls_back_for_float16():
 
 
 def test_fusion_config_values():
-    assert FusionConfig.from_value(True).enabled() == ["cross_entropy", "attention", "rms_norm", "swiglu"]
+    assert FusionConfig.from_value(True).enabled() == ["cross_entropy", "attention", "rms_norm", "swiglu", "matmul"]
     assert FusionConfig.from_value(None).enabled() == []
     assert FusionConfig.from_value(["swiglu"]).enabled() == ["swiglu"]
-    assert FusionConfig.from_value({"attention": False}).enabled() == ["cross_entropy", "rms_norm", "swiglu"]
+    assert FusionConfig.from_value({"attention": False}).enabled() == ["cross_entropy", "rms_norm", "swiglu", "matmul"]
     with pytest.raises(ConfigError, match="unknown fusion.*'atention'"):
         FusionConfig.from_value(["atention"])
     with pytest.raises(ConfigError, match="true or false"):

@@ -13,15 +13,20 @@ from .test_kernels import attention_case, close, f32
 
 
 class Weighted(nn.Cell):
-    """sum(op(*inputs) * w): a scalar whose gradient feeds w into the op's backward."""
+    """sum(op(*inputs)[first] * w): a scalar whose gradient feeds w into the op's backward
+    (first: the ops that also return saved statistics return them second)."""
 
-    def __init__(self, op):
+    def __init__(self, op, first=False):
         super().__init__()
         self.op = op
+        self.first = first
 
     def construct(self, *args):
         *inputs, w = args
-        return (self.op(*inputs) * w).sum()
+        out = self.op(*inputs)
+        if self.first:
+            out = out[0]
+        return (out * w).sum()
 
 
 class CrossEntropyBoth(nn.Cell):
@@ -57,12 +62,14 @@ def test_cross_entropy_op(mode):
 def test_rms_norm_op(mode):
     rng = np.random.default_rng(2)
     x, w, dy = f32(rng, 2, 9, 40), f32(rng, 40), f32(rng, 2, 9, 40)
-    net = Weighted(FusedRMSNorm(1e-5))
+    net = Weighted(FusedRMSNorm(1e-5), first=True)
     dx, dw = grads(net, (x, w, dy), (0, 1))
     ref_dx, ref_dw = R.rmsnorm_backward(x, w, dy, 1e-5)
     close(dx, ref_dx, what="dx")
     close(dw, ref_dw, what="dw")
-    y = FusedRMSNorm(1e-5)(Tensor(x), Tensor(w)).asnumpy()
+    y, rstd = FusedRMSNorm(1e-5)(Tensor(x), Tensor(w))
+    close(rstd.asnumpy().reshape(-1), R.rmsnorm_forward(x, w, 1e-5)[1].reshape(-1), what="rstd")
+    y = y.asnumpy()
     close(y, R.rmsnorm_forward(x, w, 1e-5)[0], what="y")
 
 
@@ -82,9 +89,9 @@ def test_attention_op(mode):
     cos4, sin4 = cos.reshape(1, 1, S, D), sin.reshape(1, 1, S, D)     # MindFormers' freqs layout
     dout = f32(rng, B, S, H * D)
     op = FusedAttention(H, Hkv, D)
-    out = op(*[Tensor(t) for t in (q, k, v, cos4, sin4, mask)]).asnumpy()
+    out = op(*[Tensor(t) for t in (q, k, v, cos4, sin4, mask)])[0].asnumpy()
     close(out, R.attention_forward(q, k, v, cos, sin, mask, H, Hkv), 2e-6, "out")
-    got = grads(Weighted(FusedAttention(H, Hkv, D)), (q, k, v, cos4, sin4, mask, dout), (0, 1, 2))
+    got = grads(Weighted(FusedAttention(H, Hkv, D), first=True), (q, k, v, cos4, sin4, mask, dout), (0, 1, 2))
     for g, ref, name in zip(got, R.attention_backward(q, k, v, cos, sin, mask, H, Hkv, dout), ("dq", "dk", "dv")):
         close(g, ref, 4e-6, name)
 
