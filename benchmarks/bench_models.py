@@ -39,15 +39,17 @@ def ms_network(dims, qat_group=None, fused=True):
     return net
 
 
-def ms_step(net, wrapper="ours"):
+def ms_step(net, wrapper="ours", fused_optimizer=True):
     """A training step Cell over `net`: "ours" = BitCPMTrainOneStepCell (clip 1.0, non-finite
-    skip), "raw" = nn.TrainOneStepCell (no clipping)."""
+    skip; fused global norm with the fused optimizer), "raw" = nn.TrainOneStepCell (no clipping).
+    fused_optimizer: CpuFusedAdamW (the tiny YAML's), else MindFormers' AdamW (same update)."""
     from mindspore import nn
-    from mindformers.core.optim import AdamW
-    from bitcpm_ms.training import BitCPMTrainOneStepCell
-    opt = AdamW(net.trainable_params(), learning_rate=LR, betas=BETAS, eps=EPS, weight_decay=WD)
+    from mindformers.core.optim.adamw import AdamW
+    from bitcpm_ms.training import BitCPMTrainOneStepCell, CpuFusedAdamW
+    cls = CpuFusedAdamW if fused_optimizer else AdamW
+    opt = cls(net.trainable_params(), learning_rate=LR, betas=BETAS, eps=EPS, weight_decay=WD)
     if wrapper == "ours":
-        step = BitCPMTrainOneStepCell(net, opt, use_clip_grad=True, max_grad_norm=CLIP)
+        step = BitCPMTrainOneStepCell(net, opt, use_clip_grad=True, max_grad_norm=CLIP, fused_norm=fused_optimizer)
     else:
         step = nn.TrainOneStepCell(net, opt)
     step.set_train(True)

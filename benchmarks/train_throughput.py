@@ -9,8 +9,8 @@ Part 1 (per config x precision), variants built once, then `--rounds` rounds in 
 `--steps` steps in turn (interleaved, so machine noise hits all alike); medians and quartiles of
 the per-step times:
   ours      BitCPMForCausalLM (MiniCPM scalings, ternary QAT g=64 for "qat") with the fused CPU
-            ops, under our train-step wrapper (global-norm clipping), fixed batch
-  unfused   the same without the fused ops (MindSpore op chains)
+            ops and CpuFusedAdamW, under our train-step wrapper (global-norm clipping), fixed batch
+  unfused   the same with MindSpore's op chains and MindFormers' AdamW (the model before fusion)
   torch     PyTorch eager, HF LlamaForCausalLM of the same shape (+ absmean ternary BitLinear
             g=64 with STE for "qat"), AdamW, clip_grad_norm_ 1.0 (skipped if PyTorch is absent)
 Part 2 (tiny YAML, as shipped, in-process): MindFormers' Trainer (dataset pipeline, callbacks,
@@ -53,7 +53,7 @@ def bench_shape(name, precision, args, torch_problem):
     batch = B.random_batch(dims)
     runners, compile_s = {}, {}
     for variant, fused in (("ours", True), ("unfused", False)):
-        run = B.ms_runner(B.ms_step(B.ms_network(dims, group, fused)), batch)
+        run = B.ms_runner(B.ms_step(B.ms_network(dims, group, fused), "ours", fused_optimizer=fused), batch)
         compile_s[variant] = timed(run)
         runners[variant] = run
     if not torch_problem:
@@ -106,9 +106,11 @@ def bench_trainer(args, workdir):
     model_cfg = {k: config.model.model_config[k] for k in B.CONFIGS["tiny"]}
     group = 64 if args.trainer_precision == "qat" else None
     fused = bool(config.model.model_config.get("cpu_fused_ops", False))
+    fused_opt = config.optimizer.type == "CpuFusedAdamW"
     batch = B.random_batch(dims)
-    loops = {"raw": B.ms_runner(B.ms_step(B.ms_network(model_cfg, group, fused), "raw"), batch),
-             "ours_loop": B.ms_runner(B.ms_step(B.ms_network(model_cfg, group, fused), "ours"), batch)}
+    loops = {k: B.ms_runner(B.ms_step(B.ms_network(model_cfg, group, fused), k, fused_optimizer=fused_opt), batch)
+             for k in ("raw", "ours")}
+    loops["ours_loop"] = loops.pop("ours")
     compile_s = {k: timed(run) for k, run in loops.items()}
     record = {"trainer": [], "raw": [], "ours_loop": [], "first_step_s": None}
 
