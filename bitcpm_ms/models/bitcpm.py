@@ -10,13 +10,15 @@ Parameter names are restored afterwards, so checkpoints keep MindFormers' LLaMA 
 1:1 to Hugging Face names. When the config carries a `qat_config`, the constructor ends by
 calling the one quantization entry point, `quantize_model`, so that MindFormers' builders (and
 `run_mindformer.py`) produce the QAT model from the YAML alone; no layer of the model holds
-quantization code.
+quantization code. Likewise `cpu_fused_ops` calls the one fusion entry point, `apply_cpu_fusions`
+(CPU only; see bitcpm_ms/fused).
 """
 from mindspore import nn
 from mindspore.ops import operations as P
 from mindformers.models.llama.llama import LlamaForCausalLM
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
+from ..fused import apply_cpu_fusions
 from ..quant import QuantConfig, quantize_model
 from ..quant.linear import in_strategy
 from .bitcpm_config import BitCPMConfig
@@ -97,6 +99,8 @@ class BitCPMForCausalLM(LlamaForCausalLM):
             model.norm_out = ScaleOutput(model.norm_out, config.logit_scale, norm_output_strategy(model.norm_out))
         if config.qat_config:
             quantize_model(self, QuantConfig.from_dict(config.qat_config))
+        if getattr(config, "cpu_fused_ops", False):
+            apply_cpu_fusions(self, config.cpu_fused_ops)
         for p in self.get_parameters():      # keep LLaMA's checkpoint names
             if id(p) in names and p.name != names[id(p)]:
                 p.name = names[id(p)]

@@ -41,17 +41,21 @@ class BitCPMConfig(LlamaConfig):
             None or enabled=False trains in full precision.
         cpu_safe (bool or None): force (True) / forbid (False) the CPU-safe settings; None picks
             them when MindSpore's device target is CPU.
+        cpu_fused_ops (bool, list or dict): fused CPU training ops to swap in (`bitcpm_ms.fused.
+            FusionConfig`: true = all); ignored off CPU. Default off: the unfused model is
+            bit-identical to MindFormers' LLaMA, the fused one equal within float32 rounding.
     """
     model_type = "bitcpm"
 
     def __init__(self, scale_emb: float = 1.0, scale_depth: float = None, dim_model_base: int = None,
-                 qat_config: dict = None, cpu_safe: bool = None, **kwargs):
+                 qat_config: dict = None, cpu_safe: bool = None, cpu_fused_ops=False, **kwargs):
         super().__init__(**kwargs)
         self.scale_emb = float(scale_emb)
         self.scale_depth = float(scale_depth) if scale_depth is not None else math.sqrt(self.num_layers)
         self.dim_model_base = int(dim_model_base) if dim_model_base is not None else self.hidden_size
         self.qat_config = dict(qat_config) if qat_config else None
         self.cpu_safe = cpu_safe
+        self.cpu_fused_ops = cpu_fused_ops
         self._validate()
         if cpu_safe or (cpu_safe is None and ms.get_context("device_target") == "CPU"):
             self._apply_cpu_safe()

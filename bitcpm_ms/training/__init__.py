@@ -1,5 +1,7 @@
-"""Training glue registered with MindFormers: train-step wrapper and metrics callback."""
+"""Training glue registered with MindFormers: train-step wrapper, metrics callback, and (from
+bitcpm_ms.fused) the CpuFusedAdamW optimizer."""
+from ..fused.optim import CpuFusedAdamW
 from .wrapper import BitCPMTrainOneStepCell
 from .metrics import BitCPMMetricsMonitor, StopAtStep
 
-__all__ = ["BitCPMTrainOneStepCell", "BitCPMMetricsMonitor", "StopAtStep"]
+__all__ = ["BitCPMTrainOneStepCell", "BitCPMMetricsMonitor", "StopAtStep", "CpuFusedAdamW"]

@@ -19,6 +19,7 @@ import mindspore as ms
 from mindspore import nn
 from mindspore.context import ParallelMode
 from mindspore.ops import composite as C
+from mindspore.ops import functional as F
 from mindspore.ops import operations as P
 
 # The marker MindSpore's parallel pass looks for (`GRAD_SCALE` in parallel_postprocessor.cc).
@@ -39,9 +40,23 @@ def _square_sum(grad):
     return tag_for_global_norm(_reduce_sum(_square(_cast(grad, ms.float32))), 0)
 
 
-def global_norm(hyper_map, grads):
-    """sqrt(sum over all gradients of sum(g^2)) as a scalar; `hyper_map` is the caller's C.HyperMap()."""
-    norm = _sqrt(_addn(hyper_map(square_sums, grads)))          # [1]: the AllReduce goes before Sqrt
+@square_sums.register("Function", "Tensor")
+def _square_sum_fused(op, grad):
+    """sum(grad^2) by `op` (bitcpm_ms.fused's one-pass C++ kernel, float32 only; it is given only in
+    stand-alone / data-parallel mode on CPU, where no cross-rank reduction is needed)."""
+    if grad.dtype == ms.float32:
+        return op(grad)
+    return _square_sum(grad)
+
+
+def global_norm(hyper_map, grads, sq_sum_op=None):
+    """sqrt(sum over all gradients of sum(g^2)) as a scalar; `hyper_map` is the caller's C.HyperMap(),
+    `sq_sum_op` an optional fused sum-of-squares op (None: MindSpore's tagged Square + ReduceSum)."""
+    if sq_sum_op is None:
+        sums = hyper_map(square_sums, grads)
+    else:
+        sums = hyper_map(F.partial(square_sums, sq_sum_op), grads)
+    norm = _sqrt(_addn(sums))          # [1]: the AllReduce goes before Sqrt
     return _reshape(norm, ())
 
 

@@ -18,6 +18,7 @@ from mindspore.ops import composite as C
 from mindspore.ops import functional as F
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
+from ..fused.ops import sum_squares_op
 from .global_norm import AnyRankFlag, global_norm as _global_norm
 
 _scale = C.MultitypeFuncGraph("_scale")
@@ -39,11 +40,14 @@ class BitCPMTrainOneStepCell(nn.TrainOneStepCell):
         max_grad_norm: the clipping threshold.
         scale_sense: static loss scale (1.0 for fp32/bf16 training); gradients are unscaled
             before clipping and the update.
+        fused_norm: on CPU, each gradient's sum of squares for the global norm in one C++ pass
+            (bitcpm_ms.fused); False (and any non-CPU target) keeps Square + ReduceSum.
         Other MindFormers wrapper arguments (parallel_config, lr_scheduler, ...) are accepted
         and ignored, so the Trainer can pass its usual defaults.
     """
 
-    def __init__(self, network, optimizer, use_clip_grad=True, max_grad_norm=1.0, scale_sense=1.0, **kwargs):
+    def __init__(self, network, optimizer, use_clip_grad=True, max_grad_norm=1.0, scale_sense=1.0, fused_norm=True,
+                 **kwargs):
         super().__init__(network, optimizer)
         if float(max_grad_norm) <= 0:
             raise ValueError(f"runner_wrapper.max_grad_norm must be positive, got {max_grad_norm}")
@@ -58,6 +62,7 @@ class BitCPMTrainOneStepCell(nn.TrainOneStepCell):
         self.dynamic_lr = isinstance(self.learning_rate, LearningRateSchedule)
         self.hyper_map = C.HyperMap()
         self.any_rank = AnyRankFlag()      # every rank skips the step when one sees a non-finite norm
+        self.sq_sum = sum_squares_op() if fused_norm else None   # None: tagged Square + ReduceSum
 
     def construct(self, *inputs):
         loss = self.network(*inputs)
@@ -66,7 +71,7 @@ class BitCPMTrainOneStepCell(nn.TrainOneStepCell):
         grads = self.grad_reducer(grads)
         if self.scale_value != 1.0:
             grads = self.hyper_map(F.partial(_scale, 1.0 / self.scale_sense), grads)
-        global_norm = _global_norm(self.hyper_map, grads)      # tagged: all-reduced under semi-auto parallel
+        global_norm = _global_norm(self.hyper_map, grads, self.sq_sum)      # tagged: all-reduced under semi-auto parallel
         overflow = self.any_rank(ops.logical_not(ops.isfinite(global_norm)))
         if self.use_clip_grad:
             factor = self.max_grad_norm / ops.maximum(global_norm, self.max_grad_norm)

@@ -122,3 +122,18 @@ def test_bad_model_configs():
         BitCPMForCausalLM(BitCPMConfig(**DIMS, qat_config={"group_sise": 32}))
     with pytest.raises(TypeError, match="BitCPMConfig"):
         BitCPMForCausalLM(LlamaConfig(**DIMS))
+
+
+def test_fused_cpu_ops_reproduce_plain_llama_within_float32(ids):
+    """With cpu_fused_ops (bitcpm_ms.fused) the neutral-scaling model equals MindFormers' LLaMA up
+    to float32 rounding (the fused kernels sum in another order), in logits and training loss."""
+    llama = _llama()
+    bit = BitCPMForCausalLM(BitCPMConfig(**DIMS, scale_emb=1, scale_depth=math.sqrt(2), dim_model_base=64,
+                                         cpu_fused_ops=True))
+    assert any("Fused" in type(c).__name__ for _, c in bit.cells_and_names())
+    _copy_weights(llama, bit)
+    np.testing.assert_allclose(_logits(bit, ids), _logits(llama, ids), rtol=1e-5, atol=1e-5)
+    train_ids = ms.Tensor(np.random.default_rng(2).integers(1, 96, (2, 17)).astype(np.int32))
+    llama.set_train(True)
+    bit.set_train(True)
+    assert abs(float(bit(train_ids).asnumpy()) - float(llama(train_ids).asnumpy())) < 1e-5
