@@ -46,12 +46,12 @@ class BitCPMDistillForCausalLM(BitCPMForCausalLM):
     """
 
     def __init__(self, config, teacher: BitCPMForCausalLM, temperature: float = 1.0, alpha: float = 0.5):
-        super().__init__(config=config)
         if not 0.0 <= float(alpha) <= 1.0:
             raise ValueError(f"distill alpha must be in [0, 1], got {alpha}")
         if int(teacher.config.vocab_size) != int(config.vocab_size):
             raise ValueError(f"teacher vocab_size {teacher.config.vocab_size} != student vocab_size "
                              f"{config.vocab_size}")
+        super().__init__(config=config)
         self.alpha = float(alpha)
         self.temperature = float(temperature)
         self.kd_loss = KDLoss(temperature)
