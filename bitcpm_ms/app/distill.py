@@ -124,6 +124,7 @@ def teacher_model_config(dcfg: DistillConfig, student_config) -> dict:
                           "distillation on logits needs the same tokenizer and vocabulary")
     tmc.setdefault("type", "BitCPMConfig")
     tmc.pop("checkpoint_name_or_path", None)
+    tmc["disable_lazy_inline"] = True       # see train_network.build_train_network
     for key in FIXED_FROM_STUDENT:
         tmc[key] = student_mc.get(key)
     return tmc

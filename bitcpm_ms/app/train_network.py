@@ -113,6 +113,10 @@ def build_train_network(config):
         model_config = build_model_config(config.model.model_config, default_args=dict(args))
         for key, value in args.items():
             setattr(model_config, key, value)
+        # MindFormers' @lazy_inline (on in any parallel mode) compiles LlamaForCausalLM as a reusable
+        # sub-graph; with the teacher called inside the student's graph, the CPU backend of the
+        # data-parallel run refuses the nested call ("Input[0] must be a Primitive ValueNode").
+        model_config.disable_lazy_inline = True
         network = BitCPMDistillForCausalLM(model_config, teacher, dcfg.temperature, dcfg.alpha)
         n = sum(int(p.size) for p in teacher.get_parameters())
         _log(f"distill: teacher {n / 1e6:.2f}M parameters from {teacher_ckpt} (frozen, not saved), "
