@@ -21,7 +21,6 @@ Outside training (`set_train(False)`), the forward is the plain student's.
 import numpy as np
 from mindspore import Parameter, Tensor, ops
 from mindspore.common import dtype as mstype
-from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
 from ..models import BitCPMForCausalLM
 from .kd_loss import DistillLoss
@@ -34,9 +33,9 @@ def _outside_cell_tree(cell, name, value):
     object.__setattr__(cell, name, value)
 
 
-@MindFormerRegister.register(MindFormerModuleType.MODELS)
 class BitCPMDistillForCausalLM(BitCPMForCausalLM):
-    """Student + frozen teacher; see the module docstring.
+    """Student + frozen teacher; see the module docstring. Built by `app/train_network.py` and handed
+    to MindFormers' `Trainer(model=...)` (it needs a built teacher, so it is not a YAML `arch` type).
 
     Args:
         config: the student's BitCPMConfig (QAT or not).

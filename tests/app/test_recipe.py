@@ -135,3 +135,26 @@ def test_bad_recipes_are_named(tmp_path, stages, match):
     path.write_text(yaml.safe_dump({"base_config": TINY_YAML, "stages": stages}))
     with pytest.raises(ConfigError, match=match):
         load_recipe(str(path))
+
+
+def test_study_verdicts_follow_the_seed_noise_rule():
+    """benchmarks/recipe_study_report.py: a pair is ordered only beyond 2 sigma of the difference."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import recipe_study_report as rep
+    finally:
+        sys.path.pop(0)
+
+    def run(name, bpb):
+        return {"run": name, "eval": {"bits_per_byte": bpb, "perplexity": 2 ** bpb}, "tokens": 100, "steps": 1,
+                "curve": [[1, 3.0, None]]}
+    runs = [run("qat_s1", 2.00), run("qat_s2", 2.02), run("g32_s1", 1.90), run("g32_s2", 1.92),
+            run("g-1_s1", 2.005), run("g-1_s2", 2.025)]
+    agg = rep.aggregate(runs)
+    sigma = rep.seed_noise(agg)
+    assert sigma == pytest.approx(np.sqrt(0.02 ** 2 / 2))
+    verdicts = rep.judge(agg, sigma, [("g32", "qat"), ("qat", "g-1"), ("qat", "g32")])
+    assert [v["verdict"] for v in verdicts] == ["agrees", "tie (within seed noise)", "reversed"]
+    assert rep.overall(verdicts[:2]) == "agrees where resolved; the rest are ties within seed noise"
+    assert rep.overall(verdicts) == "partly disagrees"
+    assert rep.judge(rep.aggregate(runs[::2]), None, [("g32", "qat")])[0]["verdict"] == "agrees (1 seed)"
