@@ -40,6 +40,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 from bitcpm_ms.app.recipe import Recipe, Stage, check_recipe, run_stage, stage_status  # noqa: E402
+from bitcpm_ms.errors import BitCPMError  # noqa: E402
 from bitcpm_ms.fileio import atomic_json  # noqa: E402
 
 import recipe_study_report as report  # noqa: E402
@@ -66,7 +67,7 @@ QUICK = dict(fp_steps=30, steps=16, more_steps=8, seeds=(1,), batch=2,
 def plan(p: dict, out_dir: str) -> Recipe:
     """The study as recipe stages (each with its dependencies: init_from, teacher)."""
     b = p["batch"]
-    common = {"lr_schedule.warmup_ratio": 0.1, "callbacks.BitCPMMetricsMonitor.log_interval": 10,
+    common = {"callbacks.BitCPMMetricsMonitor.log_interval": 10,
               "callbacks.CheckpointMonitor.keep_checkpoint_max": 1, "runner_config.batch_size": b,
               "train_dataset.batch_size": b, "model.model_config.batch_size": b, **p["model"]}
     stages = [Stage("fp", p["fp_steps"], {"quant.enabled": False, "lr_schedule.learning_rate": 3e-3,
@@ -93,6 +94,8 @@ def plan(p: dict, out_dir: str) -> Recipe:
     for st in stages:            # the final checkpoint only (and one halfway, to resume from)
         st.overrides.update(common)
         st.overrides["callbacks.CheckpointMonitor.save_checkpoint_steps"] = max(st.max_steps // 2, 1)
+        # warmup 10%, at least one step (WarmUpStableDecayLR is NaN with 0 warmup steps)
+        st.overrides["lr_schedule.warmup_ratio"] = max(0.1, 1.0 / st.max_steps)
     return check_recipe(Recipe(output_dir=out_dir, base_config=TINY_YAML, stages=stages))
 
 
@@ -207,4 +210,8 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BitCPMError as err:            # a failed run: its own output says why; re-running resumes
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)

@@ -80,7 +80,8 @@ class DistillLoss(nn.Cell):
     the closed-form gradient  mask/den * [c_ce (p_S - onehot) + c_kd T (p_S,T - p_T,T)].
 
     Inputs: student_logits [N, V] float32, teacher_logits [N, V] float32 (no gradient flows into
-    it), labels [N] int32, mask [N] float32. Outputs: (loss, ce, kd), scalars.
+    it), labels [N] int32, mask [N] float32. Outputs: (loss, ce, kd) scalars, then the softmaxes
+    (p_S, p_S,T, p_T) [N, V] that the backward reuses (gradients are taken of loss, ce and kd only).
     """
 
     def __init__(self, temperature: float = 1.0, alpha: float = 0.5):
@@ -117,23 +118,25 @@ class DistillLoss(nn.Cell):
         s_label = self.reshape(self.gather(s, 1, self.expand(labels, -1)), (-1,))      # [N]
         den = self.sum_all(mask) + 1e-8
         ce = self.sum_all((lse_s - s_label) * mask) / den
+        ps_t = ps
         if self.temperature != 1.0:
             s = s * self.inv_t
             t = t * self.inv_t
-            lse_s = self._lse(s, self.softmax(s))
+            ps_t = self.softmax(s)
+            lse_s = self._lse(s, ps_t)
         pt = self.softmax(t)
         kl = self.sum_last(pt * (t - s), -1) - self._lse(t, pt) + lse_s                # [N]
         kd = self.sum_all(kl * mask) * self.t2 / den
-        return ce * (1.0 - self.alpha) + kd * self.alpha, ce, kd
+        return ce * (1.0 - self.alpha) + kd * self.alpha, ce, kd, ps, ps_t, pt
 
     def bprop(self, student_logits, teacher_logits, labels, mask, out, dout):
+        # out[3:] are the forward's softmaxes, kept for this backward instead of recomputed
+        ps, ps_t, pt = out[3], out[4], out[5]
         den = self.sum_all(mask) + 1e-8
         c_ce = self.expand(((1.0 - self.alpha) * dout[0] + dout[1]) * mask / den, -1)  # [N, 1]
         c_kd = self.expand((self.alpha * dout[0] + dout[2]) * self.temperature * mask / den, -1)
-        ps = self.softmax(student_logits)
-        pt = self.softmax(teacher_logits * self.inv_t)
         if self.temperature != 1.0:
-            grad = ps * c_ce + (self.softmax(student_logits * self.inv_t) - pt) * c_kd
+            grad = ps * c_ce + (ps_t - pt) * c_kd
         else:
             grad = ps * (c_ce + c_kd) - pt * c_kd
         n = labels.shape[0]

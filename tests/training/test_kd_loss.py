@@ -22,7 +22,7 @@ LABELS = np.random.default_rng(9).integers(0, V, N).astype(np.int32)
 
 def _run(loss, s, t, labels=LABELS, mask=MASK):
     out = loss(ms.Tensor(s), ms.Tensor(t), ms.Tensor(labels), ms.Tensor(mask))
-    return [float(x.asnumpy()) for x in out]
+    return [float(x.asnumpy()) for x in out[:3]]
 
 
 def test_reference_is_the_textbook_kl():
@@ -67,7 +67,7 @@ class LossOnly(nn.Cell):
         self.loss = DistillLoss(temperature, alpha)
 
     def construct(self, s, t, labels, mask):
-        loss, ce, kd = self.loss(s, t, labels, mask)
+        loss, ce, kd = self.loss(s, t, labels, mask)[:3]
         return loss + ops.stop_gradient(ce) * 0 + ops.stop_gradient(kd) * 0
 
 
