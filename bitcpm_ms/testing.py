@@ -88,3 +88,24 @@ def write_config(path: str, data_dir: str, output_dir: str, batch_size: int, dat
     return path
 
 
+
+
+def write_teacher(out_dir: str, model: dict, seed: int = 0, head_scale: float = 1.0):
+    """A random full-precision BitCPM teacher for distillation tests and benchmarks: its checkpoint
+    and a run config holding its model_config. head_scale > 1 sharpens its output distribution.
+    Returns (config_path, checkpoint_path)."""
+    import json
+    import mindspore as ms
+    from .models import BitCPMConfig, BitCPMForCausalLM
+    os.makedirs(out_dir, exist_ok=True)
+    model_config = dict(model, scale_emb=12, scale_depth=1.4)
+    ms.set_seed(seed)
+    net = BitCPMForCausalLM(BitCPMConfig(**model_config))
+    if head_scale != 1.0:
+        net.lm_head.weight.set_data(ms.Tensor(net.lm_head.weight.asnumpy() * head_scale))
+    ckpt = os.path.join(out_dir, "teacher.ckpt")
+    ms.save_checkpoint(net, ckpt)
+    cfg = os.path.join(out_dir, "teacher_config.json")
+    with open(cfg, "w", encoding="utf-8") as f:
+        json.dump({"model": {"model_config": dict(model_config, type="BitCPMConfig")}}, f)
+    return cfg, ckpt

@@ -50,7 +50,7 @@ def _peek_output_dir(config_path: str, override: str = None) -> str:
 
 # ------------------------------------------------------------------ bitcpm-train / run/run_bitcpm.py
 TRAIN_FLAGS = ("config", "run_mode", "output_dir", "max_steps", "load_checkpoint", "resume_training",
-               "prompt", "max_new_tokens", "eval_max_batches", "verbose")
+               "prompt", "max_new_tokens", "eval_max_batches", "verbose", "init_from_checkpoint", "allow_random_init")
 
 
 def train_parser():
@@ -65,6 +65,10 @@ def train_parser():
     p.add_argument("--max_steps", type=int, default=None, help="stop training after N optimizer steps")
     p.add_argument("--load_checkpoint", default=None, help="checkpoint file or directory to start from")
     p.add_argument("--resume_training", default=None, help="true: also restore optimizer state and step")
+    p.add_argument("--init_from_checkpoint", default=None,
+                   help="start training from these weights only (fresh optimizer, step 0, re-warmup)")
+    p.add_argument("--allow_random_init", default=None,
+                   help="true: let a require_init_checkpoint config train QAT from random weights")
     p.add_argument("--prompt", default="The", help="predict mode: text to continue")
     p.add_argument("--max_new_tokens", type=int, default=32, help="predict mode: tokens to generate")
     p.add_argument("--eval_max_batches", type=int, default=None, help="eval mode: limit batches")
@@ -89,6 +93,10 @@ def parse_train_args(argv):
         overrides["load_checkpoint"] = args.load_checkpoint
     if args.resume_training is not None:
         overrides["resume_training"] = _bool(args.resume_training)
+    if args.init_from_checkpoint is not None:
+        overrides["init_from_checkpoint"] = args.init_from_checkpoint
+    if args.allow_random_init is not None:
+        overrides["allow_random_init"] = _bool(args.allow_random_init)
     return args, overrides
 
 

@@ -13,6 +13,7 @@ from mindformers.tools.register import MindFormerConfig
 from ..errors import ConfigError
 from ..parallel import check_tp_divisibility
 from ..quant import QuantConfig
+from .train_network import add_default_keys, check_keys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -68,10 +69,12 @@ def load_config(path: str, overrides: Dict[str, object] = None) -> MindFormerCon
             raise ConfigError(f"config file {path} has no '{section}' section")
     if "model_config" not in config.model or "arch" not in config.model:
         raise ConfigError(f"config file {path}: 'model' needs 'model_config' and 'arch'")
+    add_default_keys(config)            # init_from_checkpoint, distill, ... (app/train_network.py)
     apply_overrides(config, overrides or {})
     sync_dataset_tasks(config)
     sync_quant_section(config)
     check_lr_schedule(config)
+    check_keys(config)
     return config
 
 

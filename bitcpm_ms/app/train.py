@@ -12,6 +12,7 @@ from mindformers.tools.register import MindFormerConfig
 from ..errors import ConfigError
 from ..fileio import atomic_json
 from .checkpoints import resume_dir
+from .train_network import build_train_network
 
 
 def ensure_prepared_data(config) -> None:
@@ -87,7 +88,8 @@ def train(config) -> int:
         config.load_checkpoint = resume_dir(config.output_dir)
     prepare_callbacks(config)
     atomic_json(_plain(config), os.path.join(config.output_dir, "config_resolved.json"), indent=1)
-    trainer = Trainer(args=config, task="text_generation")
+    network = build_train_network(config)     # None: the Trainer builds config.model itself
+    trainer = Trainer(args=config, task="text_generation", model=network)
     trainer.train(train_checkpoint=config.load_checkpoint or False,
                   resume_training=bool(config.resume_training))
     rank = os.environ.get("RANK_ID", "0") or "0"

@@ -3,5 +3,7 @@ bitcpm_ms.fused) the CpuFusedAdamW optimizer."""
 from ..fused.optim import CpuFusedAdamW
 from .wrapper import BitCPMTrainOneStepCell
 from .metrics import BitCPMMetricsMonitor, StopAtStep
+from .distill import BitCPMDistillForCausalLM
 
-__all__ = ["BitCPMTrainOneStepCell", "BitCPMMetricsMonitor", "StopAtStep", "CpuFusedAdamW"]
+__all__ = ["BitCPMTrainOneStepCell", "BitCPMMetricsMonitor", "StopAtStep", "CpuFusedAdamW",
+           "BitCPMDistillForCausalLM"]

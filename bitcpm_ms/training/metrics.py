@@ -18,6 +18,7 @@ from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
 from ..models.flops import train_flops_per_token
 from .throughput import tokens_per_step
+from .distill import loss_terms
 
 
 def _scalar(x):
@@ -148,6 +149,7 @@ class BitCPMMetricsMonitor(Callback):
                "overflow": bool(_scalar(overflow)) if overflow is not None else None,
                "skipped_steps": int(_scalar(skipped)) if skipped is not None else None,
                "tokens_seen": self._tokens_seen, "time": time.time()}
+        rec.update(loss_terms(network))       # ce_loss / kd_loss when distilling (training/distill.py)
         if first_step_s is not None:
             rec["first_step_s"] = round(first_step_s, 3)
         if step_time:
@@ -169,6 +171,8 @@ class BitCPMMetricsMonitor(Callback):
         parts = [f"step {rec['step']}/{total}{pct}"]
         if rec["loss"] is not None:
             parts.append(f"loss {rec['loss']:.4f}" if isinstance(rec["loss"], float) else f"loss {rec['loss']}")
+        if "ce_loss" in rec:
+            parts.append(f"ce {rec['ce_loss']:.4f}" + (f" kd {rec['kd_loss']:.4f}" if "kd_loss" in rec else ""))
         if rec["lr"] is not None:
             parts.append(f"lr {rec['lr']:.3e}")
         if rec["grad_norm"] is not None:
