@@ -35,6 +35,9 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+fsync_dir = _fsync_dir
+
+
 @contextlib.contextmanager
 def atomic_write(path: str, mode: str = "wb", encoding: str = None):
     """`with atomic_write(p, "w") as f: f.write(...)`: the file appears at `p` complete or not at all."""

@@ -13,6 +13,7 @@ from mindformers.tools.register import MindFormerConfig
 from ..errors import ConfigError
 from ..parallel import check_tp_divisibility
 from ..quant import QuantConfig
+from .preflight import check_config_values
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -72,6 +73,7 @@ def load_config(path: str, overrides: Dict[str, object] = None) -> MindFormerCon
     sync_dataset_tasks(config)
     sync_quant_section(config)
     check_lr_schedule(config)
+    check_config_values(config)          # out-of-range numbers, named by their YAML path
     return config
 
 
