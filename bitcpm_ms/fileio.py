@@ -117,12 +117,25 @@ def check_output_dir(out_dir: str, overwrite: bool = False, error=BitCPMError) -
         raise error(f"output directory {out_dir} exists and is not empty (pass --overwrite to replace it)")
 
 
+def _fsync_tree(root: str) -> None:
+    """fsync every file and directory under `root` (before a rename publishes it)."""
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):
+                continue
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(dirpath)
+
+
 @contextlib.contextmanager
 def atomic_dir(out_dir: str, overwrite: bool = False, error=BitCPMError):
     """Build a directory under a temporary name and move it into place when the block succeeds.
 
     `with atomic_dir("out") as tmp: write files into tmp`. A non-empty existing `out_dir` is an
-    error unless `overwrite`; then it is replaced only after the new one is complete.
+    error unless `overwrite`; then it is replaced only after the new one is complete (every file
+    in it fsynced, then the directory renamed).
     """
     out_dir = os.path.abspath(out_dir).rstrip(os.sep)
     check_output_dir(out_dir, overwrite, error)
@@ -132,6 +145,7 @@ def atomic_dir(out_dir: str, overwrite: bool = False, error=BitCPMError):
     os.makedirs(tmp)
     try:
         yield tmp
+        _fsync_tree(tmp)              # files other libraries wrote (checkpoints, shards) are durable first
         if os.path.exists(out_dir):
             old = f"{out_dir}.old-{os.getpid()}"
             os.rename(out_dir, old)

@@ -58,6 +58,15 @@ def check_config_values(config) -> None:
         bs = (config.get(section) or {}).get("batch_size")
         if bs is not None:
             _number(bs, f"{section}.batch_size", 1, integer=True)
+    limits = {"StopAtStep": ("stop_step", 1), "BitCPMMetricsMonitor": ("log_interval", 1)}
+    for cb in config.get("callbacks") or []:
+        kind = cb.get("type")
+        if kind in limits and cb.get(limits[kind][0]) is not None:
+            _number(cb[limits[kind][0]], f"callbacks.{kind}.{limits[kind][0]}", limits[kind][1], integer=True)
+        if kind in ("CheckpointMonitor", "BitCPMCheckpointMonitor"):
+            for key, low in (("save_checkpoint_steps", 1), ("keep_checkpoint_max", 0)):
+                if cb.get(key) is not None:
+                    _number(cb[key], f"callbacks.{kind}.{key}", low, integer=True)
     mc = config.model.model_config
     for key in ("vocab_size", "hidden_size", "num_layers", "num_heads", "seq_length", "intermediate_size"):
         if mc.get(key) is not None:

@@ -55,7 +55,8 @@ def run_info(config) -> dict:
 
 
 def _diff(old: dict, new: dict, keys) -> List[str]:
-    return [f"{k} {old.get(k)!r} (this config: {new.get(k)!r})" for k in keys if old.get(k) != new.get(k)]
+    """Differences in `keys` that `old` records (a converted checkpoint records fewer keys)."""
+    return [f"{k} {old.get(k)!r} (this config: {new.get(k)!r})" for k in keys if k in old and old[k] != new.get(k)]
 
 
 def check_same_model(ckpt: str, config, sidecar: Optional[dict]) -> None:

@@ -32,7 +32,7 @@ def run(config, args) -> int:
     os.makedirs(config.output_dir, exist_ok=True)
     if mode == "train":          # one training run per output_dir (rank 0 holds it for an msrun job)
         from .runlock import RunLock
-        with RunLock(config.output_dir, enabled=is_rank0()):
+        with RunLock(config.output_dir, enabled=is_rank0() and os.environ.get("MS_ROLE") != "MS_SCHED"):
             return _run(config, args, mode)
     return _run(config, args, mode)
 

@@ -101,6 +101,7 @@ def train(config, verify_data: bool = False) -> int:
     if stopped:
         print(f"Training stopped by {stopped['signal']} after step {stopped['step']} (rank {rank}): checkpoint "
               f"{stopped['checkpoint']}; continue with --resume_training true", flush=True)
+        preemption.wait_for_peers()
         return preemption.PREEMPTED_EXIT_STATUS
     print(f"Training Over (rank {rank}): checkpoints in {os.path.join(config.output_dir, 'checkpoint')}, "
           f"metrics in {os.path.join(config.output_dir, 'metrics.jsonl')}", flush=True)

@@ -1,7 +1,8 @@
 """Checkpoint files that are never half-written, and a sidecar that tells a good one from a bad one.
 
-A training checkpoint is `OUTPUT_DIR/checkpoint/rank_N/<prefix>_rank_N-<epoch>_<step in epoch>.ckpt`
-(MindFormers' naming, one prefix for the whole run) plus its sidecar `<same>.ckpt.json`:
+A training checkpoint is `OUTPUT_DIR/checkpoint/rank_N/<prefix>_rank_N-<epoch>_<step>.ckpt` (MindFormers'
+naming, but one prefix for the whole run and the run's global step, also after resumes) plus its
+sidecar `<same>.ckpt.json`:
 
     {"format": 1, "file": ..., "bytes": ..., "sha256": ..., "step": ..., "global_step": ...,
      "skipped_steps": ..., "epoch": ..., "rank": ..., "world_size": ..., "time": ..., + run info}
@@ -106,8 +107,8 @@ def list_checkpoints(rank_dir: str) -> List[CheckpointEntry]:
     with_sc, without = [], []
     for path in glob.glob(os.path.join(rank_dir, "*.ckpt")):
         info = read_sidecar(path)
-        if info is not None and "step" in info:
-            with_sc.append(CheckpointEntry(path, info, int(info["step"])))
+        if info is not None:
+            with_sc.append(CheckpointEntry(path, info, int(info["step"]) if info.get("step") is not None else -1))
         else:
             m = _NAME_RE.search(path)
             without.append(CheckpointEntry(path, None, int(m.group(2)) if m else -1))

@@ -173,7 +173,7 @@ class BitCPMCheckpointMonitor(Callback):
                 raise RuntimeError(f"ranks stopped at different steps {steps.tolist()}")
             preemption.mark_stopped(step, path)
             info = preemption.preempted()
-            append_event(self._output_dir(), {"event": "preempted", "signal": info["signal"], "step": step,
+            append_event(self._output_dir(), {"event": "preempted", "signal": info["signal"], "after_step": step,
                                               "checkpoint": path})
             run_context.request_stop()
             return

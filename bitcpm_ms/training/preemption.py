@@ -73,6 +73,13 @@ def stop_agreed() -> bool:
     return bool(gather_ints([local]).max())
 
 
+def wait_for_peers() -> None:
+    """Barrier before a preempted rank exits: msrun SIGKILLs the other workers as soon as one exits
+    with a non-zero status, so no rank may leave before every rank is done."""
+    if world()[1] > 1:
+        gather_ints([0])
+
+
 def mark_stopped(step: int, checkpoint: str) -> None:
     _state.stopped_at, _state.checkpoint = int(step), checkpoint
 
