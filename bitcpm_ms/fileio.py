@@ -114,7 +114,8 @@ def remove_stale_tmp(path: str) -> None:
 def check_output_dir(out_dir: str, overwrite: bool = False, error=BitCPMError) -> None:
     """Refuse an output directory that exists and is not empty, unless `overwrite`."""
     if os.path.exists(out_dir) and not overwrite and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
-        raise error(f"output directory {out_dir} exists and is not empty (pass --overwrite to replace it)")
+        raise error(f"output directory {out_dir} exists and is not empty; choose another one (nothing in it "
+                    "was changed)")
 
 
 def _fsync_tree(root: str) -> None:

@@ -270,6 +270,10 @@ def configure_checkpoint_monitor(config, start: Optional[StartPoint]) -> None:
                   "verified checkpoints)", file=sys.stderr, flush=True)
     monitors = [cb for cb in callbacks if cb.get("type") == SAFE_MONITOR]
     for cb in monitors:
+        unknown = sorted(set(cb) - set(_MONITOR_KEYS))
+        if unknown:
+            raise ConfigError(f"callbacks.{SAFE_MONITOR}: unknown argument(s) {unknown} (supported: prefix, "
+                              "save_checkpoint_steps, keep_checkpoint_max, integrated_save, async_save)")
         cb["directory"] = config.output_dir
         cb["run_info"] = run_info(config)
         cb["resume_checkpoint"] = start.path if (start is not None and config.get("resume_training")) else None
