@@ -38,12 +38,14 @@ from bitcpm_ms.training.checkpoint_files import TMP_PREFIX, list_checkpoints, ve
 RUNNER = os.path.join(REPO, "run", "run_bitcpm.py")
 
 
-def logged_steps(out):
+def logged_steps(out, since=0.0):
+    """Steps logged in OUTPUT/metrics.jsonl after time `since` (the current process's start)."""
     try:
         with open(os.path.join(out, "metrics.jsonl"), encoding="utf-8") as f:
-            return [json.loads(line)["step"] for line in f if '"loss"' in line]
+            records = [json.loads(line) for line in f if '"loss"' in line]
     except (OSError, ValueError):
         return []
+    return [r["step"] for r in records if r.get("time", 0) > since]
 
 
 def start(cfg, out, steps, resume, save_every, keep):
@@ -69,28 +71,34 @@ def inspect(rank_dir):
     return torn, tmp, newest
 
 
-def kill_when(proc, out, rank_dir, mode, target_step, rng, step_time):
-    """Wait for the kill moment, SIGKILL the run; returns (killed, what, last logged step)."""
+def kill_when(proc, out, rank_dir, mode, target_step, rng, step_time, since):
+    """Wait for the kill moment (after `target_step`: a random fraction of a step later, or during the
+    next checkpoint write), SIGKILL the run; returns (killed, what, last logged step)."""
     deadline = time.time() + 900
+    reached = False
     while time.time() < deadline and proc.poll() is None:
-        if mode == "write":         # this process's own temporary directory: a save is under way
+        if mode == "write" and not reached:
+            reached = max(logged_steps(out, since) or [0]) >= target_step
+            time.sleep(0.005)
+        elif mode == "write":       # this process's own temporary directory: a save is under way
             if os.path.isdir(os.path.join(rank_dir, f"{TMP_PREFIX}{proc.pid}")):
                 delay = rng.uniform(0, 0.004)            # somewhere in the write / hash / sidecar / rename
                 time.sleep(delay)
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
-                return True, f"during a checkpoint write (+{delay * 1e3:.1f} ms)", max(logged_steps(out) or [0])
+                return True, f"in the save after step {target_step} (+{delay * 1e3:.1f} ms)", \
+                    max(logged_steps(out, since) or [0])
             time.sleep(0.0005)
         else:
-            if max(logged_steps(out) or [0]) >= target_step:
+            if max(logged_steps(out, since) or [0]) >= target_step:
                 frac = rng.random()
                 time.sleep(frac * step_time)
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
-                return True, f"random (step {target_step} + {frac:.2f} step)", max(logged_steps(out) or [0])
+                return True, f"random (step {target_step} + {frac:.2f} step)", max(logged_steps(out, since) or [0])
             time.sleep(0.005)
     proc.wait()
-    return False, "finished before the kill", max(logged_steps(out) or [0])
+    return False, "finished before the kill", max(logged_steps(out, since) or [0])
 
 
 def final_state(out, steps):
@@ -116,6 +124,8 @@ def chaos(workdir, kills=10, steps=60, save_every=4, keep=2, seed=0, log=print):
     t_ref = time.time() - t0
     log(f"reference: {steps} steps in {t_ref:.1f} s")
 
+    # kill moments spread over the run: sorted random steps, so every restart gets further
+    targets = sorted(rng.sample(range(1, steps - save_every), kills))
     events, torn_seen, t0 = [], [], time.time()
     step_time = 0.05
     resume = False
@@ -128,10 +138,9 @@ def chaos(workdir, kills=10, steps=60, save_every=4, keep=2, seed=0, log=print):
                 raise RuntimeError(f"final resumed run failed: {err[-2000:]}")
             break
         mode = "write" if k % 2 else "random"
-        done = max(logged_steps(run) or [0])
-        target = rng.randint(min(done + 1, steps - 1), steps - 1)
+        target = targets[k]
         t_kill0 = time.time()
-        killed, what, last = kill_when(proc, run, rank_dir, mode, target, rng, step_time)
+        killed, what, last = kill_when(proc, run, rank_dir, mode, target, rng, step_time, t_kill0)
         if not killed:
             raise RuntimeError(f"kill {k + 1}: the run finished before it could be killed ({what})")
         torn, tmp, newest = inspect(rank_dir)
@@ -150,7 +159,7 @@ def chaos(workdir, kills=10, steps=60, save_every=4, keep=2, seed=0, log=print):
     redone = [e["steps_redone"] for e in events]
     return {"kills": kills, "kills_survived": len(events) if identical else 0, "steps": steps,
             "save_every": save_every, "keep_checkpoint_max": keep, "seed": seed,
-            "kills_during_write": sum(1 for e in events if e["when"].startswith("during")),
+            "kills_during_write": sum(1 for e in events if e["when"].startswith("in the save")),
             "torn_files_seen": len(torn_seen), "final_bit_identical": identical, "final_max_abs_diff": max_diff,
             "tensors_compared": len(a), "reference_s": round(t_ref, 2), "chaos_s": round(t_chaos, 2),
             "time_lost_per_kill_s": round((t_chaos - t_ref) / kills, 2),

@@ -195,6 +195,18 @@ def _last_logged_step(output_dir: str) -> Optional[int]:
     return max(steps) if steps else None
 
 
+def _check_layout(start: StartPoint, config) -> None:
+    """Sliced (model / pipeline parallel) checkpoints resume only on the layout that wrote them;
+    data-parallel replicas resume on any number of ranks."""
+    saved = (start.sidecar or {}).get("world_size")
+    pc = config.get("parallel_config") or {}
+    sliced = int(pc.get("model_parallel") or 1) * int(pc.get("pipeline_stage") or 1) > 1
+    if saved is not None and sliced and int(saved) != world()[1]:
+        raise CheckpointError(f"checkpoint {start.path} was written by {saved} ranks; this run has {world()[1]} with "
+                              "model/pipeline parallelism, which needs resharding (auto_trans_ckpt from a full "
+                              "checkpoint), not --resume_training")
+
+
 def resume_view(output_dir: str, ckpt: str) -> str:
     """OUTPUT_DIR/checkpoint/.resume with rank_<r>/ holding a hard link to `ckpt` (a symlink where
     hard links are impossible), for MindFormers' resume path. Returns the .resume directory."""
@@ -224,6 +236,11 @@ def prepare_start(config) -> Optional[StartPoint]:
     path = config.get("load_checkpoint") or (checkpoint_dir(config.output_dir) if resume else None)
     if not path:
         return None
+    if config.get("auto_trans_ckpt"):
+        if not resume:          # a full checkpoint MindFormers reshards to this layout itself: hand it over
+            return None
+        # this run's own checkpoints already have this run's layout: nothing to reshard (unverified on Ascend)
+        config.auto_trans_ckpt = False
     own = os.path.abspath(config.output_dir) + os.sep
     if resume and not config.get("load_checkpoint") and not os.path.isdir(path):
         raise CheckpointError(f"--resume_training: no checkpoint found under {path}")
@@ -233,6 +250,7 @@ def prepare_start(config) -> Optional[StartPoint]:
     if start.rejected:
         print(f"warning: falling back to {start.path} (step {start.step})", file=sys.stderr, flush=True)
     check_same_model(start.path, config, start.sidecar)
+    _check_layout(start, config)
     config.load_checkpoint = start.path
     if resume:
         # MindFormers 1.9.0 resumes only from a directory of rank_N/ folders (a file is refused as

@@ -91,6 +91,10 @@ def main(root):
     damage(os.path.join(ckpt, f"dp_rank_0-1_{last}.ckpt"), "truncate")
     damage(os.path.join(ckpt, f"dp_rank_0-1_{last - 1}.ckpt"), "flip")
     res["c"] = run(cfg, r, "--max_steps", last, "--resume_training", "true")
+    # S: every step non-finite (a loss scale of 1e38 overflows the gradients) and skipped; then resumed
+    s = os.path.join(root, "s")
+    res["s"] = run(cfg, s, "--max_steps", 3, "--runner_wrapper.scale_sense", 1e38)
+    res["s_resume"] = run(cfg, s, "--max_steps", 5, "--runner_wrapper.scale_sense", 1e38, "--resume_training", "true")
     return res
 
 

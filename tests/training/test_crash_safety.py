@@ -98,3 +98,18 @@ def test_corrupt_newest_checkpoints_are_named_and_the_previous_one_is_used(runs)
     for key in fr:
         np.testing.assert_array_equal(fc[key], fr[key], err_msg=key)
     assert _losses(metrics)[last] == _losses(os.path.join(runs["root"], "r_metrics.jsonl"))[last]
+
+
+def test_skipped_steps_are_restored_and_counted_by_max_steps(runs):
+    """Steps skipped as non-finite do not advance the optimizer's global_step; the step shown, the
+    checkpoint names and --max_steps count them too, also after a resume."""
+    _ok(runs["s"])
+    _ok(runs["s_resume"])
+    from bitcpm_ms.training.checkpoint_files import read_sidecar
+    metrics = os.path.join(runs["root"], "s", "metrics.jsonl")
+    steps = {r["step"]: r for r in _records(metrics) if "loss" in r}
+    assert sorted(steps) == [1, 2, 3, 4, 5]                    # stopped at --max_steps 5, not 3 + 5
+    assert [steps[s]["skipped_steps"] for s in (3, 4, 5)] == [3, 4, 5]
+    assert all(steps[s]["overflow"] for s in steps)
+    info = read_sidecar(os.path.join(runs["root"], "s", "checkpoint", "rank_0", "dp_rank_0-1_5.ckpt"))
+    assert info["step"] == 5 and info["skipped_steps"] == 5 and info["global_step"] == 0
