@@ -207,6 +207,17 @@ def _check_layout(start: StartPoint, config) -> None:
                               "checkpoint), not --resume_training")
 
 
+def _cpu_safe_preload_barrier() -> None:
+    """MindFormers 1.9.0 waits in `comm_func.barrier()` after preloading a checkpoint in a parallel
+    run, which has no CPU kernel ("Unsupported op [Barrier] on CPU"): every msrun job on CPU that
+    loads a checkpoint failed there. Use the AllGather barrier on CPU."""
+    import mindspore as ms
+    if ms.get_context("device_target") == "CPU":
+        from mindformers.trainer import utils as mf_trainer_utils
+        from ..parallel.agreement import barrier
+        mf_trainer_utils.barrier = barrier
+
+
 def resume_view(output_dir: str, ckpt: str) -> str:
     """OUTPUT_DIR/checkpoint/.resume with rank_<r>/ holding a hard link to `ckpt` (a symlink where
     hard links are impossible), for MindFormers' resume path. Returns the .resume directory."""
@@ -252,6 +263,8 @@ def prepare_start(config) -> Optional[StartPoint]:
     check_same_model(start.path, config, start.sidecar)
     _check_layout(start, config)
     config.load_checkpoint = start.path
+    if world()[1] > 1:
+        _cpu_safe_preload_barrier()
     if resume:
         # MindFormers 1.9.0 resumes only from a directory of rank_N/ folders (a file is refused as
         # "not a directory"), taking the newest file of each: give it one holding just this file

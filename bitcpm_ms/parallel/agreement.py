@@ -35,3 +35,8 @@ def gather_ints(values: Sequence[int]) -> np.ndarray:
     from mindspore import ops
     out = ops.AllGather()(ms.Tensor(row.reshape(-1)))
     return out.asnumpy().reshape(size, -1).astype(np.int64)
+
+
+def barrier() -> None:
+    """Wait until every rank gets here (`comm_func.barrier` has no CPU kernel in MindSpore 2.9)."""
+    gather_ints([0])

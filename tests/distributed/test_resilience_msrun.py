@@ -75,10 +75,19 @@ def test_one_rank_killed_during_a_save_then_resumed(setup):
     stdout, stderr = proc.communicate(timeout=300)
     assert victim is not None, tail(stdout + stderr)
     assert proc.returncode == 1 and "worker rank 1 " in stderr, tail(stdout + stderr)
+    newest = [_newest_good(os.path.join(out, "checkpoint", f"rank_{r}")) for r in (0, 1)]
     resumed = run_msrun(cfg, 2, str(root / "log_k2"), "--output_dir", out, "--max_steps", STEPS,
                         "--resume_training", "true")
     assert resumed.returncode == 0, tail(resumed.stdout + resumed.stderr)
+    events = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl")) if '"resume"' in line]
+    assert events[-1]["from_step"] == min(newest), (newest, events[-1])   # the newest step good on both ranks
     _assert_same(out, setup["ref"])
+
+
+def _newest_good(rank_dir):
+    from bitcpm_ms.training.checkpoint_files import list_checkpoints, verify_checkpoint
+    good = [e.step for e in list_checkpoints(rank_dir) if e.sidecar and verify_checkpoint(e.path, e.sidecar) is None]
+    return max(good)
 
 
 @pytest.mark.slow          # 2 msrun launches
