@@ -4,5 +4,6 @@ MindFormers' `auto_register: bitcpm_register.<Class>` imports this file from REG
 imports below register the model, config, train-step wrapper, callbacks and tokenizer.
 """
 from bitcpm_ms.models import BitCPMConfig, BitCPMForCausalLM  # noqa: F401
-from bitcpm_ms.training import BitCPMMetricsMonitor, BitCPMTrainOneStepCell, StopAtStep  # noqa: F401
+from bitcpm_ms.training import (BitCPMCheckpointMonitor, BitCPMMetricsMonitor, BitCPMTrainOneStepCell,  # noqa: F401
+                                StopAtStep)
 from bitcpm_ms.data.mf_tokenizer import BitCPMTokenizer  # noqa: F401

@@ -52,7 +52,7 @@ def run_once(workdir, data, workers, batch, steps, threads, skip, tag):
                        model=TINY, total_steps=steps, group_size=64)
     extra = ["--max_steps", str(steps), "--context.runtime_num_threads", str(threads),
              "--callbacks.BitCPMMetricsMonitor.log_interval", "1",
-             "--callbacks.CheckpointMonitor.save_checkpoint_steps", str(10 * steps)]
+             "--callbacks.BitCPMCheckpointMonitor.save_checkpoint_steps", str(10 * steps)]
     env = dict(os.environ, GLOG_v="2", PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads))
     load_before = os.getloadavg()[0]
     t0 = time.time()

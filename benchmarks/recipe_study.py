@@ -68,7 +68,7 @@ def plan(p: dict, out_dir: str) -> Recipe:
     """The study as recipe stages (each with its dependencies: init_from, teacher)."""
     b = p["batch"]
     common = {"callbacks.BitCPMMetricsMonitor.log_interval": 10,
-              "callbacks.CheckpointMonitor.keep_checkpoint_max": 1, "runner_config.batch_size": b,
+              "callbacks.BitCPMCheckpointMonitor.keep_checkpoint_max": 1, "runner_config.batch_size": b,
               "train_dataset.batch_size": b, "model.model_config.batch_size": b, **p["model"]}
     stages = [Stage("fp", p["fp_steps"], {"quant.enabled": False, "lr_schedule.learning_rate": 3e-3,
                                           "seed": 10, "train_dataset.seed": 10}, init_from=None),
@@ -93,7 +93,7 @@ def plan(p: dict, out_dir: str) -> Recipe:
             qat(name, p["steps"], **{"lr_schedule.learning_rate": lr})
     for st in stages:            # the final checkpoint only (and one halfway, to resume from)
         st.overrides.update(common)
-        st.overrides["callbacks.CheckpointMonitor.save_checkpoint_steps"] = max(st.max_steps // 2, 1)
+        st.overrides["callbacks.BitCPMCheckpointMonitor.save_checkpoint_steps"] = max(st.max_steps // 2, 1)
         # warmup 10%, at least one step (WarmUpStableDecayLR is NaN with 0 warmup steps)
         st.overrides["lr_schedule.warmup_ratio"] = max(0.1, 1.0 / st.max_steps)
     return check_recipe(Recipe(output_dir=out_dir, base_config=TINY_YAML, stages=stages))

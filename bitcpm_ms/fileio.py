@@ -35,6 +35,9 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+fsync_dir = _fsync_dir
+
+
 @contextlib.contextmanager
 def atomic_write(path: str, mode: str = "wb", encoding: str = None):
     """`with atomic_write(p, "w") as f: f.write(...)`: the file appears at `p` complete or not at all."""
@@ -111,7 +114,20 @@ def remove_stale_tmp(path: str) -> None:
 def check_output_dir(out_dir: str, overwrite: bool = False, error=BitCPMError) -> None:
     """Refuse an output directory that exists and is not empty, unless `overwrite`."""
     if os.path.exists(out_dir) and not overwrite and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
-        raise error(f"output directory {out_dir} exists and is not empty (pass --overwrite to replace it)")
+        raise error(f"output directory {out_dir} exists and is not empty; choose another one (nothing in it "
+                    "was changed)")
+
+
+def _fsync_tree(root: str) -> None:
+    """fsync every file and directory under `root` (before a rename publishes it)."""
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):
+                continue
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(dirpath)
 
 
 @contextlib.contextmanager
@@ -119,7 +135,8 @@ def atomic_dir(out_dir: str, overwrite: bool = False, error=BitCPMError):
     """Build a directory under a temporary name and move it into place when the block succeeds.
 
     `with atomic_dir("out") as tmp: write files into tmp`. A non-empty existing `out_dir` is an
-    error unless `overwrite`; then it is replaced only after the new one is complete.
+    error unless `overwrite`; then it is replaced only after the new one is complete (every file
+    in it fsynced, then the directory renamed).
     """
     out_dir = os.path.abspath(out_dir).rstrip(os.sep)
     check_output_dir(out_dir, overwrite, error)
@@ -129,6 +146,7 @@ def atomic_dir(out_dir: str, overwrite: bool = False, error=BitCPMError):
     os.makedirs(tmp)
     try:
         yield tmp
+        _fsync_tree(tmp)              # files other libraries wrote (checkpoints, shards) are durable first
         if os.path.exists(out_dir):
             old = f"{out_dir}.old-{os.getpid()}"
             os.rename(out_dir, old)

@@ -81,7 +81,7 @@ def write_config(path: str, data_dir: str, output_dir: str, batch_size: int, dat
     for cb in cfg["callbacks"]:
         if cb["type"] == "BitCPMMetricsMonitor":
             cb["log_interval"] = 1
-        if cb["type"] == "CheckpointMonitor":
+        if cb["type"] in ("CheckpointMonitor", "BitCPMCheckpointMonitor"):
             cb.update(prefix="dp", save_checkpoint_steps=1, keep_checkpoint_max=20)
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(cfg, f, sort_keys=False)

@@ -29,6 +29,13 @@
 #   exits 1. Without it, msrun kills the other workers but then waits for the scheduler, which
 #   (if the rank died before the cluster was built) waits CLUSTER_TIME_OUT seconds: 2 hours by default.
 #
+# Preemption (JOIN=True): on SIGTERM or SIGINT (Ctrl-C) the launcher forwards SIGTERM to every
+#   worker; each finishes its current step, saves a checkpoint and stops (all ranks after the same
+#   step), and the launcher exits 75 once every rank has done so; continue with --resume_training
+#   true. msrun itself runs in its own session, so a Ctrl-C does not reach it (msrun answers SIGINT
+#   by SIGKILLing the workers). A second signal stops the job at once. With JOIN=False, send
+#   SIGTERM to the worker processes yourself.
+#
 # Environment: TAIL_LINES (default 40) lines of the dead rank's log to print;
 #              WATCHDOG_INTERVAL (default 1) seconds between checks.
 
@@ -125,9 +132,11 @@ stop_tree() {     # stop msrun and every process it started, by pid
 
 declare -A PID_RANK   # worker pid -> rank, read from /proc/PID/environ while the worker is alive
 scan_workers() {
-  local c r env_of
-  for c in $(pgrep -P "$MSRUN_PID" 2>/dev/null); do
+  local c r env_of parent
+  for c in $(descendants "$MSRUN_PID"); do     # msrun's children (or setsid's grandchildren)
     [ -n "${PID_RANK[$c]:-}" ] && continue
+    parent=$(ps -o ppid= -p "$c" 2>/dev/null | tr -d ' ')
+    [ -n "$parent" ] && [ -n "${PID_RANK[$parent]:-}" ] && continue    # a process a worker started
     env_of=$( { tr '\0' '\n' < "/proc/$c/environ"; } 2>/dev/null )
     if grep -qx "MS_ROLE=MS_WORKER" <<< "$env_of"; then
       r=$(sed -n 's/^RANK_ID=//p' <<< "$env_of")
@@ -162,19 +171,47 @@ report_dead() {   # $1 pid, $2 exit code
   fi
 }
 
-on_signal() {
-  echo "msrun_launcher: interrupted, stopping the job" >&2
-  stop_tree
-  exit 130
+PREEMPTED=0
+on_signal() {     # $1: the signal's name
+  if [ "$PREEMPTED" == 1 ]; then
+    echo "msrun_launcher: second $1, stopping the job now" >&2
+    stop_tree
+    exit 130
+  fi
+  PREEMPTED=1
+  scan_workers
+  echo "msrun_launcher: $1: forwarding SIGTERM to the workers (${!PID_RANK[*]}); they save a checkpoint" \
+       "after the current step and stop (send $1 again to stop at once)" >&2
+  for p in "${!PID_RANK[@]}"; do kill -TERM "$p" 2>/dev/null; done
 }
-trap on_signal INT TERM
+trap 'on_signal SIGINT' INT
+trap 'on_signal SIGTERM' TERM
 
-"${MSRUN_CMD[@]}" > "$MSRUN_LOG" 2>&1 &
+preempted_ranks() {   # how many rank logs report a clean stop after a signal
+  grep -l "Training stopped by" "$LOG_DIR"/worker_*.log 2>/dev/null | wc -l
+}
+
+finish_preempted() {
+  local n
+  wait "$MSRUN_PID" 2>/dev/null
+  sleep 0.2
+  n=$(preempted_ranks)
+  if [ "$n" -ge "$LOCAL_WORKER" ]; then
+    echo "msrun_launcher: preempted: all $n ranks saved a checkpoint; continue with --resume_training true" >&2
+    exit 75
+  fi
+  echo "msrun_launcher: preempted: only $n of $LOCAL_WORKER ranks saved a checkpoint (stopped before" \
+       "training began?); see $LOG_DIR/worker_*.log" >&2
+  exit 1
+}
+
+setsid --wait "${MSRUN_CMD[@]}" > "$MSRUN_LOG" 2>&1 &
 MSRUN_PID=$!
 tail -n +1 -f --pid="$MSRUN_PID" "$MSRUN_LOG" 2>/dev/null | grep --line-buffered -v '^\[INFO\]' &
 
 while kill -0 "$MSRUN_PID" 2>/dev/null; do
   scan_workers
+  [ "$PREEMPTED" == 1 ] && { sleep 0.2; continue; }     # workers are saving; they exit 75
   line=$(grep -m1 -E "Worker process [0-9]+ exit with exception" "$MSRUN_LOG" 2>/dev/null)
   if [ -n "$line" ]; then
     pid=$(sed -E 's/.*Worker process ([0-9]+) exit.*/\1/' <<< "$line")
@@ -187,8 +224,10 @@ while kill -0 "$MSRUN_PID" 2>/dev/null; do
   fi
   if [ "$SECONDS" -lt 10 ]; then sleep 0.2; else sleep "$WATCHDOG_INTERVAL"; fi
 done
+[ "$PREEMPTED" == 1 ] && finish_preempted
 wait "$MSRUN_PID"
 rc=$?
+[ "$PREEMPTED" == 1 ] && finish_preempted
 sleep 0.2   # let the console tail flush
 if [ "$rc" -ne 0 ]; then
   # msrun failed without naming a worker (e.g. the scheduler or a rank on another node timed out)

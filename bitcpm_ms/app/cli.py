@@ -50,7 +50,8 @@ def _peek_output_dir(config_path: str, override: str = None) -> str:
 
 # ------------------------------------------------------------------ bitcpm-train / run/run_bitcpm.py
 TRAIN_FLAGS = ("config", "run_mode", "output_dir", "max_steps", "load_checkpoint", "resume_training",
-               "prompt", "max_new_tokens", "eval_max_batches", "verbose", "init_from_checkpoint", "allow_random_init")
+               "prompt", "max_new_tokens", "eval_max_batches", "verbose", "init_from_checkpoint", "allow_random_init",
+               "verify_data")
 
 
 def train_parser():
@@ -73,7 +74,18 @@ def train_parser():
     p.add_argument("--max_new_tokens", type=int, default=32, help="predict mode: tokens to generate")
     p.add_argument("--eval_max_batches", type=int, default=None, help="eval mode: limit batches")
     p.add_argument("--verbose", action="store_true", help="also show MindFormers' INFO log on the console")
+    p.add_argument("--verify_data", action="store_true",
+                   help="re-hash every training shard against the dataset's manifest (default: on first use)")
     return p
+
+
+def check_cli_values(args) -> None:
+    """Flags whose values are wrong whatever the config says."""
+    if args.prompt is not None and not args.prompt:
+        raise ConfigError("--prompt is empty: give the text to continue")
+    for flag in ("max_new_tokens", "eval_max_batches"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
 
 
 def parse_train_args(argv):
@@ -85,6 +97,7 @@ def parse_train_args(argv):
         overrides["output_dir"] = args.output_dir
     if args.run_mode is not None:
         overrides["run_mode"] = args.run_mode
+    check_cli_values(args)
     if args.max_steps is not None:
         if args.max_steps < 1:
             raise ConfigError(f"--max_steps must be >= 1, got {args.max_steps}")

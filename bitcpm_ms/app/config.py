@@ -14,6 +14,7 @@ from ..errors import ConfigError
 from ..parallel import check_tp_divisibility
 from ..quant import QuantConfig
 from .train_network import add_default_keys, check_keys
+from .preflight import check_config_values
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -75,6 +76,7 @@ def load_config(path: str, overrides: Dict[str, object] = None) -> MindFormerCon
     sync_quant_section(config)
     check_lr_schedule(config)
     check_keys(config)
+    check_config_values(config)          # out-of-range numbers, named by their YAML path
     return config
 
 

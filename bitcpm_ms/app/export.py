@@ -14,6 +14,7 @@ from ..errors import ConfigError
 from ..fileio import atomic_dir, atomic_json, check_output_dir
 from ..quant import quantized_layer_names
 from ..quant.convert import convert_model
+from ..training.checkpoint_files import file_digest, publish_checkpoint
 from .artifacts import load_model
 
 
@@ -58,11 +59,14 @@ def export_packed(config, checkpoint: str, output_dir: str, batch_size: int = 1,
                "act_bits": (mc.get("qat_config") or {}).get("act_bits"),
                "max_abs_diff_packed_vs_fake_quant": float(np.abs(packed_logits - ref).max()),
                "logit_scale": float(np.abs(ref).max())}
-    with atomic_dir(output_dir, error=ConfigError) as tmp:
-        ms.save_checkpoint(net, os.path.join(tmp, "model_packed.ckpt"))
+    with atomic_dir(output_dir, error=ConfigError) as tmp:     # all files appear together, fsynced
+        publish_checkpoint(lambda path: ms.save_checkpoint(net, path), tmp, "model_packed.ckpt",
+                           {"step": None, "source": os.path.abspath(ckpt), "packed": True})
         if mindir:
             ms.export(packed_model, ids, file_name=os.path.join(tmp, "model"), file_format="MINDIR")
             graph = nn.GraphCell(ms.load(os.path.join(tmp, "model.mindir")))
             summary["max_abs_diff_mindir_vs_fake_quant"] = float(np.abs(graph(ids).asnumpy() - ref).max())
+        summary["files"] = {name: dict(zip(("bytes", "sha256"), file_digest(os.path.join(tmp, name))))
+                            for name in sorted(os.listdir(tmp)) if name.endswith((".ckpt", ".mindir"))}
         atomic_json(summary, os.path.join(tmp, "export.json"), indent=1)
     return summary

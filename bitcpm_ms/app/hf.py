@@ -162,7 +162,7 @@ def from_hf(hf_dir: str, output: str) -> dict:
     """HF MiniCPM directory -> MindSpore .ckpt (full precision, e.g. to start QAT from, as
     BitCPM-CANN does). Returns the model_config keys for the YAML."""
     import mindspore as ms
-    from ..fileio import publish_file
+    from ..training.checkpoint_files import publish_checkpoint
     cfg_path = os.path.join(hf_dir, "config.json")
     if not os.path.isfile(cfg_path):
         raise ConversionError(f"{hf_dir} has no config.json")
@@ -171,9 +171,11 @@ def from_hf(hf_dir: str, output: str) -> dict:
     if not output.endswith(".ckpt"):
         raise ConversionError(f"--output {output} must end with .ckpt")
     params = hf_to_ms_params(read_hf_weights(hf_dir))
-    tmp = f"{output[:-5]}.tmp-{os.getpid()}.ckpt"      # MindSpore appends .ckpt to other names
-    ms.save_checkpoint([{"name": k, "data": ms.Tensor(v)} for k, v in params.items()], tmp)
-    publish_file(tmp, output)
+    # temporary name, fsync, rename, with a sidecar (size, sha256, architecture) for later checks
+    publish_checkpoint(lambda tmp: ms.save_checkpoint([{"name": k, "data": ms.Tensor(v)} for k, v in params.items()],
+                                                      tmp),
+                       os.path.dirname(os.path.abspath(output)), os.path.basename(output),
+                       {"step": 0, "source": os.path.abspath(hf_dir), "model": model_config})
     return model_config
 
 

@@ -30,6 +30,14 @@ def run(config, args) -> int:
         raise ConfigError(f"run_mode must be train, eval or predict, got {mode!r}")
     config.output_dir = os.path.abspath(config.output_dir)
     os.makedirs(config.output_dir, exist_ok=True)
+    if mode == "train":          # one training run per output_dir (rank 0 holds it for an msrun job)
+        from .runlock import RunLock
+        with RunLock(config.output_dir, enabled=is_rank0() and os.environ.get("MS_ROLE") != "MS_SCHED"):
+            return _run(config, args, mode)
+    return _run(config, args, mode)
+
+
+def _run(config, args, mode) -> int:
     build_context(config)
     _check_graph_mode()
     if is_rank0():
@@ -39,7 +47,7 @@ def run(config, args) -> int:
         from .train import ensure_prepared_data, train
         ensure_prepared_data(config)
         art = resolve(config)
-        code = train(config)
+        code = train(config, verify_data=getattr(args, "verify_data", False))
         if code or not (config.get("eval_after_train") and is_rank0()):
             return code
         if art.dataset_dir is None:

@@ -11,7 +11,9 @@ from mindformers.tools.register import MindFormerConfig
 
 from ..errors import ConfigError
 from ..fileio import atomic_json
-from .checkpoints import resume_dir
+from ..training import preemption
+from .preflight import check_training_data
+from .resume import configure_checkpoint_monitor, prepare_start, remove_resume_view
 from .train_network import build_train_network
 
 
@@ -81,18 +83,28 @@ def _plain(obj):
     return obj
 
 
-def train(config) -> int:
-    """Train as configured (the data must be prepared: see `ensure_prepared_data`)."""
-    dataset_files(config.train_dataset, "train_dataset")
-    if config.resume_training and not config.load_checkpoint:
-        config.load_checkpoint = resume_dir(config.output_dir)
+def train(config, verify_data: bool = False) -> int:
+    """Train as configured (the data must be prepared: see `ensure_prepared_data`). Returns 0, or
+    `preemption.PREEMPTED_EXIT_STATUS` when a signal stopped it after saving a checkpoint."""
+    check_training_data(config, dataset_files(config.train_dataset, "train_dataset"), verify_data)
+    start = prepare_start(config)          # a verified load_checkpoint / resume checkpoint
     prepare_callbacks(config)
+    configure_checkpoint_monitor(config, start)
     atomic_json(_plain(config), os.path.join(config.output_dir, "config_resolved.json"), indent=1)
     network = build_train_network(config)     # None: the Trainer builds config.model itself
     trainer = Trainer(args=config, task="text_generation", model=network)
-    trainer.train(train_checkpoint=config.load_checkpoint or False,
-                  resume_training=bool(config.resume_training))
+    try:
+        trainer.train(train_checkpoint=config.load_checkpoint or False,
+                      resume_training=bool(config.resume_training))
+    finally:
+        remove_resume_view(config.output_dir)
     rank = os.environ.get("RANK_ID", "0") or "0"
+    stopped = preemption.preempted()
+    if stopped:
+        print(f"Training stopped by {stopped['signal']} after step {stopped['step']} (rank {rank}): checkpoint "
+              f"{stopped['checkpoint']}; continue with --resume_training true", flush=True)
+        preemption.wait_for_peers()
+        return preemption.PREEMPTED_EXIT_STATUS
     print(f"Training Over (rank {rank}): checkpoints in {os.path.join(config.output_dir, 'checkpoint')}, "
           f"metrics in {os.path.join(config.output_dir, 'metrics.jsonl')}", flush=True)
     return 0

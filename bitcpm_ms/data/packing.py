@@ -45,7 +45,7 @@ from .manifest import (FORMAT_VERSION, MANIFEST, PAGE_SIZE, SPLITS, TOKENIZER_FI
 from .readers import ReadStats, iter_documents
 from .sources import detect_format, resolve_paths, uncompressed_size_estimate
 from .tasks import chunk_documents, cleaner_fn, doc_hash, run_tasks
-from .tokenizer import EOS_ID, file_sha256, load_sentencepiece, train_tokenizer
+from .tokenizer import EOS_ID, check_vocab_size, file_sha256, load_sentencepiece, train_tokenizer
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_CACHE = os.path.join(REPO_ROOT, "data_cache")
@@ -137,7 +137,8 @@ class SplitPacker:
         if self.n_rows:
             self._flush(self.n_rows)
         for f in self.files:
-            f["sha256"] = file_sha256(os.path.join(os.path.dirname(self.dir), f["file"]))
+            path = os.path.join(os.path.dirname(self.dir), f["file"])
+            f["sha256"], f["bytes"] = file_sha256(path), os.path.getsize(path)
         tokens_in_samples = self.samples * self.L
         return {
             "documents": self.documents, "eos_tokens": self.documents, "tokens": self.tokens,
@@ -175,14 +176,16 @@ class _Progress:
             self.bar.close()
 
 
-def tokenizer_sample(files: List[str], cfg: PrepareConfig, cleaner: Optional[str]) -> Iterator[str]:
+def tokenizer_sample(files: List[str], cfg: PrepareConfig, cleaner: Optional[str],
+                     stats: Optional[ReadStats] = None) -> Iterator[str]:
     """Deterministic, bounded sample of cleaned *training* documents: a document is taken when
-    its hash falls in the first ``p`` of the training range, ``p`` from the estimated size."""
+    its hash falls in the first ``p`` of the training range, ``p`` from the estimated size.
+    Reading problems are counted in ``stats`` (quietly: the packing pass warns about them)."""
     est = sum(uncompressed_size_estimate(f) for f in files)
     p = min(1.0, 1.25 * cfg.tokenizer_sample_bytes / max(est, 1))
     vf = cfg.validation_fraction
     clean = cleaner_fn(cleaner) if cleaner else None
-    quiet = ReadStats(quiet=True)        # the packing pass reports reading problems
+    quiet = stats if stats is not None else ReadStats(quiet=True)
     for doc in iter_documents(files, cfg.format, cfg.text_field, cfg.doc_separator, stats=quiet):
         h = doc_hash(doc)
         if h < vf and vf > 0:
@@ -248,9 +251,11 @@ def _build(cfg, files, sources, cleaner, name, fingerprint, tmp_dir, log) -> dic
     else:
         log(f"[prepare_data] training SentencePiece {cfg.tokenizer_type} vocab={cfg.vocab_size} on "
             f"<= {cfg.tokenizer_sample_bytes / 1e6:.0f} MB of {name}")
-        train_tokenizer(tokenizer_sample(files, cfg, cleaner if cleaner != "none" else None), tok_path,
-                        vocab_size=cfg.vocab_size, model_type=cfg.tokenizer_type,
+        sample_stats = ReadStats(quiet=True)
+        train_tokenizer(tokenizer_sample(files, cfg, cleaner if cleaner != "none" else None, sample_stats),
+                        tok_path, vocab_size=cfg.vocab_size, model_type=cfg.tokenizer_type,
                         max_sample_bytes=cfg.tokenizer_sample_bytes)
+        check_vocab_size(load_sentencepiece(tok_path).get_piece_size(), cfg.vocab_size, sample_stats)
         trained = True
     t_tok = time.time() - t0
     sp = load_sentencepiece(tok_path)

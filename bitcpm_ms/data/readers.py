@@ -101,21 +101,23 @@ class _Decoder:
 
 def _iter_text_chunks(path: str, stats: ReadStats) -> Iterator[str]:
     dec = _Decoder(path, stats)
-    with open_binary(path) as f:
-        while True:
-            try:
-                data = f.read(CHUNK_BYTES)
-            except (OSError, EOFError) as exc:
-                raise DataError(f"{path}: cannot read ({exc})") from exc
-            if not data:
-                break
-            text = dec.decode(data)
-            if text:
-                yield text
-        tail = dec.decode(b"", final=True)
-        if tail:
-            yield tail
-    dec.close()
+    try:            # count invalid bytes also when the reader stops early (a bounded sample)
+        with open_binary(path) as f:
+            while True:
+                try:
+                    data = f.read(CHUNK_BYTES)
+                except (OSError, EOFError) as exc:
+                    raise DataError(f"{path}: cannot read ({exc})") from exc
+                if not data:
+                    break
+                text = dec.decode(data)
+                if text:
+                    yield text
+            tail = dec.decode(b"", final=True)
+            if tail:
+                yield tail
+    finally:
+        dec.close()
 
 
 _BLANK_LINES = re.compile(r"\n[ \t\r]*\n(?:[ \t\r]*\n)*")

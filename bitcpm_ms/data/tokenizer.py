@@ -103,6 +103,26 @@ def train_tokenizer(documents: Iterable[str], model_path: str, vocab_size: int =
     return model_path
 
 
+def check_vocab_size(actual: int, wanted: int, stats=None) -> None:
+    """A trained vocabulary smaller than configured stops preparation, naming the likely cause.
+
+    SentencePiece (``hard_vocab_limit=False``) silently returns fewer pieces when the sample has
+    too few distinct strings, e.g. a latin-1 corpus, whose accented bytes all decode to U+FFFD
+    (336 pieces instead of 8192 were seen); the model's vocab_size would then not match the data.
+    ``stats`` (a ``readers.ReadStats`` of the sample) tells invalid UTF-8 apart from a small corpus."""
+    if actual >= wanted:
+        return
+    msg = f"the trained tokenizer has {actual} pieces, fewer than vocab_size {wanted}"
+    bad = getattr(stats, "invalid_utf8", 0)
+    if bad:
+        files = ", ".join(getattr(stats, "files_with_invalid_utf8", [])[:3])
+        raise DataError(f"{msg}: the corpus is not UTF-8 ({bad:,} invalid UTF-8 bytes replaced by U+FFFD in the "
+                        f"tokenizer sample, in {files}); convert it first, e.g. iconv -f latin1 -t utf-8, "
+                        "or lower vocab_size")
+    raise DataError(f"{msg}: the corpus sample has too few distinct pieces; use a larger corpus or "
+                    f"tokenizer_sample_bytes, or set vocab_size <= {actual}")
+
+
 def load_sentencepiece(model_path: str, strict_special_ids: bool = True) -> spm.SentencePieceProcessor:
     if not os.path.isfile(model_path):
         raise DataError(f"tokenizer model {model_path!r} does not exist")

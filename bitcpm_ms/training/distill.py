@@ -10,7 +10,7 @@ The teacher and the two logged loss terms are held *outside the Cell tree* (attr
 `object.__setattr__`). Graph mode still compiles and runs them (their Parameters are graph
 inputs), but `get_parameters()` / `trainable_params()` never see them, so:
   * the optimizer, the gradient and the data-parallel all-reduce cover the student only;
-  * MindFormers' CheckpointMonitor (which saves the train network's parameters) writes a plain
+  * the checkpoint callback (BitCPMCheckpointMonitor saves the train network's parameters) writes a plain
     student checkpoint: the teacher is not saved, and resume / eval / export load it as any other;
   * the teacher's weights cannot change (requires_grad False, not in any optimizer, and its logits
     pass through `ops.stop_gradient`).

@@ -39,14 +39,16 @@ def _find_model_config(cell):
 
 
 def restored_step_offset(cb_params) -> int:
-    """Steps done before this run: the optimizer's global_step (restored on resume) minus
-    MindSpore's cur_step_num, which restarts from 0 in a resumed run."""
+    """Steps done before this run: the optimizer's global_step (restored on resume) plus the
+    non-finite steps the wrapper skipped (`skipped_steps`, restored by BitCPMCheckpointMonitor),
+    minus MindSpore's cur_step_num, which restarts from 0 in a resumed run."""
     net = cb_params.train_network
     opt = getattr(net, "optimizer", None)
     step = getattr(opt, "global_step", None)
     if step is None:
         return 0
-    return int(_scalar(step)) - int(cb_params.cur_step_num)
+    skipped = getattr(net, "skipped_steps", None)
+    return int(_scalar(step)) + (int(_scalar(skipped)) if skipped is not None else 0) - int(cb_params.cur_step_num)
 
 
 def _fmt_time(seconds):

@@ -31,8 +31,8 @@ def _data_args(ds):
 def _write_recipe(path, out):
     path.write_text(yaml.safe_dump({
         "output_dir": str(out), "base_config": TINY_YAML,
-        "overrides": {"callbacks.CheckpointMonitor.save_checkpoint_steps": 1,
-                      "callbacks.CheckpointMonitor.keep_checkpoint_max": 10},
+        "overrides": {"callbacks.BitCPMCheckpointMonitor.save_checkpoint_steps": 1,
+                      "callbacks.BitCPMCheckpointMonitor.keep_checkpoint_max": 10},
         "stages": [
             {"name": "fp", "max_steps": 4, "overrides": {"quant.enabled": False}},
             {"name": "qat_kd", "max_steps": 3, "teacher": "fp", "distill": {"temperature": 2.0, "alpha": 0.5},

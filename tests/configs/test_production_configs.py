@@ -45,7 +45,7 @@ def test_config_loads_and_is_consistent(path):
     assert cfg.context.device_target == "Ascend" and cfg.context.mode == 0
     assert cfg.use_parallel is True and cfg.parallel.parallel_mode == 1 and cfg.parallel.full_batch is True
     assert cfg.runner_wrapper.type == "BitCPMTrainOneStepCell"
-    assert {cb["type"] for cb in cfg.callbacks} >= {"BitCPMMetricsMonitor", "CheckpointMonitor"}
+    assert {cb["type"] for cb in cfg.callbacks} >= {"BitCPMMetricsMonitor", "BitCPMCheckpointMonitor"}
     assert cfg.lr_schedule.type == "WarmUpStableDecayLR"
     # bf16 compute, fp32 master weights, Ascend fused kernels
     assert mc.compute_dtype == "bfloat16" and mc.param_init_type == "float32"
