@@ -171,19 +171,26 @@ def export_parser():
                     "packed model and the reloaded MindIR against the fake-quant model).")
     p.add_argument("--config", required=True)
     p.add_argument("--checkpoint", required=True, help="checkpoint file, or a training output_dir")
-    p.add_argument("--output_dir", required=True)
+    p.add_argument("--output_dir", help="--format packed: the export directory")
     p.add_argument("--batch_size", type=int, default=1)
     p.add_argument("--no_mindir", action="store_true", help="only write the packed checkpoint")
+    from .gguf_cli import add_gguf_arguments
+    add_gguf_arguments(p)
     return p
 
 
 @cli_main
 def export_main(argv):
     args = export_parser().parse_args(argv)
+    from .gguf_cli import check_gguf_arguments
+    check_gguf_arguments(args)
     from .console import import_mindformers
     import_mindformers()
     from .config import load_config
     config = load_config(args.config)
+    if args.format == "gguf":
+        from .gguf_cli import run_gguf_export
+        return run_gguf_export(args, config)
     if not config.model.model_config.qat_config.enabled:
         raise ConfigError("export: quant.enabled is false in this config; nothing to pack")
     import mindspore as ms
