@@ -200,9 +200,13 @@ def chunked_nll(ids, n_ctx: int, logits_fn) -> tuple:
     return total, count
 
 
-def quantize(src: str, dst: str, qtype: str, threads: int = 2) -> str:
-    """llama-quantize SRC DST QTYPE (e.g. TQ2_0): llama.cpp's own re-quantization, for comparison."""
-    _run([tool("llama-quantize"), src, dst, qtype, threads])
+def quantize(src: str, dst: str, qtype: str, threads: int = 2, keep_embeddings: str = None) -> str:
+    """llama-quantize SRC DST QTYPE (e.g. TQ2_0): llama.cpp's own re-quantization, for comparison.
+    By default llama-quantize also re-quantizes token_embd / output (Q4_K and Q6_K for TQ2_0);
+    keep_embeddings="f32" (or "f16") keeps them in that type, isolating the ternary tensors."""
+    extra = ["--token-embedding-type", keep_embeddings, "--output-tensor-type", keep_embeddings] \
+        if keep_embeddings else []
+    _run([tool("llama-quantize"), *extra, src, dst, qtype, threads])
     return dst
 
 

@@ -71,22 +71,20 @@ def _float_tensor(w: np.ndarray, kind: str):
         return np.ascontiguousarray(w, np.float32), None
     if kind == "f16":
         return np.ascontiguousarray(w, np.float16), None
+    if w.shape[-1] % 32:
+        raise ConversionError(f"--embedding_type q8_0 needs rows that are a multiple of 32, got {w.shape[-1]}")
     return gguf.quants.quantize(np.asarray(w, np.float32), gguf.GGMLQuantizationType.Q8_0), \
         gguf.GGMLQuantizationType.Q8_0
 
 
 def ternary_tensor(codes: np.ndarray, scales: np.ndarray, group_size: int, kind: str, requantize: bool,
                    what: str):
-    """(array, raw_dtype, dequantized float32 weight as llama.cpp sees it, requantized?) of one
+    """(array, raw_dtype, llama.cpp's float32 weight if re-fitted else None, re-fitted?) of one
     ternary projection in GGUF type `kind` (codes [out, in], scales [out, in/g])."""
     import gguf
-    g = codes.shape[1] if group_size == -1 else group_size
-    ours = codes.astype(np.float32) * np.repeat(scales.astype(np.float32), g, axis=1)
-    if kind == "f32":
-        return np.ascontiguousarray(ours), None, ours, False
-    if kind == "f16":
-        w16 = np.ascontiguousarray(ours.astype(np.float16))
-        return w16, None, w16.astype(np.float32), False
+    if kind in ("f32", "f16"):         # codes * scale: exact in f32; f16 rounds only the scale
+        ours = dequantize_weight(codes, scales)
+        return np.ascontiguousarray(ours, np.float32 if kind == "f32" else np.float16), None, None, False
     exact = tq_representable(codes.shape[1], group_size)
     if exact or not requantize:
         d = block_scales(scales, codes.shape[1], group_size, what)     # raises for other group sizes
@@ -94,7 +92,7 @@ def ternary_tensor(codes: np.ndarray, scales: np.ndarray, group_size: int, kind:
         d = requantize_block_scales(codes, scales, group_size)
     qtype = gguf.GGMLQuantizationType.TQ2_0 if kind == "tq2_0" else gguf.GGMLQuantizationType.TQ1_0
     blocks = pack_tq(kind, codes, d)
-    return blocks, qtype, gguf.quants.dequantize(blocks, qtype), not exact
+    return blocks, qtype, (None if exact else gguf.quants.dequantize(blocks, qtype)), not exact
 
 
 def _file_type(gguf_type: str) -> int:

@@ -69,12 +69,14 @@ def _ours(w, g, heads=None):
     return out[rope_row_order(w.shape[0], heads)] if heads else out, codes, scales
 
 
-@pytest.mark.parametrize("gguf_type", ["f32", "tq2_0", "tq1_0"])
-def test_gguf_ternary_tensors_and_metadata(exported, gguf_type):
+@pytest.mark.parametrize("gguf_type,embedding_type", [("f32", "f16"), ("f16", "q8_0"), ("tq2_0", "f16"),
+                                                       ("tq1_0", "f32")])
+def test_gguf_ternary_tensors_and_metadata(exported, gguf_type, embedding_type):
     ds, tmp, models = exported
     ckpt, params = models[256]
     path = str(tmp / f"m-{gguf_type}.gguf")
-    s = export_gguf(_config(ds, **{"quant.group_size": 256}), ckpt, path, gguf_type=gguf_type)
+    s = export_gguf(_config(ds, **{"quant.group_size": 256}), ckpt, path, gguf_type=gguf_type,
+                    embedding_type=embedding_type)
     assert s["ternary_tensors"] == 7 * LAYERS and s["requantized_tensors"] == 0
     assert not [f for f in os.listdir(tmp) if ".tmp-" in f]
     fields, tensors = _read(path)
@@ -91,22 +93,25 @@ def test_gguf_ternary_tensors_and_metadata(exported, gguf_type):
     assert fields["minicpm.residual_scale"] == pytest.approx(1.4 / LAYERS ** 0.5)
     assert fields["minicpm.attention.layer_norm_rms_epsilon"] == pytest.approx(1e-6)
     assert len(tensors) == 3 + 9 * LAYERS        # embd, output_norm, output + 9 per layer
-    qtype = {"f32": gguf.GGMLQuantizationType.F32, "tq2_0": gguf.GGMLQuantizationType.TQ2_0,
-             "tq1_0": gguf.GGMLQuantizationType.TQ1_0}[gguf_type]
+    QT = gguf.GGMLQuantizationType
+    qtype = {"f32": QT.F32, "f16": QT.F16, "tq2_0": QT.TQ2_0, "tq1_0": QT.TQ1_0}[gguf_type]
     for i in range(LAYERS):
         for gname, ours_name, heads in (("attn_q", "attention.wq", HEADS), ("attn_k", "attention.wk", KV),
                                         ("attn_v", "attention.wv", None), ("ffn_down", "feed_forward.w2", None)):
             t = tensors[f"blk.{i}.{gname}.weight"]
             assert t.tensor_type == qtype
             want, _, _ = _ours(params[f"model.layers.{i}.{ours_name}.weight"], 256, heads)
-            if gguf_type != "f32":         # one fp16 scale per 256-block: exactly codes * fp16(scale)
+            if gguf_type != "f32":         # f16, or one fp16 scale per 256-block: exactly codes * fp16(scale)
                 want = np.sign(want) * np.abs(want).astype(np.float16).astype(np.float32)
             np.testing.assert_array_equal(_weight(t), want)
         np.testing.assert_array_equal(tensors[f"blk.{i}.attn_norm.weight"].data,
                                       params[f"model.layers.{i}.attention_norm.weight"])
-    emb = tensors["token_embd.weight"]
-    assert emb.tensor_type == gguf.GGMLQuantizationType.F16
-    np.testing.assert_array_equal(_weight(emb), params["model.tok_embeddings.embedding_weight"].astype(np.float16))
+    for gname, ours_name in (("token_embd", "model.tok_embeddings.embedding_weight"), ("output", "lm_head.weight")):
+        t, w = tensors[f"{gname}.weight"], params[ours_name]
+        assert t.tensor_type == {"f32": QT.F32, "f16": QT.F16, "q8_0": QT.Q8_0}[embedding_type]
+        want = gguf.quants.dequantize(gguf.quants.quantize(w, QT.Q8_0), QT.Q8_0) if embedding_type == "q8_0" \
+            else w.astype(embedding_type.replace("f", "float"))
+        np.testing.assert_array_equal(_weight(t), want)
 
 
 def test_gguf_tokenizer_pieces_round_trip(exported):
