@@ -80,6 +80,8 @@ def measure(name, path, model, ours_w, texts_ids, ppl_file, ppl_ours, extra=None
            "max_rel_logit_diff": max(r["max_rel_diff"] for r in logit_rows),
            "top1_agreement": float(np.average([r["top1_agreement"] for r in logit_rows],
                                               weights=[r["positions"] for r in logit_rows])),
+           "top1_flips": sum(r["top1_flips"] for r in logit_rows),
+           "flips_are_near_ties": all(r["max_flip_margin"] <= 2 * r["max_abs_diff"] for r in logit_rows),
            "llama_perplexity": ppl, "our_perplexity": ppl_ours, "perplexity_change": ppl / ppl_ours - 1, **(extra or {})}
     print(json.dumps(row), flush=True)
     return row
@@ -143,11 +145,13 @@ def main(argv=None):
     with open(args.json, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
     print(f"tokenizer identical on all texts: {tokenizer_ok}")
-    print("| variant | MiB | weight rel. error | max rel. logit diff | top-1 agreement | llama-perplexity | ours | change |")
+    print("| variant | MiB | weight rel. error | max rel. logit diff | top-1 agreement (flips, near-ties?) | "
+          "llama-perplexity | ours | change |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['variant']} | {r['file_bytes'] / 2 ** 20:.2f} | {r['weight_rel_error']:.2e} | "
-              f"{r['max_rel_logit_diff']:.2e} | {100 * r['top1_agreement']:.2f}% | {r['llama_perplexity']:.4f} | "
+              f"{r['max_rel_logit_diff']:.2e} | {100 * r['top1_agreement']:.2f}% ({r['top1_flips']}, "
+              f"{'yes' if r['flips_are_near_ties'] else 'no'}) | {r['llama_perplexity']:.4f} | "
               f"{r['our_perplexity']:.4f} | {100 * r['perplexity_change']:+.2f}% |")
     print(f"wrote {args.json}")
     return 0

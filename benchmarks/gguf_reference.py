@@ -70,11 +70,18 @@ class OurModel:
 
 
 def compare_logits(ours: np.ndarray, theirs: np.ndarray) -> dict:
+    """Max |diff| (absolute, and relative to our largest |logit|), top-1 agreement, and for the
+    positions where the top-1 differs, our own margin between the two tokens (a near-tie when it
+    is within the logit difference)."""
     if ours.shape != theirs.shape:
         raise ValueError(f"logits shapes differ: ours {ours.shape}, llama.cpp {theirs.shape}")
     diff = np.abs(ours.astype(np.float64) - theirs)
+    a, b = ours.argmax(-1), theirs.argmax(-1)
+    rows = np.nonzero(a != b)[0]
+    margins = ours[rows, a[rows]] - ours[rows, b[rows]]
     return {"max_abs_diff": float(diff.max()), "max_rel_diff": float(diff.max() / np.abs(ours).max()),
-            "top1_agreement": float(np.mean(ours.argmax(-1) == theirs.argmax(-1))), "positions": int(len(ours))}
+            "top1_agreement": float(np.mean(a == b)), "positions": int(len(ours)), "top1_flips": int(len(rows)),
+            "max_flip_margin": float(margins.max()) if len(rows) else 0.0}
 
 
 def perplexity_same_way(model: OurModel, ids, n_ctx: int) -> float:

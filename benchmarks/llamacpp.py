@@ -174,16 +174,30 @@ def logits(gguf: str, ids, threads: int = 1) -> np.ndarray:
         return np.fromfile(dst, dtype=np.float32).reshape(len(ids), -1)
 
 
-def perplexity(gguf: str, text_file: str, n_ctx: int, threads: int = 2) -> float:
+def perplexity(gguf: str, text_file: str, n_ctx: int, threads: int = 2, attempts: int = 5) -> float:
     """llama-perplexity's final estimate: the file is tokenized whole, cut into chunks of n_ctx
-    tokens, and in each chunk the second half is scored (see `chunked_nll` for the same on ids)."""
-    r = _run([tool("llama-perplexity"), "-m", gguf, "-f", text_file, "-c", n_ctx, "-b", n_ctx,
-              "-t", threads])
-    text = r.stdout + r.stderr
-    m = re.search(r"Final estimate: PPL = ([0-9.]+)", text)
-    if not m:
-        raise LlamaCppError(f"llama-perplexity printed no final estimate:\n{text[-2000:]}")
-    return float(m.group(1))
+    tokens, and in each chunk the second half is scored (see `chunked_nll` for the same on ids).
+
+    llama.cpp's logger thread is deliberately never joined (llama.cpp issue 22142), so on a busy
+    machine the last lines can be lost at exit; the run is repeated until they arrive (the running
+    estimate printed after the last chunk equals the final one)."""
+    cmd = [str(c) for c in (tool("llama-perplexity"), "-m", gguf, "-f", text_file, "-c", n_ctx, "-b", n_ctx,
+                            "-t", threads)]
+    for _ in range(attempts):
+        with tempfile.TemporaryFile("w+") as out:
+            r = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
+            out.seek(0)
+            text = out.read()
+        if r.returncode != 0:
+            raise LlamaCppError(f"llama-perplexity failed ({r.returncode}):\n{text[-3000:]}")
+        m = re.search(r"Final estimate: PPL = ([0-9.]+)", text)
+        n = re.search(r"calculating perplexity over (\d+) chunks", text)
+        last = re.findall(r"\[(\d+)\]([0-9.]+),", text)        # running estimate after each chunk
+        if m:
+            return float(m.group(1))
+        if n and last and int(last[-1][0]) == int(n.group(1)):
+            return float(last[-1][1])
+    raise LlamaCppError(f"llama-perplexity printed no final estimate in {attempts} runs:\n{text[-2000:]}")
 
 
 def chunked_nll(ids, n_ctx: int, logits_fn) -> tuple:

@@ -29,7 +29,7 @@ from ..fileio import publish_file, tmp_name
 from ..kernels.gguf_blocks import block_scales, pack_tq, requantize_block_scales, tq_representable
 from ..layout import ffn_hidden_size
 from ..quant import QuantConfig, dequantize_weight, quantize_weight
-from .gguf_cli import TERNARY_TYPES, check_export_args
+from .gguf_options import TERNARY_TYPES, check_export_args
 from .gguf_vocab import sentencepiece_vocab, write_vocab
 from .hf import ms_to_hf_name
 

@@ -4,8 +4,9 @@ A tiny model trained for a few steps at group size 256 is exported (f32 in-proce
 the command line) and compared with our own MindSpore forward on 4 held-out documents:
   * llama.cpp's tokenizer gives our token ids (no BOS, no space prefix);
   * f32: max |logit difference| <= 1e-4 of the largest |logit|, identical top-1 everywhere;
-  * TQ2_0: identical top-1 everywhere (llama.cpp also rounds the scale to fp16 and the
-    activations to 8 bits here, so logits differ slightly);
+  * TQ2_0: llama.cpp computes it with 8-bit activations (Q8_K) and fp16 block scales, so logits
+    move by up to ~1% of the largest logit; top-1 agrees at >= 98% of positions and every
+    disagreement is a near-tie of our own logits (margin within the measured difference);
   * llama-perplexity on held-out text equals our perplexity computed the same way (f32).
 """
 import os
@@ -68,7 +69,10 @@ def test_llamacpp_runs_our_gguf_like_we_do(trained):
         c = compare_logits(ours, llamacpp.logits(f32, ids))
         assert c["max_rel_diff"] <= 1e-4 and c["top1_agreement"] == 1.0, c
         c = compare_logits(ours, llamacpp.logits(tq2, ids))
-        assert c["top1_agreement"] == 1.0, c
+        # TQ2_0's dot product runs on 8-bit activations (ggml's Q8_K), so logits move by ~1% and a
+        # near-tie can flip: every flip must be one, within the measured logit difference
+        assert c["max_rel_diff"] <= 3e-2 and c["top1_agreement"] >= 0.98, c
+        assert c["max_flip_margin"] <= 2 * c["max_abs_diff"], c
 
     text = "\n\n".join(held_out_texts(art.need_dataset(), 40))
     ids = sp.encode(text)
