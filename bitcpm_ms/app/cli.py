@@ -189,22 +189,32 @@ def export_parser():
         prog="bitcpm-export", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Export a trained ternary QAT checkpoint for inference: packed 2-bit weights + MindIR.\n"
                     "Writes model_packed.ckpt, model.mindir and export.json (max logit difference of the\n"
-                    "packed model and the reloaded MindIR against the fake-quant model).")
+                    "packed model and the reloaded MindIR against the fake-quant model).\n"
+                    "--format gguf writes one .gguf file for llama.cpp instead (docs/gguf.md).\n"
+                    "Dotted overrides (--quant.group_size 256) give the config the run trained with.")
     p.add_argument("--config", required=True)
     p.add_argument("--checkpoint", required=True, help="checkpoint file, or a training output_dir")
-    p.add_argument("--output_dir", required=True)
+    p.add_argument("--output_dir", help="--format packed: the export directory")
     p.add_argument("--batch_size", type=int, default=1)
     p.add_argument("--no_mindir", action="store_true", help="only write the packed checkpoint")
+    from .gguf_cli import add_gguf_arguments
+    add_gguf_arguments(p)
     return p
 
 
 @cli_main
 def export_main(argv):
-    args = export_parser().parse_args(argv)
+    args, rest = export_parser().parse_known_args(argv)
+    overrides = parse_overrides(rest)           # --quant.group_size 256: the config the run trained with
+    from .gguf_cli import check_gguf_arguments
+    check_gguf_arguments(args)
     from .console import import_mindformers
     import_mindformers()
     from .config import load_config
-    config = load_config(args.config)
+    config = load_config(args.config, overrides)
+    if args.format == "gguf":
+        from .gguf_cli import run_gguf_export
+        return run_gguf_export(args, config)
     if not config.model.model_config.qat_config.enabled:
         raise ConfigError("export: quant.enabled is false in this config; nothing to pack")
     import mindspore as ms

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import ConversionError
 from ..fileio import atomic_dir
-from ..layout import PROJECTIONS
+from ..layout import PROJECTIONS, ffn_hidden_size
 from ..quant import QuantConfig, fake_quant_weight
 from ..quant.api import default_filter
 
@@ -86,11 +86,29 @@ def hf_config_to_model_config(hf: dict) -> dict:
     return out
 
 
+def resolved_model_config(model_config) -> dict:
+    """The BitCPMConfig keys of _CONFIG_MAP with the values the built model uses (a built model's
+    `net.config`, so MindFormers' defaults such as theta = 10000 and max_position_embedding =
+    seq_length are filled in), plus the SwiGLU width MindFormers derives when it is not set."""
+    get = (lambda k: model_config.get(k)) if isinstance(model_config, dict) else \
+        (lambda k: getattr(model_config, k, None))
+    mc = {ours: get(ours) for ours in _CONFIG_MAP.values()}
+    mc["num_heads"], mc["seq_length"] = get("num_heads"), get("seq_length")
+    mc["intermediate_size"] = ffn_hidden_size(model_config)
+    return mc
+
+
 def model_config_to_hf_config(mc: dict, quant: QuantConfig = None, flavour: str = "latent") -> dict:
+    """config.json of a MiniCPM model. Every key llama.cpp's convert_hf_to_gguf.py and HF's MiniCPM
+    loader read must be present: a missing context length or rope theta makes llama.cpp refuse the
+    converted file, so MindFormers' defaults (seq_length, 10000) fill them when `mc` lacks them."""
     hf = {theirs: mc[ours] for theirs, ours in _CONFIG_MAP.items() if mc.get(ours) is not None}
     hf.setdefault("num_key_value_heads", mc.get("num_heads"))
+    hf.setdefault("max_position_embeddings", mc.get("seq_length"))
+    hf.setdefault("rope_theta", 10000.0)
+    hf.setdefault("tie_word_embeddings", False)
     hf.update({"architectures": ["MiniCPMForCausalLM"], "model_type": "minicpm", "hidden_act": "silu",
-               "torch_dtype": "float32"})
+               "torch_dtype": "float32", "rope_scaling": None, "attention_bias": False, "use_cache": True})
     if quant is not None and quant.enabled:
         hf["bitcpm_quantization"] = {**quant.to_dict(), "format": flavour}
     return hf
@@ -147,15 +165,42 @@ def ms_to_hf_params(params: Dict[str, np.ndarray], quant: QuantConfig = None, fl
     return out
 
 
+def tokenizer_config(tokenizer_file: str, hf_config: dict) -> dict:
+    """tokenizer_config.json for our SentencePiece model as a LlamaTokenizer: no BOS/EOS added
+    (our data has none at document starts) and a prefix space only if the model adds one."""
+    from .gguf_vocab import sentencepiece_vocab
+    vocab = sentencepiece_vocab(tokenizer_file, int(hf_config["vocab_size"]), hf_config.get("bos_token_id"),
+                                hf_config.get("eos_token_id"))
+    n = len(vocab.pieces) - vocab.padded
+    special = {i: vocab.pieces[i].decode("utf-8") for i in (vocab.pad_id, vocab.bos_id, vocab.eos_id, vocab.unk_id)
+               if 0 <= i < n}
+    named = {"pad_token": vocab.pad_id, "bos_token": vocab.bos_id, "eos_token": vocab.eos_id, "unk_token": vocab.unk_id}
+    return {"tokenizer_class": "LlamaTokenizer", "add_bos_token": vocab.add_bos, "add_eos_token": False,
+            "add_prefix_space": vocab.add_space_prefix, "legacy": True, "clean_up_tokenization_spaces": False,
+            "split_special_tokens": True,          # a literal "</s>" in text is text, as in our data
+            "model_max_length": int(hf_config.get("max_position_embeddings") or 0) or None, "sp_model_kwargs": {},
+            **{k: special[i] for k, i in named.items() if i in special},
+            "added_tokens_decoder": {str(i): {"content": t, "special": True, "normalized": False, "lstrip": False,
+                                              "rstrip": False, "single_word": False} for i, t in sorted(special.items())}}
+
+
 def write_hf_dir(out_dir: str, tensors: Dict[str, np.ndarray], hf_config: dict, tokenizer_file: str = None):
-    """config.json + model.safetensors (+ tokenizer.model), written to a temp dir then renamed."""
+    """config.json, generation_config.json, model.safetensors (+ tokenizer.model, tokenizer_config.json,
+    special_tokens_map.json), written to a temp dir then renamed."""
     from safetensors.numpy import save_file
+    tok_cfg = tokenizer_config(tokenizer_file, hf_config) if tokenizer_file else None    # checked first
+    gen_cfg = {k: hf_config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in hf_config}
     with atomic_dir(out_dir, error=ConversionError) as tmp:
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, os.path.join(tmp, "model.safetensors"))
-        with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
-            json.dump(hf_config, f, indent=2)
-        if tokenizer_file:
+        files = {"config.json": hf_config, "generation_config.json": gen_cfg}
+        if tok_cfg:
             shutil.copyfile(tokenizer_file, os.path.join(tmp, "tokenizer.model"))
+            files["tokenizer_config.json"] = tok_cfg
+            files["special_tokens_map.json"] = {k: v for k, v in tok_cfg.items() if k.endswith("_token")
+                                                and isinstance(v, str)}
+        for name, obj in files.items():
+            with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
+                json.dump(obj, f, indent=2)
 
 
 def from_hf(hf_dir: str, output: str) -> dict:
@@ -188,8 +233,7 @@ def to_hf(config, checkpoint: str, output: str, tokenizer_file: str = None, flav
     net, _ = load_model(config, checkpoint)            # checks names and shapes against the config
     params = {p.name: p.asnumpy() for p in net.get_parameters()}
     tensors = ms_to_hf_params(params, quant, flavour, dtype=np.dtype(dtype))
-    mc = {k: v for k, v in config.model.model_config.items() if not isinstance(v, dict)}
-    hf_config = model_config_to_hf_config(mc, quant, flavour)
+    hf_config = model_config_to_hf_config(resolved_model_config(net.config), quant, flavour)
     hf_config["torch_dtype"] = dtype
     write_hf_dir(output, tensors, hf_config, tokenizer_file)
     return len(tensors)

@@ -96,3 +96,38 @@ def test_bad_inputs(tmp_path):
         hc.read_hf_weights(str(tmp_path / "empty"))
     with pytest.raises(hc.ConversionError, match="lacks"):
         hc.hf_config_to_model_config({"hidden_size": 8})
+
+
+def test_to_hf_writes_every_loader_key_and_the_tokenizer_files(small_dataset, tmp_path):
+    """config.json carries what llama.cpp's convert_hf_to_gguf.py and HF's MiniCPM loader read
+    (context length and rope theta were missing once: llama.cpp refused the converted file), plus
+    tokenizer_config.json / generation_config.json; HF's tokenizers then give our token ids."""
+    from bitcpm_ms.app.config import load_config
+    from bitcpm_ms.app.artifacts import build_model
+    from bitcpm_ms.data.tokenizer import load_sentencepiece
+    ds, _, _, docs = small_dataset
+    ov = {"model.model_config.hidden_size": 64, "model.model_config.num_layers": 2, "quant.group_size": 32,
+          "model.model_config.seq_length": 32, "model.model_config.vocab_size": 512,
+          "model.model_config.intermediate_size": None, "model.model_config.dim_model_base": 16}
+    cfg = load_config(TINY_YAML, ov)
+    ms.save_checkpoint(build_model(cfg), str(tmp_path / "m.ckpt"))
+    tok = os.path.join(str(ds), "tokenizer.model")
+    hc.to_hf(load_config(TINY_YAML, ov), str(tmp_path / "m.ckpt"), str(tmp_path / "hf"), tok)
+    conf = json.load(open(tmp_path / "hf" / "config.json"))
+    want = {"max_position_embeddings": 32, "rope_theta": 10000.0, "bos_token_id": 1, "eos_token_id": 2,
+            "tie_word_embeddings": False, "torch_dtype": "float32", "intermediate_size": 256,
+            "num_key_value_heads": 2, "rms_norm_eps": 1e-6, "scale_emb": 12, "dim_model_base": 16}
+    assert {k: conf.get(k) for k in want} == want
+    tc = json.load(open(tmp_path / "hf" / "tokenizer_config.json"))
+    assert (tc["add_bos_token"], tc["add_eos_token"], tc["add_prefix_space"]) == (False, False, False)
+    assert (tc["bos_token"], tc["eos_token"], tc["unk_token"], tc["pad_token"]) == ("<s>", "</s>", "<unk>", "<pad>")
+    assert json.load(open(tmp_path / "hf" / "generation_config.json")) == \
+        {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+    transformers = pytest.importorskip("transformers")
+    sp = load_sentencepiece(tok)
+    texts = docs[:20] + [" leading  spaces\n\nand a literal </s> <s>", "数字 12345"]
+    for fast in (True, False):
+        t = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"), use_fast=fast)
+        for text in texts:
+            assert t.encode(text) == sp.encode(text), (fast, text)
+            assert t.decode(sp.encode(text)) == text

@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Prefill and decode speed: our GGUF export run by llama.cpp (TQ2_0, F16) vs our packed MindSpore model.
+
+    python3 -m benchmarks.llamacpp_compare [--shapes tiny,100m] [--threads 1,2] [--n_prompt 128]
+        [--n_gen 64] [--reps 5] [--rounds 2] [--json benchmarks/results/llamacpp_compare.json]
+
+Run from the repository root (`-m`, so `benchmarks.llamacpp` imports). Each shape is one set of
+random latent weights (speed does not depend on training), quantized at group size 256 and
+exported twice (`export_gguf`, ternary projections TQ2_0 or F16, embeddings/head F16). llama.cpp
+numbers come from `llama-bench` (pp = prefill of n_prompt tokens, tg = decode of n_gen tokens with
+its KV cache, `-t threads`). Ours run in a subprocess pinned to `threads` cores (sched_setaffinity,
+MindSpore `runtime_num_threads`, `kernels.set_num_threads`): the packed model (`convert_model`,
+fused C++ ternary matmul, weight-only and W1.58A8) in graph mode,
+  * prefill: one forward of n_prompt tokens;
+  * decode: what generating a token costs on this branch, one forward over the n_prompt + n_gen
+    buffer (`app/predict.greedy_generate` recomputes the padded sequence; no KV cache yet).
+Variants are interleaved round by round; the table shows the median over rounds of each round's
+mean, and the JSON keeps every sample.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_YAML = os.path.join(ROOT, "yaml_configs", "bitcpm_tiny_cpu.yaml")
+SHAPES = {
+    # the tiny YAML's model: 7.3M parameters
+    "tiny": {},
+    # ~95M parameters: hidden 768, 12 layers, GQA 12/4 heads, SwiGLU 2304 (all multiples of 256)
+    "100m": {"model.model_config.hidden_size": 768, "model.model_config.num_layers": 12,
+             "model.model_config.num_heads": 12, "model.model_config.n_kv_heads": 4,
+             "model.model_config.intermediate_size": 2304, "model.model_config.dim_model_base": 256},
+}
+
+
+def _config(shape: str, seq_length: int = None, act_bits=None):
+    from bitcpm_ms.app.config import load_config
+    ov = {**SHAPES[shape], "quant.group_size": 256, "quant.act_bits": act_bits,
+          "model.model_config.batch_size": 1}
+    if seq_length:
+        ov["model.model_config.seq_length"] = seq_length
+    return load_config(TINY_YAML, ov)
+
+
+def prepare(shape: str, work: str) -> dict:
+    """Random model of `shape` -> checkpoint + TQ2_0 and F16 GGUFs; returns their paths and size."""
+    import mindspore as ms
+    from bitcpm_ms.app.artifacts import build_model
+    from bitcpm_ms.app.gguf_export import export_gguf
+    ms.set_seed(0)
+    net = build_model(_config(shape))
+    ckpt = os.path.join(work, f"{shape}.ckpt")
+    ms.save_checkpoint(net, ckpt)
+    out = {"checkpoint": ckpt, "params": int(sum(p.size for p in net.get_parameters()))}
+    for kind in ("tq2_0", "f16"):
+        path = os.path.join(work, f"{shape}-{kind}.gguf")
+        s = export_gguf(_config(shape), ckpt, path, gguf_type=kind, embedding_type="f16", log=lambda m: None)
+        out[kind] = {"path": path, "bytes": s["file_bytes"]}
+    return out
+
+
+def ours_worker(shape: str, ckpt: str, threads: int, n_prompt: int, n_gen: int, reps: int) -> dict:
+    """In a fresh process: pin to `threads` cores, then time the packed model (see module doc)."""
+    os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:threads]))
+    import mindspore as ms
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", runtime_num_threads=threads)
+    from bitcpm_ms.app.artifacts import load_model
+    from bitcpm_ms.kernels import set_num_threads
+    from bitcpm_ms.quant.convert import convert_model
+    set_num_threads(threads)
+    out = {}
+    for act_bits in (None, 8):
+        label = "packed_w158a8" if act_bits else "packed_weight_only"
+        for phase, seq in (("prefill", n_prompt), ("decode", n_prompt + n_gen)):
+            net, _ = load_model(_config(shape, seq, act_bits), ckpt)
+            net.set_train(False)
+            convert_model(net)
+            ids = ms.Tensor(np.random.default_rng(0).integers(4, 8000, (1, seq)).astype(np.int32))
+            for _ in range(2):                                    # compile + warm up
+                net(ids)[0].asnumpy()
+            samples = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                net(ids)[0].asnumpy()
+                dt = time.perf_counter() - t0
+                samples.append((n_prompt if phase == "prefill" else 1) / dt)
+            out.setdefault(label, {})[phase] = {"mean_tok_s": statistics.mean(samples), "samples_tok_s": samples}
+    return out
+
+
+def run_ours(shape, ckpt, threads, args) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.llamacpp_compare", "--worker", shape, "--worker_ckpt", ckpt,
+           "--threads", str(threads), "--n_prompt", str(args.n_prompt), "--n_gen", str(args.n_gen),
+           "--reps", str(args.reps)]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                         env=dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")))
+    if res.returncode != 0:
+        raise RuntimeError(f"worker failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shapes", default="tiny,100m")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--n_prompt", type=int, default=128)
+    ap.add_argument("--n_gen", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--json", default=os.path.join(ROOT, "benchmarks", "results", "llamacpp_compare.json"))
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--worker_ckpt", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(ours_worker(args.worker, args.worker_ckpt, int(args.threads), args.n_prompt,
+                                     args.n_gen, args.reps)))
+        return 0
+    from benchmarks import llamacpp
+    llamacpp.build()
+    shapes = args.shapes.split(",")
+    threads = [int(t) for t in args.threads.split(",")]
+    work = tempfile.mkdtemp(prefix="llamacpp_compare_")
+    prepared = {s: prepare(s, work) for s in shapes}
+    rounds = []                                     # [{(shape, threads, impl, phase): mean tok/s}]
+    raw = []
+    for r in range(args.rounds):
+        row = {}
+        for s in shapes:
+            for t in threads:
+                for kind in ("tq2_0", "f16"):
+                    b = llamacpp.bench(prepared[s][kind]["path"], t, args.n_prompt, args.n_gen, args.reps)
+                    raw.append({"round": r, "shape": s, "threads": t, "impl": f"llama.cpp {kind}", **b})
+                    for phase in ("prefill", "decode"):
+                        row[(s, t, f"llama.cpp {kind}", phase)] = b[phase]["mean_tok_s"]
+                ours = run_ours(s, prepared[s]["checkpoint"], t, args)
+                for impl, phases in ours.items():
+                    raw.append({"round": r, "shape": s, "threads": t, "impl": f"ours {impl}", **phases})
+                    for phase, v in phases.items():
+                        row[(s, t, f"ours {impl}", phase)] = v["mean_tok_s"]
+                print(f"round {r + 1}/{args.rounds} {s} threads={t} done", flush=True)
+        rounds.append(row)
+    table = []
+    for key in rounds[0]:
+        vals = [rd[key] for rd in rounds]
+        table.append({"shape": key[0], "threads": key[1], "impl": key[2], "phase": key[3],
+                      "median_tok_s": statistics.median(vals), "min_tok_s": min(vals), "max_tok_s": max(vals)})
+    result = {"n_prompt": args.n_prompt, "n_gen": args.n_gen, "reps": args.reps, "rounds": args.rounds,
+              "llama_cpp_python_version": llamacpp.VERSION,
+              "shapes": {s: {"params": prepared[s]["params"], **{k: prepared[s][k]["bytes"] for k in ("tq2_0", "f16")}}
+                         for s in shapes},
+              "table": table, "samples": raw}
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+    print(format_table(table))
+    print(f"wrote {args.json}")
+    return 0
+
+
+def format_table(table) -> str:
+    """Markdown: one row per (shape, threads, impl), prefill and decode tok/s (median, min-max)."""
+    rows = {}
+    for e in table:
+        rows.setdefault((e["shape"], e["threads"], e["impl"]), {})[e["phase"]] = e
+    lines = ["| shape | threads | implementation | prefill tok/s | decode tok/s |", "|---|---|---|---|---|"]
+    for (s, t, impl), ph in rows.items():
+        cell = lambda e: f"{e['median_tok_s']:,.1f} ({e['min_tok_s']:,.1f}-{e['max_tok_s']:,.1f})"
+        lines.append(f"| {s} | {t} | {impl} | {cell(ph['prefill'])} | {cell(ph['decode'])} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
