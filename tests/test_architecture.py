@@ -11,7 +11,7 @@ import pytest
 PKG = "bitcpm_ms"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RANK = {"__init__": 0, "errors": 0, "layout": 1, "fileio": 1, "kernels": 2, "data": 2, "quant": 3,
-        "models": 4, "parallel": 4, "training": 5, "testing": 5, "app": 6}
+        "models": 4, "parallel": 4, "training": 5, "testing": 5, "inference": 5, "app": 6}
 MAX_LINES = 400
 
 
