@@ -24,7 +24,7 @@ copy it every step (measured 20 ms per step for a 50 MB cache; docs/generation.m
 """
 import numpy as np
 import mindspore as ms
-from mindspore import Tensor, nn, ops
+from mindspore import Parameter, Tensor, nn, ops
 from mindspore.ops import operations as P
 
 MASK_VALUE = -10000.0   # MindFormers' LowerTriangularMaskWithDynamic adder
@@ -66,10 +66,22 @@ class _CachedDecoderBase(nn.Cell):
         self.layers = model.layers
         self.norm_out = model.norm_out
         self.lm_head = lm.lm_head
-        self.freqs_cos = Tensor(model.freqs_mgr.freqs_cos.asnumpy().astype(np.float32))   # [max_pos, d]
-        self.freqs_sin = Tensor(model.freqs_mgr.freqs_sin.asnumpy().astype(np.float32))
+        # RoPE as x * cos + x[perm] * sin_signed: rotate_half(x) = concat(-x2, x1) is a gather of x
+        # (perm) with the minus sign folded into the sin table; same products, one op instead of four.
+        half = self.head_dim // 2
+        sign = np.concatenate([-np.ones(half), np.ones(half)]).astype(np.float32)
+        self.freqs_cos = Tensor(model.freqs_mgr.freqs_cos.asnumpy().astype(np.float32))          # [max_pos, d]
+        self.freqs_sin = Tensor(model.freqs_mgr.freqs_sin.asnumpy().astype(np.float32) * sign)   # signed
+        self.rotate_perm = Tensor(np.concatenate([np.arange(half, self.head_dim), np.arange(half)]).astype(np.int32))
         self.inv_norm = Tensor(1.0 / np.sqrt(self.head_dim), ms.float32)
-        self.half = self.head_dim // 2
+        # A plain float head runs as MatMul on a transposed copy of its weight: MindSpore's CPU MatMul
+        # with transpose_b is several times slower at M = 1 (measured; docs/generation.md).
+        head = lm.lm_head
+        self.head_t = None
+        if type(head).__name__ == "Linear" and not head.has_bias and not head.activation_flag:
+            w = head.weight.asnumpy().astype(np.float32)
+            self.head_t = Parameter(Tensor(np.ascontiguousarray(w.T)), name="decode_head_weight_t", requires_grad=False)
+            self.head_matmul = P.MatMul()
         self.gather = P.Gather()
         self.bmm_qk = P.BatchMatMul(transpose_b=True)
         self.bmm = P.BatchMatMul()
@@ -81,10 +93,8 @@ class _CachedDecoderBase(nn.Cell):
                 p.name = names[id(p)]
 
     def _rope(self, x, cos, sin):
-        """x [B, heads, T, d], cos/sin [B, 1, T, d]: x * cos + rotate_half(x) * sin (MindFormers' slice form)."""
-        x1 = x[:, :, :, :self.half]
-        x2 = x[:, :, :, self.half:]
-        return x * cos + ops.concat((-x2, x1), -1) * sin
+        """x [..., d] * cos + rotate_half(x) * sin, with sin signed (see __init__); cos/sin broadcast."""
+        return x * cos + self.gather(x, self.rotate_perm, x.ndim - 1) * sin
 
     def _qkv(self, layer, x, cos, sin):
         """x [B, T, H] normed -> q [B, heads, T, d], k/v [B, kv_heads, T, d], RoPE applied to q and k."""
@@ -110,7 +120,10 @@ class _CachedDecoderBase(nn.Cell):
 
     def _logits(self, h_last):
         """h_last [B, H] -> logits [B, V] through the model's final (scaled) norm and head."""
-        return self.cast(self.lm_head(self.norm_out(h_last)), ms.float32)
+        h = self.norm_out(h_last)
+        if self.head_t is not None:
+            return self.head_matmul(self.cast(h, ms.float32), self.head_t)
+        return self.cast(self.lm_head(h), ms.float32)
 
 
 class PrefillGraph(_CachedDecoderBase):
@@ -140,28 +153,34 @@ class PrefillGraph(_CachedDecoderBase):
 
 
 class DecodeStepGraph(_CachedDecoderBase):
-    """One new token per row at positions [B]; attends to cache slots < position plus itself."""
+    """One new token per row at positions [B]; attends to cache slots < position plus itself.
+    With one token, [B, 1, heads, d] and [B, heads, 1, d] share a layout: reshapes, no transposes."""
 
     def construct(self, input_ids, positions, *cache):
         bsz = input_ids.shape[0]
         seq = cache[0].shape[2]
+        kvh, rep, d = self.kv_heads, self.n_rep, self.head_dim
         h = self.cast(self.embed(input_ids), ms.float32)                     # [B, 1, H]
-        cos = ops.reshape(self.gather(self.freqs_cos, positions, 0), (bsz, 1, 1, self.head_dim))
-        sin = ops.reshape(self.gather(self.freqs_sin, positions, 0), (bsz, 1, 1, self.head_dim))
+        cos = ops.reshape(self.gather(self.freqs_cos, positions, 0), (bsz, 1, 1, d))
+        sin = ops.reshape(self.gather(self.freqs_sin, positions, 0), (bsz, 1, 1, d))
         slots = ops.reshape(ops.arange(0, seq, 1, dtype=ms.int32), (1, seq))
         past = self.cast(slots >= ops.reshape(positions, (bsz, 1)), ms.float32) * MASK_VALUE   # [B, S]
         mask = ops.reshape(ops.concat((past, ops.zeros((bsz, 1), ms.float32)), -1), (bsz, 1, 1, seq + 1))
         new_keys, new_values = (), ()
         for i, layer in enumerate(self.layers):
             k_cache, v_cache = cache[2 * i], cache[2 * i + 1]                 # [B, kvh, S, d]
-            q, k, v = self._qkv(layer, layer.attention_norm(h), cos, sin)     # q [B, heads, 1, d], k/v [B, kvh, 1, d]
+            attn = layer.attention
+            x = layer.attention_norm(h)
+            q = self._rope(ops.reshape(self.cast(attn.wq(x), ms.float32), (bsz, kvh, rep, d)), cos, sin)
+            k = self._rope(ops.reshape(self.cast(attn.wk(x), ms.float32), (bsz, kvh, 1, d)), cos, sin)
+            v = ops.reshape(self.cast(attn.wv(x), ms.float32), (bsz, kvh, 1, d))
             new_keys += (k,)
             new_values += (v,)
-            q = ops.reshape(q, (bsz, self.kv_heads, self.n_rep, self.head_dim))
             s_past = self.bmm_qk(q, k_cache)                                  # [B, kvh, rep, S]
-            s_self = self.reduce_sum(q * k, -1)               # [B, kvh, rep, 1]
+            s_self = self.reduce_sum(q * k, -1)                               # [B, kvh, rep, 1]
             probs = self.softmax(ops.concat((s_past, s_self), -1) * self.inv_norm + mask)
-            ctx = self.bmm(probs[:, :, :, :seq], v_cache) + probs[:, :, :, seq:] * v
-            h = self._block(layer, h, self._merge(ctx, bsz, 1))
+            p_past, p_self = ops.split(probs, (seq, 1), -1)
+            ctx = self.bmm(p_past, v_cache) + p_self * v                      # [B, kvh, rep, d]
+            h = self._block(layer, h, ops.reshape(ctx, (bsz, 1, self.hidden_size)))
         logits = self._logits(ops.reshape(h, (bsz, self.hidden_size)))
         return logits, ops.stack(new_keys), ops.stack(new_values)
