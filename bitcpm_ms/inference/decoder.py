@@ -24,7 +24,7 @@ copy it every step (measured 20 ms per step for a 50 MB cache; docs/generation.m
 """
 import numpy as np
 import mindspore as ms
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Tensor, nn, ops
 from mindspore.ops import operations as P
 
 MASK_VALUE = -10000.0   # MindFormers' LowerTriangularMaskWithDynamic adder
@@ -70,18 +70,21 @@ class _CachedDecoderBase(nn.Cell):
         # (perm) with the minus sign folded into the sin table; same products, one op instead of four.
         half = self.head_dim // 2
         sign = np.concatenate([-np.ones(half), np.ones(half)]).astype(np.float32)
-        self.freqs_cos = Tensor(model.freqs_mgr.freqs_cos.asnumpy().astype(np.float32))          # [max_pos, d]
-        self.freqs_sin = Tensor(model.freqs_mgr.freqs_sin.asnumpy().astype(np.float32) * sign)   # signed
+        sin = model.freqs_mgr.freqs_sin.asnumpy().astype(np.float32)
+        self.freqs_cos = Tensor(model.freqs_mgr.freqs_cos.asnumpy().astype(np.float32))   # [max_pos, d]
+        self.freqs_sin = Tensor(sin)
+        self.freqs_sin_signed = Tensor(sin * sign)
         self.rotate_perm = Tensor(np.concatenate([np.arange(half, self.head_dim), np.arange(half)]).astype(np.int32))
         self.inv_norm = Tensor(1.0 / np.sqrt(self.head_dim), ms.float32)
-        # A plain float head runs as MatMul on a transposed copy of its weight: MindSpore's CPU MatMul
-        # with transpose_b is several times slower at M = 1 (measured; docs/generation.md).
+        # On CPU a plain float32 head runs as the FloatMatmulNT kernel on the head's own weight: MindSpore's
+        # CPU MatMul at M <= 8 costs several times more (docs/generation.md). Elsewhere: the head cell.
         head = lm.lm_head
-        self.head_t = None
-        if type(head).__name__ == "Linear" and not head.has_bias and not head.activation_flag:
-            w = head.weight.asnumpy().astype(np.float32)
-            self.head_t = Parameter(Tensor(np.ascontiguousarray(w.T)), name="decode_head_weight_t", requires_grad=False)
-            self.head_matmul = P.MatMul()
+        self.fast_head = (ms.get_context("device_target") == "CPU" and type(head).__name__ == "Linear"
+                          and not head.has_bias and not head.activation_flag and head.weight.dtype == ms.float32)
+        if self.fast_head:
+            from ..kernels.decode_ops import float_matmul_nt_op
+            self.head_weight = head.weight
+            self.head_matmul = float_matmul_nt_op()
         self.gather = P.Gather()
         self.bmm_qk = P.BatchMatMul(transpose_b=True)
         self.bmm = P.BatchMatMul()
@@ -121,8 +124,8 @@ class _CachedDecoderBase(nn.Cell):
     def _logits(self, h_last):
         """h_last [B, H] -> logits [B, V] through the model's final (scaled) norm and head."""
         h = self.norm_out(h_last)
-        if self.head_t is not None:
-            return self.head_matmul(self.cast(h, ms.float32), self.head_t)
+        if self.fast_head:
+            return self.head_matmul(self.cast(h, ms.float32), self.head_weight)
         return self.cast(self.lm_head(h), ms.float32)
 
 
@@ -133,7 +136,7 @@ class PrefillGraph(_CachedDecoderBase):
         bsz, t = input_ids.shape
         h = self.cast(self.embed(input_ids), ms.float32)                     # [B, P, H]
         cos = ops.reshape(self.freqs_cos[:t], (1, 1, t, self.head_dim))
-        sin = ops.reshape(self.freqs_sin[:t], (1, 1, t, self.head_dim))
+        sin = ops.reshape(self.freqs_sin_signed[:t], (1, 1, t, self.head_dim))
         steps = ops.arange(0, t, 1, dtype=ms.int32)
         causal = self.cast(ops.reshape(steps, (1, t)) > ops.reshape(steps, (t, 1)), ms.float32) * MASK_VALUE  # [P, P]
         keys, values = (), ()
@@ -154,15 +157,54 @@ class PrefillGraph(_CachedDecoderBase):
 
 class DecodeStepGraph(_CachedDecoderBase):
     """One new token per row at positions [B]; attends to cache slots < position plus itself.
-    With one token, [B, 1, heads, d] and [B, heads, 1, d] share a layout: reshapes, no transposes."""
+
+    fused_attention (default on CPU): RoPE + attention of a layer run as one C++ kernel
+    (kernels/attention.py, `DecodeAttention` AOT op) instead of ~20 MindSpore ops; False keeps the
+    MindSpore-ops form (any backend). With one token, [B, 1, heads, d] and [B, heads, 1, d] share
+    a layout: reshapes, no transposes."""
+
+    def __init__(self, lm, fused_attention: bool = None):
+        super().__init__(lm)
+        if fused_attention is None:
+            fused_attention = ms.get_context("device_target") == "CPU"
+        self.fused_attention = bool(fused_attention)
+        if self.fused_attention:
+            from ..kernels.decode_ops import decode_attention_op
+            self.attention = decode_attention_op()
+            self.attention_spec = Tensor(np.array([[1.0 / np.sqrt(self.head_dim), self.num_heads]], np.float32))
 
     def construct(self, input_ids, positions, *cache):
-        bsz = input_ids.shape[0]
+        h = self.cast(self.embed(input_ids), ms.float32)                     # [B, 1, H]
+        if self.fused_attention:
+            return self._step_fused(h, positions, cache)
+        return self._step_ops(h, positions, cache)
+
+    def _step_fused(self, h, positions, cache):
+        bsz = h.shape[0]
+        kv = self.kv_heads * self.head_dim
+        cos = self.gather(self.freqs_cos, positions, 0)                     # [B, d]
+        sin = self.gather(self.freqs_sin, positions, 0)
+        new_keys, new_values = (), ()
+        for i, layer in enumerate(self.layers):
+            attn = layer.attention
+            x = layer.attention_norm(h)
+            q = ops.reshape(self.cast(attn.wq(x), ms.float32), (bsz, self.hidden_size))
+            k = ops.reshape(self.cast(attn.wk(x), ms.float32), (bsz, kv))
+            v = ops.reshape(self.cast(attn.wv(x), ms.float32), (bsz, kv))
+            ctx, k_rot = self.attention(q, k, v, cache[2 * i], cache[2 * i + 1], positions, cos, sin,
+                                        self.attention_spec)
+            new_keys += (ops.reshape(k_rot, (bsz, self.kv_heads, 1, self.head_dim)),)
+            new_values += (ops.reshape(v, (bsz, self.kv_heads, 1, self.head_dim)),)
+            h = self._block(layer, h, ops.reshape(ctx, (bsz, 1, self.hidden_size)))
+        logits = self._logits(ops.reshape(h, (bsz, self.hidden_size)))
+        return logits, ops.stack(new_keys), ops.stack(new_values)
+
+    def _step_ops(self, h, positions, cache):
+        bsz = h.shape[0]
         seq = cache[0].shape[2]
         kvh, rep, d = self.kv_heads, self.n_rep, self.head_dim
-        h = self.cast(self.embed(input_ids), ms.float32)                     # [B, 1, H]
         cos = ops.reshape(self.gather(self.freqs_cos, positions, 0), (bsz, 1, 1, d))
-        sin = ops.reshape(self.gather(self.freqs_sin, positions, 0), (bsz, 1, 1, d))
+        sin = ops.reshape(self.gather(self.freqs_sin_signed, positions, 0), (bsz, 1, 1, d))
         slots = ops.reshape(ops.arange(0, seq, 1, dtype=ms.int32), (1, seq))
         past = self.cast(slots >= ops.reshape(positions, (bsz, 1)), ms.float32) * MASK_VALUE   # [B, S]
         mask = ops.reshape(ops.concat((past, ops.zeros((bsz, 1), ms.float32)), -1), (bsz, 1, 1, seq + 1))

@@ -16,9 +16,10 @@ class CachedLM:
     """KV-cache decoding of `lm` (a BitCPMForCausalLM, fake-quant or converted to packed kernels).
 
     context: the longest prompt + generation allowed (default: the model's seq_length, the
-    context it was trained on, which is also what `greedy_generate` allows)."""
+    context it was trained on, which is also what `greedy_generate` allows).
+    fused_attention: the decode step's attention as one C++ kernel (default on CPU; see decoder.py)."""
 
-    def __init__(self, lm, context: int = None):
+    def __init__(self, lm, context: int = None, fused_attention: bool = None):
         lm.set_train(False)
         self.info = decoder_shape(lm)
         trained = int(getattr(lm.config, "seq_length", self.info.max_positions))
@@ -27,7 +28,7 @@ class CachedLM:
             raise GenerationError(f"context {self.context} must be in 2..{self.info.max_positions} "
                                   "(the model's RoPE table)")
         self.prefill_graph = PrefillGraph(lm)
-        self.step_graph = DecodeStepGraph(lm)
+        self.step_graph = DecodeStepGraph(lm, fused_attention)
         for g in (self.prefill_graph, self.step_graph):
             g.set_train(False)
         self.compiled = set()

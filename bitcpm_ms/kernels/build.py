@@ -24,7 +24,8 @@ from ..errors import BitCPMError
 
 LIB_NAME = "libbitcpm_ternary.so"
 # One translation unit per code path (ggml-cpu style); all linked into the one library.
-SOURCES = ("threads.cpp", "dispatch.cpp", "portable.cpp", "avx2.cpp", "avx512.cpp", "c_abi.cpp")
+SOURCES = ("threads.cpp", "dispatch.cpp", "portable.cpp", "avx2.cpp", "avx512.cpp", "c_abi.cpp",
+           "decode_ops.cpp")
 HEADERS = ("ternary_common.h",)
 # No -march: SIMD functions carry __attribute__((target(...))) and are chosen at run time.
 # -fvisibility=hidden: only the extern "C" entry points (c_abi.cpp) are exported.

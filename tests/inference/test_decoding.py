@@ -5,7 +5,7 @@ import mindspore as ms
 import pytest
 
 from bitcpm_ms.app.predict import greedy_generate
-from bitcpm_ms.inference import GenerationError, generate
+from bitcpm_ms.inference import CachedLM, GenerationError, generate
 
 from .conftest import PROMPTS, SMALL
 
@@ -55,6 +55,15 @@ def check_every_step(net, lm, prompts, max_new_tokens=12):
 
 def test_cached_logits_equal_full_recompute_fake_quant(fake_quant):
     check_every_step(*fake_quant, PROMPTS)
+
+
+def test_mindspore_ops_attention_equals_full_recompute(fake_quant):
+    """The decode step without the fused C++ attention kernel (the form for non-CPU backends)."""
+    net, lm = fake_quant
+    ops_lm = CachedLM(net, fused_attention=False)
+    ops_lm.prefill_graph = lm.prefill_graph           # the same prefill graph, compiled once
+    assert not ops_lm.step_graph.fused_attention and lm.step_graph.fused_attention
+    check_every_step(net, ops_lm, PROMPTS)
 
 
 def test_cached_logits_equal_full_recompute_packed_a8(packed_a8):
