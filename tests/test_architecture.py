@@ -1,7 +1,7 @@
 """The package's layering, checked on the source: no upward imports, no import cycles, small files.
 
 Layers, bottom to top (a module may import its own package and the layers below it):
-  errors < layout, fileio < kernels, data < quant < models, parallel < training, testing < app
+  errors < layout, fileio < kernels, data < quant < models, parallel < training, testing, inference < app
 """
 import ast
 import os
