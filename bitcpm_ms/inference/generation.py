@@ -83,12 +83,14 @@ def check_prompts(prompts, cfg: GenerationConfig, context: int, vocab_size: int)
 
 def generate(lm, prompts, config: GenerationConfig = None, streamer=None,
              decode: Callable[[List[int]], str] = None, **kwargs) -> GenerationOutput:
-    """Generate for a batch of prompts (token id lists) with `lm` (a CachedLM or loaded MindIR graphs).
+    """Generate for a batch of prompts (token id lists) with `lm`: a CachedLM, loaded MindIR graphs, or
+    a BitCPMForCausalLM (its CachedLM is built on first use and kept on the model).
 
     kwargs override fields of `config` (MindFormers style: generate(ids, max_new_tokens=64, top_p=0.7)).
     streamer: an object with put(row, token_id, text) and end(); text needs `decode`."""
     cfg = replace(config or GenerationConfig(), **kwargs) if kwargs or config is None else config
     cfg.validate()
+    lm = as_decoder(lm)
     if cfg.stop_strings and decode is None:
         raise GenerationError("stop_strings need a decode function (token ids -> text)")
     rows = check_prompts(prompts, cfg, lm.context, lm.info.vocab_size)
@@ -141,6 +143,18 @@ def generate(lm, prompts, config: GenerationConfig = None, streamer=None,
     stats.compile_seconds = lm.compile_seconds - compiled_before
     return GenerationOutput(tokens=new, finish_reasons=reasons, seed=seed, stats=stats,
                             texts=[t.text for t in texts] if texts is not None else None)
+
+
+def as_decoder(lm):
+    """`lm` if it already has the decoding interface, else the (cached) CachedLM of a model Cell."""
+    if hasattr(lm, "prefill") and hasattr(lm, "step"):
+        return lm
+    cached = getattr(lm, "_bitcpm_cached_lm", None)
+    if cached is None:
+        from .runtime import CachedLM
+        cached = CachedLM(lm)
+        object.__setattr__(lm, "_bitcpm_cached_lm", cached)
+    return cached
 
 
 def _take(b, token, cfg, new, seen, texts, streamer) -> Optional[str]:

@@ -1,7 +1,7 @@
 """Shared small models for the inference tests (session scope: each graph shape compiles once)."""
 import pytest
 
-from bitcpm_ms.inference import CachedLM
+from bitcpm_ms.inference.generation import as_decoder
 from bitcpm_ms.quant.convert import convert_model
 from bitcpm_ms.testing import random_bitcpm
 
@@ -18,11 +18,11 @@ def quant(act_bits):
 @pytest.fixture(scope="session")
 def fake_quant():
     net = random_bitcpm(SMALL, quant(None), seed=1)
-    return net, CachedLM(net)
+    return net, as_decoder(net)     # the CachedLM generate(net, ...) uses too
 
 
 @pytest.fixture(scope="session")
 def packed_a8():
     net = random_bitcpm(SMALL, quant(8), seed=2)
     convert_model(net)
-    return net, CachedLM(net)
+    return net, as_decoder(net)     # the CachedLM generate(net, ...) uses too

@@ -77,7 +77,7 @@ def test_greedy_equals_greedy_generate_and_batch_equals_one_by_one(fake_quant):
     batch = generate(lm, PROMPTS, max_new_tokens=10)
     for b, prompt in enumerate(PROMPTS):
         assert batch.tokens[b] == greedy_generate(net, prompt, 10, SMALL["seq_length"])
-        assert generate(lm, [prompt], max_new_tokens=10).tokens[0] == batch.tokens[b]
+        assert generate(net, [prompt], max_new_tokens=10).tokens[0] == batch.tokens[b]   # the model itself
     assert batch.finish_reasons == ["length"] * 3
 
 
