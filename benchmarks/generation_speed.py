@@ -107,6 +107,10 @@ def _category(row) -> str:
     name, kind = row["full_op_name"], row["op_type"]
     if "weight_quantizer" in name:
         return "fake_quant_weight_quantizer"
+    if "attention_kernel" in name:
+        return "attention_kernel_aot"
+    if "head_kernel" in name:
+        return "head_kernel_aot"
     if kind == "Custom":
         return "ternary_kernel_aot"
     if any(s in name for s in LINEAR_SCOPES):
@@ -122,7 +126,7 @@ def breakdown(lm, net, prompt_len, steps=20) -> dict:
     """Where a batch-1 decode step goes (see module doc)."""
     import mindspore as ms
     from mindspore import Profiler, nn
-    from bitcpm_ms.kernels import PackedTernaryLinear, ternary_matmul_numpy
+    from bitcpm_ms.kernels import PackedTernaryLinear
     cache = lm.new_cache(1, lm.shapes(1, prompt_len, prompt_len + steps)[1])
     ids, pos = np.array([[5]], np.int32), np.array([prompt_len], np.int32)
     lm.step(ids, pos, cache)
@@ -156,18 +160,34 @@ def breakdown(lm, net, prompt_len, steps=20) -> dict:
               "op_ms_per_step": dict(ms_per), "op_calls_per_step": dict(calls),
               "framework_ms_per_step": wall_ms - sum(ms_per.values())}
     layers = [c for _, c in net.cells_and_names() if isinstance(c, PackedTernaryLinear)]
-    if layers:                                    # the same matmuls through ctypes (no MindSpore)
-        xs = {c.in_channels: np.random.default_rng(0).standard_normal((1, c.in_channels)).astype(np.float32)
-              for c in layers}
-        packs = [(c.to_packed(), c.act_bits, c.eps) for c in layers]
-        t = time.perf_counter()
-        for _ in range(10):
-            for p, a, e in packs:
-                ternary_matmul_numpy(xs[p.in_features], p, a, e)
-        result["ctypes_kernel_ms_per_step"] = 1e3 * (time.perf_counter() - t) / 10
+    if layers:
+        result["raw_kernel_ms_per_step"] = raw_kernel_ms(layers)
         n = calls["ternary_kernel_aot"] or 1
-        result["aot_overhead_us_per_call"] = 1e3 * (ms_per["ternary_kernel_aot"] - result["ctypes_kernel_ms_per_step"]) / n
+        result["aot_overhead_us_per_call"] = 1e3 * (ms_per["ternary_kernel_aot"] - result["raw_kernel_ms_per_step"]) / n
     return result
+
+
+def raw_kernel_ms(layers, reps=50) -> float:
+    """The step's ternary matmuls (batch 1) called straight through the C ABI, no Python checks:
+    what the AOT op would cost with zero overhead."""
+    from bitcpm_ms.kernels.ops import _load
+    lib = _load()
+    calls = []
+    for c in layers:
+        p = c.to_packed()
+        x = np.random.default_rng(0).standard_normal((1, p.in_features)).astype(np.float32)
+        y = np.empty((1, p.out_features), np.float32)
+        calls.append((x, p.packed, p.scales, y, p.in_features, p.out_features, p.scales.shape[1],
+                      8 if c.act_bits == 8 else 0, c.eps))
+    def run():
+        for x, w, sc, y, k, n, g, a8, eps in calls:
+            lib.bitcpm_ternary_matmul(x.ctypes.data, w.ctypes.data, sc.ctypes.data, y.ctypes.data, 1, k, n, g, a8,
+                                      float(eps), 0, 0)
+    run()
+    t = time.perf_counter()
+    for _ in range(reps):
+        run()
+    return 1e3 * (time.perf_counter() - t) / reps
 
 
 def worker(shape, ckpt, threads, batches, n_prompt, n_gen, rounds) -> dict:
@@ -257,7 +277,25 @@ def format_tables(result) -> str:
     for shape, lc in result["llamacpp"].items():
         if isinstance(lc, str):
             lines.append(f"\nllama.cpp ({shape}): {lc}")
+    lines += [""] + [f"- {k}: {v:.1f}x" for k, v in result.get("ratios", {}).items()]
     return "\n".join(lines)
+
+
+def ratios(result) -> dict:
+    """The issue's targets as ratios of median decode tokens/s (same shape, threads and batch)."""
+    out = {}
+    for (shape, threads), run in result["runs"].items():
+        med = {(r["variant"], r["batch"]): r["decode_tok_s"]["median"] for r in run["table"] if "decode_tok_s" in r}
+        base = med.get(("greedy_generate (before)", 1))
+        for variant in VARIANTS:
+            if base and (variant, 1) in med:
+                out[f"{shape} {threads}T batch 1: {variant} decode vs greedy_generate"] = med[(variant, 1)] / base
+        for b in sorted({b for _, b in med}):
+            for packed in ("packed_a8", "packed_w"):
+                if (packed, b) in med and ("fake_quant", b) in med:
+                    out[f"{shape} {threads}T batch {b}: {packed} vs fake_quant decode"] = \
+                        med[(packed, b)] / med[("fake_quant", b)]
+    return out
 
 
 def main(argv=None):
@@ -293,6 +331,7 @@ def main(argv=None):
             result["runs"][(shape, t)] = run
         result["llamacpp"][shape] = ("skipped: --no_llamacpp" if args.no_llamacpp else
                                      llamacpp_columns(shape, prep["checkpoint"], context, threads, args, work))
+    result["ratios"] = ratios(result)
     text = format_tables(result)
     result["runs"] = {f"{s}/threads={t}": v for (s, t), v in result["runs"].items()}
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

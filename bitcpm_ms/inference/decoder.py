@@ -82,9 +82,8 @@ class _CachedDecoderBase(nn.Cell):
         self.fast_head = (ms.get_context("device_target") == "CPU" and type(head).__name__ == "Linear"
                           and not head.has_bias and not head.activation_flag and head.weight.dtype == ms.float32)
         if self.fast_head:
-            from ..kernels.decode_ops import float_matmul_nt_op
-            self.head_weight = head.weight
-            self.head_matmul = float_matmul_nt_op()
+            from ..kernels.decode_ops import float_matmul_nt_cell
+            self.head_kernel = float_matmul_nt_cell(head.weight)
         self.gather = P.Gather()
         self.bmm_qk = P.BatchMatMul(transpose_b=True)
         self.bmm = P.BatchMatMul()
@@ -125,7 +124,7 @@ class _CachedDecoderBase(nn.Cell):
         """h_last [B, H] -> logits [B, V] through the model's final (scaled) norm and head."""
         h = self.norm_out(h_last)
         if self.fast_head:
-            return self.head_matmul(self.cast(h, ms.float32), self.head_weight)
+            return self.head_kernel(self.cast(h, ms.float32))
         return self.cast(self.lm_head(h), ms.float32)
 
 
@@ -169,9 +168,8 @@ class DecodeStepGraph(_CachedDecoderBase):
             fused_attention = ms.get_context("device_target") == "CPU"
         self.fused_attention = bool(fused_attention)
         if self.fused_attention:
-            from ..kernels.decode_ops import decode_attention_op
-            self.attention = decode_attention_op()
-            self.attention_spec = Tensor(np.array([[1.0 / np.sqrt(self.head_dim), self.num_heads]], np.float32))
+            from ..kernels.decode_ops import decode_attention_cell
+            self.attention_kernel = decode_attention_cell(1.0 / np.sqrt(self.head_dim), self.num_heads)
 
     def construct(self, input_ids, positions, *cache):
         h = self.cast(self.embed(input_ids), ms.float32)                     # [B, 1, H]
@@ -191,8 +189,7 @@ class DecodeStepGraph(_CachedDecoderBase):
             q = ops.reshape(self.cast(attn.wq(x), ms.float32), (bsz, self.hidden_size))
             k = ops.reshape(self.cast(attn.wk(x), ms.float32), (bsz, kv))
             v = ops.reshape(self.cast(attn.wv(x), ms.float32), (bsz, kv))
-            ctx, k_rot = self.attention(q, k, v, cache[2 * i], cache[2 * i + 1], positions, cos, sin,
-                                        self.attention_spec)
+            ctx, k_rot = self.attention_kernel(q, k, v, cache[2 * i], cache[2 * i + 1], positions, cos, sin)
             new_keys += (ops.reshape(k_rot, (bsz, self.kv_heads, 1, self.head_dim)),)
             new_values += (ops.reshape(v, (bsz, self.kv_heads, 1, self.head_dim)),)
             h = self._block(layer, h, ops.reshape(ctx, (bsz, 1, self.hidden_size)))

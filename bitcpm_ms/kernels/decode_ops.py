@@ -115,3 +115,39 @@ def float_matmul_nt_op():
     """The AOT op: op(x [M, K], w [N, K]) -> y [M, N] float32. Inference only (no bprop)."""
     import mindspore as ms
     return _aot("FloatMatmulNT", lambda x, w: [x[0], w[0]], lambda *a: ms.float32)
+
+
+def decode_attention_cell(scale: float, num_heads: int):
+    """A Cell around the DecodeAttention op binding (scale, heads) as its constant spec input
+    (its own scope in profiles: `.../attention_kernel-DecodeAttentionCell/Custom`)."""
+    from mindspore import Tensor, nn
+    op = decode_attention_op()
+
+    class DecodeAttentionCell(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.op = op
+            self.spec = Tensor(np.array([[scale, num_heads]], np.float32))
+
+        def construct(self, q, k, v, k_cache, v_cache, positions, cos, sin):
+            return self.op(q, k, v, k_cache, v_cache, positions, cos, sin, self.spec)
+
+    return DecodeAttentionCell()
+
+
+def float_matmul_nt_cell(weight):
+    """A Cell computing x [M, K] @ weight [N, K]^T with the FloatMatmulNT op; `weight` is a Parameter
+    shared with its owner (e.g. the model's lm_head)."""
+    from mindspore import nn
+    op = float_matmul_nt_op()
+
+    class FloatMatmulNTCell(nn.Cell):
+        def __init__(self):
+            super().__init__(auto_prefix=False)
+            self.op = op
+            self.weight = weight
+
+        def construct(self, x):
+            return self.op(x, self.weight)
+
+    return FloatMatmulNTCell()
