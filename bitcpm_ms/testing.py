@@ -109,3 +109,18 @@ def write_teacher(out_dir: str, model: dict, seed: int = 0, head_scale: float = 
     with open(cfg, "w", encoding="utf-8") as f:
         json.dump({"model": {"model_config": dict(model_config, type="BitCPMConfig")}}, f)
     return cfg, ckpt
+
+
+def random_bitcpm(model_config: dict, quant: dict = None, seed: int = 0):
+    """A BitCPMForCausalLM built from a model_config dict with random (MindFormers-initialized) weights,
+    in eval mode: with `quant` (QuantConfig fields) its linears are ternary fake-quant layers, so
+    the model is a random ternary model of that shape (no training needed; tests and benchmarks)."""
+    import mindspore as ms
+    from .models import BitCPMConfig, BitCPMForCausalLM
+    ms.set_seed(seed)
+    cfg = dict(batch_size=1, **model_config)
+    if quant is not None:
+        cfg["qat_config"] = dict(quant)
+    net = BitCPMForCausalLM(BitCPMConfig(**cfg))
+    net.set_train(False)
+    return net

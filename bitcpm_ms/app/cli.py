@@ -14,6 +14,7 @@ import sys
 
 from ..errors import BitCPMError, ConfigError
 from .overrides import parse_overrides, split_argv
+from .predict_args import PREDICT_FLAGS, add_predict_arguments, check_predict_arguments
 
 
 def cli_main(fn):
@@ -51,7 +52,7 @@ def _peek_output_dir(config_path: str, override: str = None) -> str:
 # ------------------------------------------------------------------ bitcpm-train / run/run_bitcpm.py
 TRAIN_FLAGS = ("config", "run_mode", "output_dir", "max_steps", "load_checkpoint", "resume_training",
                "prompt", "max_new_tokens", "eval_max_batches", "verbose", "init_from_checkpoint", "allow_random_init",
-               "verify_data")
+               "verify_data") + PREDICT_FLAGS
 
 
 def train_parser():
@@ -73,6 +74,7 @@ def train_parser():
     p.add_argument("--prompt", default="The", help="predict mode: text to continue")
     p.add_argument("--max_new_tokens", type=int, default=32, help="predict mode: tokens to generate")
     p.add_argument("--eval_max_batches", type=int, default=None, help="eval mode: limit batches")
+    add_predict_arguments(p)
     p.add_argument("--verbose", action="store_true", help="also show MindFormers' INFO log on the console")
     p.add_argument("--verify_data", action="store_true",
                    help="re-hash every training shard against the dataset's manifest (default: on first use)")
@@ -110,6 +112,7 @@ def parse_train_args(argv):
         overrides["init_from_checkpoint"] = args.init_from_checkpoint
     if args.allow_random_init is not None:
         overrides["allow_random_init"] = _bool(args.allow_random_init)
+    check_predict_arguments(args)
     return args, overrides
 
 
@@ -199,6 +202,10 @@ def export_parser():
     p.add_argument("--no_mindir", action="store_true", help="only write the packed checkpoint")
     from .gguf_cli import add_gguf_arguments
     add_gguf_arguments(p)
+    p.add_argument("--decode_graphs", action="store_true",
+                   help="also export the KV-cache prefill + decode-step graphs to OUTPUT_DIR/decode (MindIR)")
+    p.add_argument("--decode_prompt_length", type=int, default=64, help="padded prompt length of those graphs")
+    p.add_argument("--decode_cache_length", type=int, default=None, help="their cache length (default: seq_length)")
     return p
 
 
@@ -220,7 +227,8 @@ def export_main(argv):
     import mindspore as ms
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     from .export import export_packed
-    s = export_packed(config, args.checkpoint, args.output_dir, args.batch_size, not args.no_mindir)
+    decode = (args.decode_prompt_length, args.decode_cache_length) if args.decode_graphs else None
+    s = export_packed(config, args.checkpoint, args.output_dir, args.batch_size, not args.no_mindir, decode)
     mib = 2 ** 20
     print(f"exported to {args.output_dir}: parameters {s['latent_param_bytes'] / mib:.1f} MiB latent -> "
           f"{s['packed_param_bytes'] / mib:.1f} MiB packed ({s['quantized_layers']} ternary layers: "

@@ -33,9 +33,12 @@ def _param_bytes(net) -> int:
     return int(sum(p.asnumpy().nbytes for p in net.get_parameters()))
 
 
-def export_packed(config, checkpoint: str, output_dir: str, batch_size: int = 1, mindir: bool = True) -> dict:
+def export_packed(config, checkpoint: str, output_dir: str, batch_size: int = 1, mindir: bool = True,
+                  decode_graphs=None) -> dict:
     """Convert and export; returns (and writes to output_dir/export.json) a summary that includes
-    the max |logit difference| between the fake-quant model and the exported MindIR."""
+    the max |logit difference| between the fake-quant model and the exported MindIR.
+    decode_graphs=(prompt_length, cache_length or None): also write the KV-cache decoding graphs
+    of the packed model to output_dir/decode (bitcpm_ms.inference.export_decode_graphs)."""
     check_output_dir(output_dir, error=ConfigError)          # before the slow part
     mc = config.model.model_config
     mc.batch_size = batch_size
@@ -66,6 +69,11 @@ def export_packed(config, checkpoint: str, output_dir: str, batch_size: int = 1,
             ms.export(packed_model, ids, file_name=os.path.join(tmp, "model"), file_format="MINDIR")
             graph = nn.GraphCell(ms.load(os.path.join(tmp, "model.mindir")))
             summary["max_abs_diff_mindir_vs_fake_quant"] = float(np.abs(graph(ids).asnumpy() - ref).max())
+        if decode_graphs is not None:
+            from ..inference import CachedLM, export_decode_graphs
+            prompt_len, cache_len = decode_graphs
+            summary["decode_graphs"] = export_decode_graphs(CachedLM(net), os.path.join(tmp, "decode"), batch_size,
+                                                            prompt_len, cache_len or seq)
         summary["files"] = {name: dict(zip(("bytes", "sha256"), file_digest(os.path.join(tmp, name))))
                             for name in sorted(os.listdir(tmp)) if name.endswith((".ckpt", ".mindir"))}
         atomic_json(summary, os.path.join(tmp, "export.json"), indent=1)

@@ -1,14 +1,22 @@
-"""`--run_mode predict`: continue a prompt with a trained checkpoint (greedy decoding).
+"""`--run_mode predict`: continue prompts with a trained checkpoint.
 
-A plain full-recompute decoder: the prompt is right-padded to the model's seq_length so one
-graph (one compilation) serves every step; causal masking makes padding invisible to the
-positions that are read. Good for checking a small model on a laptop; deployment uses the
-converted packed model (bitcpm_ms.quant.convert) and MindIR export.
+`run_predict` generates with the KV-cache decoder of bitcpm_ms.inference (prefill + decode-step
+graphs, sampling, streaming; `--packed true` runs the packed ternary kernels, `--decode_graphs DIR`
+the exported MindIR graphs) and prints prefill / decode tokens per second on stderr.
+
+`greedy_generate` is the plain full-recompute decoder it replaced, kept as the reference the tests
+compare against: the prompt is right-padded to the model's seq_length so one graph serves every
+step; causal masking makes padding invisible to the positions that are read.
 """
+import argparse
+import sys
+
 import numpy as np
 import mindspore as ms
 
+from ..errors import ConfigError
 from .artifacts import Artifacts, load_model
+from .predict_args import add_predict_arguments, generation_config, read_prompts
 
 
 def greedy_generate(net, prompt_ids, max_new_tokens, seq_length, eos_id=None, pad_id=0):
@@ -34,13 +42,50 @@ def greedy_generate(net, prompt_ids, max_new_tokens, seq_length, eos_id=None, pa
     return new
 
 
-def run_predict(config, art: Artifacts, prompt: str, max_new_tokens: int = 32) -> int:
-    from ..data.tokenizer import EOS_ID, PAD_ID, SPTokenizer
-    tok = SPTokenizer(art.need_tokenizer())
-    mc = config.model.model_config
-    mc.batch_size = 1
+def _default_args(prompt, max_new_tokens):
+    p = argparse.ArgumentParser()
+    add_predict_arguments(p)
+    args = p.parse_args([])
+    args.prompt, args.max_new_tokens, args.packed = prompt, max_new_tokens, False
+    return args
+
+
+def _decoder(config, art, args):
+    """The CachedLM of the configured checkpoint (packed on request), or the exported graphs."""
+    from ..inference import CachedLM, load_decode_graphs
+    if args.decode_graphs:
+        return load_decode_graphs(args.decode_graphs)
+    config.model.model_config.batch_size = 1
     net, _ = load_model(config, config.load_checkpoint or art.output_dir)
-    new = greedy_generate(net, tok.encode(prompt), max_new_tokens, int(mc.seq_length), eos_id=EOS_ID,
-                          pad_id=PAD_ID)
-    print(prompt + tok.decode(new), flush=True)
+    if args.packed:
+        if not config.model.model_config.qat_config.enabled:
+            raise ConfigError("--packed true needs a ternary model, but quant.enabled is false")
+        from ..quant.convert import convert_model
+        convert_model(net)
+    return CachedLM(net)
+
+
+def run_predict(config, art: Artifacts, prompt: str, max_new_tokens: int = 32, args=None) -> int:
+    """Generate for --prompt (streamed) or each line of --prompt_file (printed per batch)."""
+    from ..data.tokenizer import EOS_ID, PAD_ID, SPTokenizer
+    from ..inference import TextStreamer, generate, generate_batches
+    args = args if args is not None else _default_args(prompt, max_new_tokens)
+    tok = SPTokenizer(art.need_tokenizer())
+    cfg = generation_config(args, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
+    texts = read_prompts(args)
+    prompts = [tok.encode(t) for t in texts]
+    lm = _decoder(config, art, args)
+    if args.prompt_file is None:
+        print(texts[0], end="", flush=True)
+        out = generate(lm, prompts, cfg, streamer=TextStreamer(), decode=tok.decode)
+    else:
+        def show(start, batch):
+            for i, text in enumerate(batch.texts):
+                print(f"[{start + i}] {texts[start + i]}{text}", flush=True)
+        out = generate_batches(lm, prompts, args.predict_batch_size, cfg, decode=tok.decode, on_batch=show)
+    s = out.stats
+    print(f"prefill: {s.prompt_tokens} tokens, {s.prefill_tokens_per_s:,.0f} tok/s | decode: {s.decode_tokens} tokens, "
+          f"{s.decode_tokens_per_s:,.1f} tok/s | graph compile {s.compile_seconds:.1f} s | "
+          f"{'packed' if args.packed else 'MindIR' if args.decode_graphs else 'fake-quant'} | seed {out.seed}",
+          file=sys.stderr, flush=True)
     return 0

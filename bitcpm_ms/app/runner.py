@@ -60,4 +60,4 @@ def _run(config, args, mode) -> int:
         from .evaluate import run_eval
         return run_eval(config, art, max_batches=args.eval_max_batches)
     from .predict import run_predict
-    return run_predict(config, art, prompt=args.prompt, max_new_tokens=args.max_new_tokens)
+    return run_predict(config, art, prompt=args.prompt, max_new_tokens=args.max_new_tokens, args=args)

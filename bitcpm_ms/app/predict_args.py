@@ -1,0 +1,67 @@
+"""The `--run_mode predict` flags of bitcpm-train (generation settings), kept out of cli.py.
+
+Values are checked here, before MindSpore is imported, by building the GenerationConfig they
+describe (a bad temperature or top_p fails in a fraction of a second with `error: ...`).
+"""
+import os
+
+from ..errors import ConfigError
+from ..inference.sampling import GenerationConfig, GenerationError
+
+PREDICT_FLAGS = ("prompt_file", "temperature", "top_k", "top_p", "repetition_penalty", "seed", "stop", "packed",
+                 "predict_batch_size", "decode_graphs")
+
+
+def _true_false(text) -> bool:
+    value = str(text).lower()
+    if value not in ("1", "0", "true", "false", "yes", "no"):
+        raise ConfigError(f"expected true or false, got {text!r}")
+    return value in ("1", "true", "yes")
+
+
+def add_predict_arguments(p):
+    g = p.add_argument_group("predict mode (KV-cache generation; docs/generation.md)")
+    g.add_argument("--prompt_file", default=None, help="prompts, one per line (blank lines skipped)")
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
+    g.add_argument("--top_k", type=int, default=0, help="keep the k most likely tokens (0 = off)")
+    g.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling, in (0, 1] (1 = off)")
+    g.add_argument("--repetition_penalty", type=float, default=1.0, help="> 1 discourages repeats (1 = off)")
+    g.add_argument("--seed", type=int, default=None, help="sampling seed (default: drawn and printed)")
+    g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    g.add_argument("--packed", default="false", help="true: run the packed ternary kernels (convert_model)")
+    g.add_argument("--predict_batch_size", type=int, default=8, help="prompts per batch for --prompt_file")
+    g.add_argument("--decode_graphs", default=None,
+                   help="generate from exported decoding graphs (MindIR directory of bitcpm-export --decode_graphs)")
+
+
+def generation_config(args, eos_token_id=None, pad_token_id=0) -> GenerationConfig:
+    """The GenerationConfig of the parsed flags; a ConfigError names a bad value."""
+    try:
+        return GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                                seed=args.seed, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+                                stop_strings=tuple(args.stop))
+    except GenerationError as err:
+        raise ConfigError(f"--{str(err)}") from None
+
+
+def check_predict_arguments(args):
+    args.packed = _true_false(args.packed)
+    generation_config(args)
+    if args.predict_batch_size < 1:
+        raise ConfigError(f"--predict_batch_size must be >= 1, got {args.predict_batch_size}")
+    if args.prompt_file is not None and not os.path.isfile(args.prompt_file):
+        raise ConfigError(f"--prompt_file {args.prompt_file} does not exist")
+    if args.decode_graphs is not None and not os.path.isdir(args.decode_graphs):
+        raise ConfigError(f"--decode_graphs {args.decode_graphs} is not a directory")
+
+
+def read_prompts(args):
+    """The prompt texts: the lines of --prompt_file (blank lines skipped), else [--prompt]."""
+    if args.prompt_file is None:
+        return [args.prompt]
+    with open(args.prompt_file, encoding="utf-8") as f:
+        prompts = [line.rstrip("\r\n") for line in f if line.strip()]
+    if not prompts:
+        raise ConfigError(f"--prompt_file {args.prompt_file} holds no prompt (only blank lines)")
+    return prompts

@@ -1,0 +1,63 @@
+"""`CachedLM`: the prefill and decode-step graphs of a model in this process, behind the small
+interface the generation loop uses (`prefill`, `step`, `shapes`, `context`). The MindIR-loaded
+graphs (export.py) offer the same interface, so one loop serves both.
+"""
+import time
+
+import numpy as np
+import mindspore as ms
+
+from .cache import KVCache, cache_length, prompt_bucket
+from .decoder import DecodeStepGraph, PrefillGraph, decoder_shape
+from .sampling import GenerationError
+
+
+class CachedLM:
+    """KV-cache decoding of `lm` (a BitCPMForCausalLM, fake-quant or converted to packed kernels).
+
+    context: the longest prompt + generation allowed (default: the model's seq_length, the
+    context it was trained on, which is also what `greedy_generate` allows).
+    fused_attention: the decode step's attention as one C++ kernel (default on CPU; see decoder.py)."""
+
+    def __init__(self, lm, context: int = None, fused_attention: bool = None):
+        lm.set_train(False)
+        self.info = decoder_shape(lm)
+        trained = int(getattr(lm.config, "seq_length", self.info.max_positions))
+        self.context = int(context or trained)
+        if not 1 < self.context <= self.info.max_positions:
+            raise GenerationError(f"context {self.context} must be in 2..{self.info.max_positions} "
+                                  "(the model's RoPE table)")
+        self.prefill_graph = PrefillGraph(lm)
+        self.step_graph = DecodeStepGraph(lm, fused_attention)
+        for g in (self.prefill_graph, self.step_graph):
+            g.set_train(False)
+        self.compiled = set()
+        self.compile_seconds = 0.0
+
+    def shapes(self, batch: int, longest: int, needed: int):
+        """(prompt bucket, cache length) for a batch whose longest prompt has `longest` tokens and
+        which needs `needed` cache slots."""
+        return prompt_bucket(longest, self.context), cache_length(needed, self.context)
+
+    def new_cache(self, batch: int, length: int) -> KVCache:
+        i = self.info
+        return KVCache(i.num_layers, batch, i.kv_heads, length, i.head_dim)
+
+    def warm_up(self, batch: int, prompt_len: int, cache: KVCache):
+        """Compile both graphs for these shapes once (a dummy call each), timed apart from decoding."""
+        key = (batch, prompt_len, cache.length)
+        if key in self.compiled:
+            return
+        t = time.perf_counter()
+        self.prefill(np.zeros((batch, prompt_len), np.int32), np.ones(batch, np.int32))
+        self.step(np.zeros((batch, 1), np.int32), np.zeros(batch, np.int32), cache)
+        self.compile_seconds += time.perf_counter() - t
+        self.compiled.add(key)
+
+    def prefill(self, input_ids: np.ndarray, valid_length: np.ndarray):
+        out = self.prefill_graph(ms.Tensor(input_ids), ms.Tensor(valid_length))
+        return tuple(o.asnumpy() for o in out)
+
+    def step(self, input_ids: np.ndarray, positions: np.ndarray, cache: KVCache):
+        out = self.step_graph(ms.Tensor(input_ids), ms.Tensor(positions), *cache.tensors)
+        return tuple(o.asnumpy() for o in out)

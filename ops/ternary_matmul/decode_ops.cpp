@@ -1,0 +1,208 @@
+// The two float kernels of the KV-cache decoder (bitcpm_ms/inference/decoder.py); references in
+// bitcpm_ms/kernels/attention.py.
+//
+// 1. DecodeAttention: one decode step of grouped-query attention with a KV cache, one kernel
+//    instead of ~20 MindSpore ops per layer (decode_attention_reference).
+// 2. FloatMatmulNT: y [M,N] = x [M,K] @ W^T, W [N,K] row-major float32 (the lm_head of a decode
+//    step, M = batch). MindSpore's CPU MatMul costs several times more at M <= 8 (it re-packs the
+//    constant weight every call); here each output is one contiguous dot product (float_matmul_nt_reference).
+//
+// DecodeAttention:
+// For each row b (position p = pos[b]) and query head h (KV head g = h / (H / KVH)):
+//   rope(x) = x * cos[b] + rotate_half(x) * sin[b],  rotate_half(x) = concat(-x[D/2:], x[:D/2])
+//   q = rope(q_in[b, h]);  k_new = rope(k_in[b, g])                       (MindFormers' RoPE)
+//   s_j = (q . k_cache[b, g, j]) * scale for j < p;  s_self = (q . k_new) * scale
+//   ctx[b, h] = sum_j softmax(s)_j v_cache[b, g, j] + softmax(s)_self v_in[b, g]
+// Cache slots j >= p are never read (the MindSpore form masks them with -10000, i.e. weight 0).
+// Outputs ctx [B, H*D] and k_rot [B, KVH*D] (the rotated new key, for the cache).
+// Float arithmetic: RoPE exactly as MindFormers' element-wise ops (no FMA: -ffp-contract=off);
+// dot products use 8 partial sums, so scores differ from MindSpore's BatchMatMul in the last bits.
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "ternary_common.h"
+
+#define BITCPM_API extern "C" __attribute__((visibility("default")))
+
+namespace bitcpm {
+namespace {
+
+inline float dot(const float *a, const float *b, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int u = 0; u < 8; ++u) acc[u] += a[i + u] * b[i + u];
+  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+inline void rope(const float *x, const float *cos, const float *sin, float *out, int64_t D) {
+  const int64_t half = D / 2;
+  for (int64_t i = 0; i < half; ++i) out[i] = x[i] * cos[i] + (-x[i + half]) * sin[i];
+  for (int64_t i = half; i < D; ++i) out[i] = x[i] * cos[i] + x[i - half] * sin[i];
+}
+
+}  // namespace
+
+int decode_attention_impl(const float *q_in, const float *k_in, const float *v_in, const float *k_cache,
+                          const float *v_cache, const int32_t *pos, const float *cos, const float *sin, float scale,
+                          int64_t B, int64_t H, int64_t KVH, int64_t S, int64_t D, float *ctx, float *k_rot,
+                          int nthreads) {
+  if (B <= 0 || H <= 0 || KVH <= 0 || S <= 0 || D <= 0 || D % 2 || H % KVH)
+    return set_error(3, "DecodeAttention: need B, H, KVH, S, D > 0, D even, H % KVH == 0");
+  for (int64_t b = 0; b < B; ++b)
+    if (pos[b] < 0 || pos[b] > S)
+      return set_error(3, "DecodeAttention: position " + std::to_string(pos[b]) + " of row " + std::to_string(b) +
+                              " outside the cache (0.." + std::to_string(S) + ")");
+  const int64_t rep = H / KVH;
+  // work per (row, KV head): rep heads over pos + 1 keys; small steps stay on the calling thread
+  const int64_t work = B * H * (S + 1) * D;
+  const int nt = work < (int64_t(1) << 18) ? 1 : resolve_threads(nthreads);
+  parallel_for(B * KVH, nt, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> q(D), scores(S + 1);
+    for (int64_t t = lo; t < hi; ++t) {
+      const int64_t b = t / KVH, g = t % KVH, p = pos[b];
+      const float *cb = cos + b * D, *sb = sin + b * D;
+      float *kr = k_rot + (b * KVH + g) * D;
+      rope(k_in + (b * KVH + g) * D, cb, sb, kr, D);
+      const float *kc = k_cache + (b * KVH + g) * S * D, *vc = v_cache + (b * KVH + g) * S * D;
+      const float *vn = v_in + (b * KVH + g) * D;
+      for (int64_t r = 0; r < rep; ++r) {
+        const int64_t h = g * rep + r;
+        rope(q_in + (b * H + h) * D, cb, sb, q.data(), D);
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < p; ++j) {
+          scores[j] = dot(q.data(), kc + j * D, D) * scale;
+          mx = std::max(mx, scores[j]);
+        }
+        scores[p] = dot(q.data(), kr, D) * scale;
+        mx = std::max(mx, scores[p]);
+        float sum = 0.0f;
+        for (int64_t j = 0; j <= p; ++j) {
+          scores[j] = std::exp(scores[j] - mx);
+          sum += scores[j];
+        }
+        float *out = ctx + (b * H + h) * D;
+        std::memset(out, 0, sizeof(float) * D);
+        for (int64_t j = 0; j < p; ++j) {
+          const float w = scores[j] / sum;
+          const float *vj = vc + j * D;
+          for (int64_t i = 0; i < D; ++i) out[i] += w * vj[i];
+        }
+        const float w = scores[p] / sum;
+        for (int64_t i = 0; i < D; ++i) out[i] += w * vn[i];
+      }
+    }
+  });
+  return 0;
+}
+
+
+namespace {
+
+inline void gemv_rows(const float *x, const float *W, float *y, int64_t M, int64_t K, int64_t N, int64_t n0,
+                      int64_t n1) {
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t m = 0; m < M; ++m) y[m * N + n] = dot(x + m * K, W + n * K, K);
+}
+
+#if BITCPM_X86
+__attribute__((target("avx2,fma"))) void gemv_rows_avx2(const float *x, const float *W, float *y, int64_t M,
+                                                          int64_t K, int64_t N, int64_t n0, int64_t n1) {
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t m = 0; m < M; ++m) {
+      const float *a = x + m * K, *b = W + n * K;
+      float acc[16] = {0};
+      int64_t i = 0;
+      for (; i + 16 <= K; i += 16)
+        for (int u = 0; u < 16; ++u) acc[u] += a[i + u] * b[i + u];
+      float s = 0.0f;
+      for (int u = 0; u < 16; ++u) s += acc[u];
+      for (; i < K; ++i) s += a[i] * b[i];
+      y[m * N + n] = s;
+    }
+}
+#endif
+
+}  // namespace
+
+int float_matmul_nt_impl(const float *x, const float *W, float *y, int64_t M, int64_t K, int64_t N, int nthreads) {
+  if (M <= 0 || K <= 0 || N <= 0) return set_error(3, "FloatMatmulNT: need M, K, N > 0");
+  const int nt = M * K * N < (int64_t(1) << 18) ? 1 : resolve_threads(nthreads);
+#if BITCPM_X86
+  if (!g_force_portable.load() && cpu_has_avx2()) {
+    parallel_for(N, nt, 16, [&](int64_t lo, int64_t hi) { gemv_rows_avx2(x, W, y, M, K, N, lo, hi); });
+    return 0;
+  }
+#endif
+  parallel_for(N, nt, 16, [&](int64_t lo, int64_t hi) { gemv_rows(x, W, y, M, K, N, lo, hi); });
+  return 0;
+}
+
+}  // namespace bitcpm
+
+using namespace bitcpm;
+
+// ctypes: q [B,H*D], k [B,KVH*D], v [B,KVH*D], caches [B,KVH,S,D], pos [B] int32, cos/sin [B,D];
+// outputs ctx [B,H*D], k_rot [B,KVH*D].
+BITCPM_API int bitcpm_decode_attention(const float *q, const float *k, const float *v, const float *k_cache,
+                                       const float *v_cache, const int32_t *pos, const float *cos, const float *sin,
+                                       float scale, int64_t B, int64_t H, int64_t KVH, int64_t S, int64_t D,
+                                       float *ctx, float *k_rot, int nthreads) {
+  return decode_attention_impl(q, k, v, k_cache, v_cache, pos, cos, sin, scale, B, H, KVH, S, D, ctx, k_rot,
+                               nthreads);
+}
+
+// MindSpore AOT. Inputs: q float32 [B,H*D], k float32 [B,KVH*D], v float32 [B,KVH*D],
+// k_cache float32 [B,KVH,S,D], v_cache float32 [B,KVH,S,D], positions int32 [B], cos float32 [B,D],
+// sin float32 [B,D], spec float32 [1,2] = (scale, H). Outputs: ctx float32 [B,H*D], k_rot float32 [B,KVH*D].
+BITCPM_API int DecodeAttention(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                               void *stream, void *extra) {
+  (void)stream;
+  (void)extra;
+  static const char *const want[11] = {"float32", "float32", "float32", "float32", "float32", "int32",
+                                       "float32", "float32", "float32", "float32", "float32"};
+  static const int want_ndim[11] = {2, 2, 2, 4, 4, 1, 2, 2, 2, 2, 2};
+  if (nparam != 11) return set_error(3, "DecodeAttention: expected 11 params, got " + std::to_string(nparam));
+  for (int i = 0; i < 11; ++i) {
+    if (ndims[i] != want_ndim[i] || dtypes[i] == nullptr || std::strcmp(dtypes[i], want[i]) != 0)
+      return set_error(3, "DecodeAttention: param " + std::to_string(i) + " must be " + want[i] + " with " +
+                              std::to_string(want_ndim[i]) + " dims");
+  }
+  const int64_t B = shapes[3][0], KVH = shapes[3][1], S = shapes[3][2], D = shapes[3][3];
+  const float *spec = (const float *)params[8];
+  const int64_t H = (int64_t)spec[1];
+  if (shapes[0][0] != B || shapes[0][1] != H * D || shapes[1][1] != KVH * D || shapes[2][1] != KVH * D ||
+      shapes[5][0] != B || shapes[6][1] != D || shapes[7][1] != D || shapes[9][1] != H * D ||
+      shapes[10][1] != KVH * D)
+    return set_error(3, "DecodeAttention: inconsistent shapes");
+  return decode_attention_impl((const float *)params[0], (const float *)params[1], (const float *)params[2],
+                               (const float *)params[3], (const float *)params[4], (const int32_t *)params[5],
+                               (const float *)params[6], (const float *)params[7], spec[0], B, H, KVH, S, D,
+                               (float *)params[9], (float *)params[10], 0);
+}
+
+// ctypes: x [M,K], W [N,K] float32 -> y [M,N].
+BITCPM_API int bitcpm_float_matmul_nt(const float *x, const float *W, float *y, int64_t M, int64_t K, int64_t N,
+                                      int nthreads) {
+  return float_matmul_nt_impl(x, W, y, M, K, N, nthreads);
+}
+
+// MindSpore AOT. Inputs x float32 [M,K], W float32 [N,K]; output y float32 [M,N].
+BITCPM_API int FloatMatmulNT(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                             void *stream, void *extra) {
+  (void)stream;
+  (void)extra;
+  if (nparam != 3) return set_error(3, "FloatMatmulNT: expected 3 params, got " + std::to_string(nparam));
+  for (int i = 0; i < 3; ++i)
+    if (ndims[i] != 2 || dtypes[i] == nullptr || std::strcmp(dtypes[i], "float32") != 0)
+      return set_error(3, "FloatMatmulNT: every param must be a 2-D float32 tensor");
+  const int64_t M = shapes[0][0], K = shapes[0][1], N = shapes[1][0];
+  if (shapes[1][1] != K || shapes[2][0] != M || shapes[2][1] != N)
+    return set_error(3, "FloatMatmulNT: inconsistent shapes (x [M,K], W [N,K], y [M,N])");
+  return float_matmul_nt_impl((const float *)params[0], (const float *)params[1], (float *)params[2], M, K, N, 0);
+}

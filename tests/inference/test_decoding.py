@@ -1,0 +1,129 @@
+"""KV-cache decoding against the full-recompute model: logits at every step (fake-quant and packed),
+greedy tokens equal to `greedy_generate`, batch == one by one, seeds, and refused requests."""
+import numpy as np
+import mindspore as ms
+import pytest
+
+from bitcpm_ms.app.predict import greedy_generate
+from bitcpm_ms.inference import CachedLM, GenerationError, generate
+
+from .conftest import PROMPTS, SMALL
+
+
+class Recording:
+    """A CachedLM that keeps the logits of every prefill / step call."""
+
+    def __init__(self, lm):
+        self.lm, self.logits = lm, []
+
+    def __getattr__(self, name):
+        return getattr(self.lm, name)
+
+    def prefill(self, *args):
+        out = self.lm.prefill(*args)
+        self.logits.append(out[0])
+        return out
+
+    def step(self, *args):
+        out = self.lm.step(*args)
+        self.logits.append(out[0])
+        return out
+
+
+def full_logits(net, ids):
+    """Full-recompute logits [seq_length, V] of one sequence, right-padded like greedy_generate."""
+    seq = SMALL["seq_length"]
+    buf = np.zeros((1, seq), np.int32)
+    buf[0, :len(ids)] = ids
+    return net(ms.Tensor(buf))[0].asnumpy().reshape(seq, -1)
+
+
+def check_every_step(net, lm, prompts, max_new_tokens=12):
+    rec = Recording(lm)
+    out = generate(rec, prompts, max_new_tokens=max_new_tokens)
+    worst = 0.0
+    for b, prompt in enumerate(prompts):
+        full = full_logits(net, prompt + out.tokens[b])
+        for i in range(len(out.tokens[b])):
+            cached = rec.logits[i][b]
+            ref = full[len(prompt) - 1 + i]
+            worst = max(worst, float(np.abs(cached - ref).max() / max(1.0, np.abs(ref).max())))
+    assert len(rec.logits) == max_new_tokens     # one prefill + (max_new_tokens - 1) steps
+    assert worst < 1e-5, worst
+    return out
+
+
+def test_cached_logits_equal_full_recompute_fake_quant(fake_quant):
+    check_every_step(*fake_quant, PROMPTS)
+
+
+def test_mindspore_ops_attention_equals_full_recompute(fake_quant):
+    """The decode step without the fused C++ attention kernel (the form for non-CPU backends)."""
+    net, lm = fake_quant
+    ops_lm = CachedLM(net, fused_attention=False)
+    ops_lm.prefill_graph = lm.prefill_graph           # the same prefill graph, compiled once
+    assert not ops_lm.step_graph.fused_attention and lm.step_graph.fused_attention
+    check_every_step(net, ops_lm, PROMPTS)
+
+
+def test_cached_logits_equal_full_recompute_packed_a8(packed_a8):
+    net, lm = packed_a8
+    assert type(net.model.layers[0].attention.wq).__name__ == "PackedTernaryLinear"
+    check_every_step(net, lm, PROMPTS)
+
+
+def test_greedy_equals_greedy_generate_and_batch_equals_one_by_one(fake_quant):
+    net, lm = fake_quant
+    batch = generate(lm, PROMPTS, max_new_tokens=10)
+    for b, prompt in enumerate(PROMPTS):
+        assert batch.tokens[b] == greedy_generate(net, prompt, 10, SMALL["seq_length"])
+        assert generate(net, [prompt], max_new_tokens=10).tokens[0] == batch.tokens[b]   # the model itself
+    assert batch.finish_reasons == ["length"] * 3
+
+
+def test_sampling_seed_reproduces_and_batch_equals_one_by_one(fake_quant):
+    _, lm = fake_quant
+    kw = dict(max_new_tokens=10, temperature=0.9, top_k=50, top_p=0.9, repetition_penalty=1.2)
+    a = generate(lm, PROMPTS, seed=123, **kw)
+    assert generate(lm, PROMPTS, seed=123, **kw).tokens == a.tokens
+    assert generate(lm, PROMPTS, seed=124, **kw).tokens != a.tokens
+    assert [generate(lm, [p], seed=123, **kw).tokens[0] for p in PROMPTS] == a.tokens
+    assert a.seed == 123 and generate(lm, PROMPTS[:1], **kw).seed is not None
+
+
+def test_eos_stops_a_row_and_stats_count_tokens(fake_quant):
+    _, lm = fake_quant
+    free = generate(lm, PROMPTS, max_new_tokens=8)
+    eos = free.tokens[1][3]                       # make row 1's 4th token the EOS
+    out = generate(lm, PROMPTS, max_new_tokens=8, eos_token_id=eos)
+    assert out.tokens[1] == free.tokens[1][:free.tokens[1].index(eos) + 1]
+    assert out.finish_reasons[1] == "eos"
+    s = out.stats
+    assert s.prompt_tokens == sum(map(len, PROMPTS)) and s.decode_steps == max(map(len, out.tokens)) - 1
+    assert s.decode_tokens == sum(len(t) - 1 for t in out.tokens)
+    assert s.prefill_tokens_per_s > 0 and s.decode_tokens_per_s > 0
+
+
+def test_stop_strings_end_a_row(fake_quant):
+    _, lm = fake_quant
+    decode = lambda ids: "".join(f"<{i}>" for i in ids)     # noqa: E731
+    free = generate(lm, PROMPTS[:1], max_new_tokens=8, decode=decode)
+    stop = f"<{free.tokens[0][2]}>"
+    out = generate(lm, PROMPTS[:1], max_new_tokens=8, decode=decode, stop_strings=[stop])
+    assert out.finish_reasons == ["stop"] and out.texts[0] == free.texts[0][:free.texts[0].index(stop)]
+
+
+@pytest.mark.parametrize("prompts, kw, match", [
+    ([[]], {}, "prompt 0 is empty"),
+    ([], {}, "no prompts"),
+    ([[1, 2]], dict(max_new_tokens=63), "max_new_tokens 63 runs past the context"),
+    ([list(range(1, 66))], {}, "more than the context of 64"),
+    ([[1, 600]], {}, "outside the vocabulary"),
+    ([[1, 2]], dict(temperature=-1.0), "temperature"),
+    ([[1, 2]], dict(top_p=0.0), "top_p"),
+    ([[1, 2]], dict(top_p=1.01), "top_p"),
+    ([[1, 2]], dict(stop_strings=["x"]), "decode function"),
+])
+def test_bad_requests_are_named_errors(fake_quant, prompts, kw, match):
+    with pytest.raises(GenerationError, match=match):
+        generate(fake_quant[1], prompts, **kw)

@@ -1,0 +1,64 @@
+"""The KV-cache decoder's float kernels (C++, ctypes) against their numpy references on small odd shapes."""
+import numpy as np
+import pytest
+
+from bitcpm_ms.kernels import portable_path
+from bitcpm_ms.kernels.decode_ops import (decode_attention_numpy, decode_attention_reference, float_matmul_nt_numpy,
+                                          float_matmul_nt_reference)
+
+
+def _case(rng, bsz, h, kvh, seq, d, positions):
+    q = rng.standard_normal((bsz, h * d)).astype(np.float32)
+    k = rng.standard_normal((bsz, kvh * d)).astype(np.float32)
+    v = rng.standard_normal((bsz, kvh * d)).astype(np.float32)
+    kc = rng.standard_normal((bsz, kvh, seq, d)).astype(np.float32)
+    vc = rng.standard_normal((bsz, kvh, seq, d)).astype(np.float32)
+    ang = rng.uniform(0, 6.3, (bsz, d // 2)).astype(np.float32)
+    cos, sin = np.cos(np.concatenate([ang, ang], 1)), np.sin(np.concatenate([ang, ang], 1))
+    return q, k, v, kc, vc, np.asarray(positions, np.int32), cos, sin
+
+
+@pytest.mark.parametrize("bsz, h, kvh, seq, d, positions", [
+    (1, 4, 2, 16, 8, [5]), (3, 6, 2, 7, 10, [0, 3, 7]), (2, 3, 3, 9, 6, [8, 1]), (1, 2, 1, 33, 64, [20]),
+])
+def test_kernel_matches_reference(bsz, h, kvh, seq, d, positions):
+    args = _case(np.random.default_rng(seq * d), bsz, h, kvh, seq, d, positions)
+    ctx, k_rot = decode_attention_numpy(*args, scale=1 / np.sqrt(d))
+    ref_ctx, ref_k = decode_attention_reference(*args, scale=1 / np.sqrt(d))
+    np.testing.assert_allclose(k_rot, ref_k, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(ctx, ref_ctx, rtol=1e-5, atol=1e-5)
+
+
+def test_slots_at_and_after_the_position_are_never_read():
+    rng = np.random.default_rng(0)
+    args = list(_case(rng, 2, 4, 2, 12, 8, [4, 9]))
+    ctx, _ = decode_attention_numpy(*args, scale=0.3)
+    args[3][0, :, 4:] = np.nan                          # row 0 reads slots 0..3 only
+    args[4][1, :, 9:] = 1e30                            # row 1 reads slots 0..8 only
+    ctx2, _ = decode_attention_numpy(*args, scale=0.3)
+    np.testing.assert_array_equal(ctx, ctx2)
+
+
+def test_threads_give_the_same_result():
+    args = _case(np.random.default_rng(1), 8, 12, 4, 256, 64, [255, 1, 100, 37, 200, 0, 64, 128])
+    one = decode_attention_numpy(*args, scale=0.125, num_threads=1)
+    two = decode_attention_numpy(*args, scale=0.125, num_threads=2)
+    np.testing.assert_array_equal(one[0], two[0])
+
+
+def test_position_outside_the_cache_is_an_error():
+    args = _case(np.random.default_rng(2), 1, 2, 1, 4, 4, [5])
+    with pytest.raises(ValueError, match="outside the cache"):
+        decode_attention_numpy(*args, scale=1.0)
+
+
+@pytest.mark.parametrize("m, k, n", [(1, 256, 8192), (3, 37, 29), (8, 768, 130), (2, 5, 1)])
+@pytest.mark.parametrize("portable", [False, True])
+def test_float_matmul_nt_matches_reference(m, k, n, portable):
+    rng = np.random.default_rng(m * k + n)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    with portable_path(portable):
+        y = float_matmul_nt_numpy(x, w)
+    np.testing.assert_allclose(y, float_matmul_nt_reference(x, w), rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(float_matmul_nt_numpy(x, w, num_threads=2), float_matmul_nt_numpy(x, w, num_threads=1))
