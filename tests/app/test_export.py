@@ -33,7 +33,8 @@ def test_packed_model_and_mindir_match_fake_quant(tmp_path, act_bits):
     assert s["max_abs_diff_mindir_vs_fake_quant"] < 1e-4 * max(1.0, s["logit_scale"])
     # 2 bits per weight + one fp32 scale per 32 weights = 3 bits vs 32: > 10x smaller
     assert s["latent_linear_bytes"] / s["packed_linear_bytes"] > 10
-    assert sorted(os.listdir(tmp_path / "export")) == ["export.json", "model.mindir", "model_packed.ckpt"]
+    assert sorted(os.listdir(tmp_path / "export")) == ["export.json", "model.mindir", "model_packed.ckpt",
+                                                         "model_packed.ckpt.json"]   # + its sha256 sidecar
     assert json.load(open(tmp_path / "export" / "export.json"))["act_bits"] == act_bits
 
 

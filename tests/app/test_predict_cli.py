@@ -15,7 +15,7 @@ from ..helpers import SMALL_MODEL, TINY_YAML, run_cli
     (["--temperature", "-1"], "--temperature must be >= 0"),
     (["--top_p", "0"], "--top_p must be in (0, 1]"),
     (["--top_p", "1.5"], "--top_p must be in (0, 1]"),
-    (["--max_new_tokens", "0"], "--max_new_tokens must be an integer >= 1"),
+    (["--max_new_tokens", "0"], "--max_new_tokens must be >= 1, got 0"),
     (["--packed", "maybe"], "expected true or false"),
     (["--prompt_file", "/nonexistent/prompts.txt"], "does not exist"),
 ])
