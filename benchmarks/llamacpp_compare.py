@@ -11,9 +11,9 @@ numbers come from `llama-bench` (pp = prefill of n_prompt tokens, tg = decode of
 its KV cache, `-t threads`). Ours run in a subprocess pinned to `threads` cores (sched_setaffinity,
 MindSpore `runtime_num_threads`, `kernels.set_num_threads`): the packed model (`convert_model`,
 fused C++ ternary matmul, weight-only and W1.58A8) in graph mode,
-  * prefill: one forward of n_prompt tokens;
-  * decode: what generating a token costs on this branch, one forward over the n_prompt + n_gen
-    buffer (`app/predict.greedy_generate` recomputes the padded sequence; no KV cache yet).
+greedy generation with the KV cache (`bitcpm_ms.inference`, no EOS):
+  * prefill: the prefill graph over the n_prompt-token prompt;
+  * decode: tokens made by the decode-step graph per second (host sampling excluded).
 Variants are interleaved round by round; the table shows the median over rounds of each round's
 mean, and the JSON keeps every sample.
 """
@@ -72,26 +72,25 @@ def ours_worker(shape: str, ckpt: str, threads: int, n_prompt: int, n_gen: int, 
     import mindspore as ms
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", runtime_num_threads=threads)
     from bitcpm_ms.app.artifacts import load_model
+    from bitcpm_ms.inference import CachedLM, generate
     from bitcpm_ms.kernels import set_num_threads
     from bitcpm_ms.quant.convert import convert_model
     set_num_threads(threads)
     out = {}
+    prompt = np.random.default_rng(0).integers(4, 8000, n_prompt).tolist()
     for act_bits in (None, 8):
         label = "packed_w158a8" if act_bits else "packed_weight_only"
-        for phase, seq in (("prefill", n_prompt), ("decode", n_prompt + n_gen)):
-            net, _ = load_model(_config(shape, seq, act_bits), ckpt)
-            net.set_train(False)
-            convert_model(net)
-            ids = ms.Tensor(np.random.default_rng(0).integers(4, 8000, (1, seq)).astype(np.int32))
-            for _ in range(2):                                    # compile + warm up
-                net(ids)[0].asnumpy()
-            samples = []
-            for _ in range(reps):
-                t0 = time.perf_counter()
-                net(ids)[0].asnumpy()
-                dt = time.perf_counter() - t0
-                samples.append((n_prompt if phase == "prefill" else 1) / dt)
-            out.setdefault(label, {})[phase] = {"mean_tok_s": statistics.mean(samples), "samples_tok_s": samples}
+        net, _ = load_model(_config(shape, n_prompt + n_gen, act_bits), ckpt)
+        net.set_train(False)
+        lm = CachedLM(convert_model(net))
+        generate(lm, [prompt], max_new_tokens=n_gen, eos_token_id=None)      # compile + warm up
+        prefill, decode = [], []
+        for _ in range(reps):
+            stats = generate(lm, [prompt], max_new_tokens=n_gen, eos_token_id=None).stats
+            prefill.append(stats.prefill_tokens_per_s)
+            decode.append(stats.decode_tokens_per_s)
+        out[label] = {"prefill": {"mean_tok_s": statistics.mean(prefill), "samples_tok_s": prefill},
+                      "decode": {"mean_tok_s": statistics.mean(decode), "samples_tok_s": decode}}
     return out
 
 

@@ -14,7 +14,7 @@ from ..fileio import atomic_json
 from ..training import preemption
 from .preflight import check_training_data
 from .resume import configure_checkpoint_monitor, prepare_start, remove_resume_view
-from .train_network import build_train_network
+from .train_network import build_train_network, check_init_policy
 
 
 def ensure_prepared_data(config) -> None:
@@ -86,6 +86,7 @@ def _plain(obj):
 def train(config, verify_data: bool = False) -> int:
     """Train as configured (the data must be prepared: see `ensure_prepared_data`). Returns 0, or
     `preemption.PREEMPTED_EXIT_STATUS` when a signal stopped it after saving a checkpoint."""
+    check_init_policy(config)              # require_init_checkpoint: no ternary start from random weights
     check_training_data(config, dataset_files(config.train_dataset, "train_dataset"), verify_data)
     start = prepare_start(config)          # a verified load_checkpoint / resume checkpoint
     prepare_callbacks(config)

@@ -39,7 +39,8 @@ def add_default_keys(config) -> None:
 
 
 def check_keys(config) -> Optional[DistillConfig]:
-    """Validate the keys above (after overrides); in train mode also the init policy."""
+    """Validate the keys above (after overrides). The init policy (`check_init_policy`) is checked
+    when training starts, so a production YAML still loads for inspection, eval or export."""
     for key in ("require_init_checkpoint", "allow_random_init"):
         if not isinstance(config.get(key), bool):
             raise ConfigError(f"{key} must be true or false, got {config.get(key)!r}")
@@ -48,10 +49,7 @@ def check_keys(config) -> Optional[DistillConfig]:
         config.init_from_checkpoint = init = ""
     if not isinstance(init, str):
         raise ConfigError(f"init_from_checkpoint must be a checkpoint path or '', got {init!r}")
-    dcfg = DistillConfig.from_section(config.get("distill"))
-    if config.get("run_mode") == "train":
-        check_init_policy(config)
-    return dcfg
+    return DistillConfig.from_section(config.get("distill"))
 
 
 def check_init_policy(config) -> None:

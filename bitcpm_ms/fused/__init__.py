@@ -1,7 +1,7 @@
 """Fused CPU training ops for MindFormers' LLaMA (cross-entropy, RoPE + GQA attention, RMSNorm,
 SwiGLU): C++ kernels in ops/fused_train/, numpy references (`reference`), the ctypes route
 (`library`), MindSpore AOT ops with bprop (`ops`), drop-in cells (`cells`) and one entry point,
-`apply_cpu_fusions(net, cfg)`. See docs/performance.md.
+`apply_cpu_fusions(net, cfg)`. See docs/cpu_training.md.
 
 `reference` and `library` need only numpy; the names below import MindSpore / MindFormers on
 first use.

@@ -4,7 +4,8 @@ Each takes over the parameters (and sub-cells) of the module it replaces, so par
 checkpoints do not change, and keeps the replaced module's call signature. `convert.py` decides
 which modules qualify (configuration checks); inside, a float32 input runs the fused op and any
 other dtype falls back to the MindSpore op chain the module had (cross-entropy, RMSNorm,
-SwiGLU); attention raises FusedOpError naming the problem (ops.FusedAttention's shape check).
+SwiGLU); attention raises FusedOpError on a shape it does not support (ops.FusedAttention) and
+ValueError without a mask or with prefix keys / values.
 """
 from __future__ import annotations
 

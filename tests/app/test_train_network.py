@@ -6,7 +6,8 @@ import pytest
 import mindspore as ms
 
 from bitcpm_ms.app.config import load_config
-from bitcpm_ms.app.train_network import build_train_network
+from bitcpm_ms.app.train import train
+from bitcpm_ms.app.train_network import build_train_network, check_init_policy
 from bitcpm_ms.errors import CheckpointError, ConfigError
 from bitcpm_ms.models import BitCPMConfig, BitCPMForCausalLM
 from bitcpm_ms.training.distill import BitCPMDistillForCausalLM
@@ -55,13 +56,16 @@ def test_bad_keys_are_named(overrides, match):
         load_config(TINY_YAML, overrides)
 
 
-def test_require_init_checkpoint_refuses_random_qat_unless_allowed(fp_ckpt):
+def test_require_init_checkpoint_refuses_random_qat_unless_allowed(fp_ckpt, tmp_path):
+    cfg = load_config(TINY_YAML, {"require_init_checkpoint": True, "output_dir": str(tmp_path / "run")})
     with pytest.raises(ConfigError, match="--init_from_checkpoint PATH .* --allow_random_init true"):
-        load_config(TINY_YAML, {"require_init_checkpoint": True})
-    load_config(TINY_YAML, {"require_init_checkpoint": True, "allow_random_init": True})
-    load_config(TINY_YAML, {"require_init_checkpoint": True, "init_from_checkpoint": fp_ckpt[0]})
-    load_config(TINY_YAML, {"require_init_checkpoint": True, "quant.enabled": False})       # fp: no rule
-    load_config(TINY_YAML, {"require_init_checkpoint": True, "run_mode": "eval"})          # not training
+        check_init_policy(cfg)
+    with pytest.raises(ConfigError, match="require_init_checkpoint"):       # training refuses before writing
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+    for ok in ({"allow_random_init": True}, {"init_from_checkpoint": fp_ckpt[0]},
+               {"quant.enabled": False}):                                     # fp: no rule
+        check_init_policy(load_config(TINY_YAML, {"require_init_checkpoint": True, **ok}))
 
 
 def test_init_loads_every_weight_and_nothing_else(fp_ckpt):

@@ -11,7 +11,9 @@ from bitcpm_ms.app.config import load_config
 from bitcpm_ms.app.yaml_keys import BITCPM_TOP_LEVEL_KEYS, ignored_keys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ALL_YAMLS = sorted(glob.glob(os.path.join(ROOT, "yaml_configs", "*.yaml")))
+# run configs (recipe YAMLs list stages of run configs; app/recipe.check_recipe validates them)
+ALL_YAMLS = sorted(p for p in glob.glob(os.path.join(ROOT, "yaml_configs", "*.yaml"))
+                   if not os.path.basename(p).startswith("recipe_"))
 PRODUCTION = [p for p in ALL_YAMLS if p.endswith("_910b.yaml")]
 
 

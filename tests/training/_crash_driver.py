@@ -58,6 +58,17 @@ def damage(path, how):
             f.write(os.urandom(4096))
 
 
+def nan_weights(src, dst):
+    """A copy of checkpoint `src` whose final norm weight is NaN (loss and gradients become NaN)."""
+    import mindspore as ms
+    import numpy as np
+    params = ms.load_checkpoint(src)
+    name = "model.norm_out.weight"
+    params[name] = ms.Parameter(ms.Tensor(np.full(params[name].shape, np.nan, np.float32)), name=name)
+    ms.save_checkpoint([{"name": n, "data": p} for n, p in params.items()], dst)
+    return dst
+
+
 def main(root):
     data = make_mindrecord(os.path.join(root, "data", "train.mindrecord"), 1600, SMALL_MODEL["seq_length"],
                            SMALL_MODEL["vocab_size"])
@@ -91,10 +102,12 @@ def main(root):
     damage(os.path.join(ckpt, f"dp_rank_0-1_{last}.ckpt"), "truncate")
     damage(os.path.join(ckpt, f"dp_rank_0-1_{last - 1}.ckpt"), "flip")
     res["c"] = run(cfg, r, "--max_steps", last, "--resume_training", "true")
-    # S: every step non-finite (a loss scale of 1e38 overflows the gradients) and skipped; then resumed
+    # S: every step non-finite (initialised from R's weights with one weight set to NaN: the loss and
+    # every gradient are NaN) and skipped; then resumed
     s = os.path.join(root, "s")
-    res["s"] = run(cfg, s, "--max_steps", 3, "--runner_wrapper.scale_sense", 1e38)
-    res["s_resume"] = run(cfg, s, "--max_steps", 5, "--runner_wrapper.scale_sense", 1e38, "--resume_training", "true")
+    nan_ckpt = nan_weights(os.path.join(root, "r_final.ckpt"), os.path.join(root, "nan.ckpt"))
+    res["s"] = run(cfg, s, "--max_steps", 3, "--init_from_checkpoint", nan_ckpt)
+    res["s_resume"] = run(cfg, s, "--max_steps", 5, "--init_from_checkpoint", nan_ckpt, "--resume_training", "true")
     return res
 
 
