@@ -97,6 +97,9 @@ def plan(p: dict, out_dir: str) -> Recipe:
             qat(name, p["steps"], **{"quant.quant_space": space})
         for name, lr in LRS.items():
             qat(name, p["steps"], **{"lr_schedule.learning_rate": lr})
+    # the scratch and Table 5 runs of every seed first (they also give the seed noise), then the sweeps
+    core = [st for st in stages[2:] if st.name.rpartition("_s")[0] in ("scratch", "qat", "qat_more", "kd2", "kd1")]
+    stages = stages[:2] + core + [st for st in stages[2:] if st not in core]
     for st in stages:            # the final checkpoint only (and one halfway, to resume from)
         st.overrides.update(common)
         st.overrides["callbacks.BitCPMCheckpointMonitor.save_checkpoint_steps"] = max(st.max_steps // 2, 1)
@@ -162,7 +165,8 @@ def run_study(recipe: Recipe, results_dir: str, keep_checkpoints: bool) -> None:
                         if not os.path.isfile(os.path.join(results_dir, f"{x.name}.json")))
         if os.path.isfile(path):
             print(f"[study {i + 1}/{len(recipe.stages)}] {st.name}: done (results/{os.path.basename(path)})", flush=True)
-            if _needed_later(recipe, i, st.name):
+            if any(st.name in (x.init_from, x.teacher) and not os.path.isfile(os.path.join(results_dir, f"{x.name}.json"))
+                   for x in recipe.stages[i + 1:]):               # a run not yet done starts from it
                 status, ckpt = stage_status(recipe, st)
                 if status != "done":
                     raise SystemExit(f"{st.name} is needed by a later run but its checkpoint is gone: delete "
