@@ -22,6 +22,7 @@ from typing import Optional
 import yaml
 
 from ..errors import ConfigError
+from .overrides import plain
 
 FIXED_FROM_STUDENT = ("batch_size", "seq_length")
 
@@ -63,20 +64,12 @@ class DistillConfig:
         if unknown:
             raise ConfigError(f"unknown key(s) in the distill section: {unknown}; known keys: {sorted(known)}")
         if d.get("teacher_model_config") is not None:
-            d["teacher_model_config"] = _plain(d["teacher_model_config"])
+            d["teacher_model_config"] = plain(d["teacher_model_config"])
         cfg = cls(**d)
         return cfg if cfg.enabled else None
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _plain(obj):
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 def _read_run_config(path: str) -> dict:
@@ -111,7 +104,7 @@ def teacher_model_config(dcfg: DistillConfig, student_config) -> dict:
     if dcfg.teacher_config:
         run_config = _read_run_config(dcfg.teacher_config)
         tmc, name = dict(run_config["model"]["model_config"]), f"teacher {dcfg.teacher_config}"
-        t_tok, s_tok = _tokenizer_file(run_config), _tokenizer_file(_plain(student_config))
+        t_tok, s_tok = _tokenizer_file(run_config), _tokenizer_file(plain(student_config))
         if t_tok and s_tok and _sha256(t_tok) != _sha256(s_tok):
             raise ConfigError(f"distill: {name} uses tokenizer {t_tok}, the student {s_tok} (different files): "
                               "distillation on logits needs the same tokenizer and vocabulary")

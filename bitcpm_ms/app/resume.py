@@ -26,6 +26,7 @@ from ..parallel.agreement import gather_ints, world
 from ..training.checkpoint_files import list_checkpoints, quarantine, read_sidecar, verify_checkpoint
 from ..training.checkpointing import append_event
 from .checkpoints import checkpoint_dir, read_checkpoint
+from .overrides import plain
 
 ARCH_KEYS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "n_kv_heads", "intermediate_size",
              "tie_word_embeddings")
@@ -34,20 +35,12 @@ TRAINING_SECTIONS = ("optimizer", "lr_schedule", "runner_wrapper")
 RESUME_VIEW = ".resume"
 
 
-def _plain(obj):
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
-
-
 def run_info(config) -> dict:
     """What every checkpoint sidecar of this run records about the config: the model (architecture
     and quantizer), the training sections, and a fingerprint of both."""
     mc = config.model.model_config
-    model = {k: _plain(mc.get(k)) for k in MODEL_KEYS}
-    training = {s: _plain(config.get(s)) for s in TRAINING_SECTIONS}
+    model = {k: plain(mc.get(k)) for k in MODEL_KEYS}
+    training = {s: plain(config.get(s)) for s in TRAINING_SECTIONS}
     training["batch_size"] = config.runner_config.get("batch_size")
     training["data_parallel"] = (config.get("parallel_config") or {}).get("data_parallel")
     blob = json.dumps({"model": model, "training": training}, sort_keys=True, default=str)

@@ -12,6 +12,7 @@ from mindformers.tools.register import MindFormerConfig
 from ..errors import ConfigError
 from ..fileio import atomic_json
 from ..training import preemption
+from .overrides import plain
 from .preflight import check_training_data
 from .resume import configure_checkpoint_monitor, prepare_start, remove_resume_view
 from .train_network import build_train_network, check_init_policy
@@ -75,14 +76,6 @@ def prepare_callbacks(config) -> None:
                 cb["total_steps"] = int(stops[0]["stop_step"])
 
 
-def _plain(obj):
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
-
-
 def train(config, verify_data: bool = False) -> int:
     """Train as configured (the data must be prepared: see `ensure_prepared_data`). Returns 0, or
     `preemption.PREEMPTED_EXIT_STATUS` when a signal stopped it after saving a checkpoint."""
@@ -91,7 +84,7 @@ def train(config, verify_data: bool = False) -> int:
     start = prepare_start(config)          # a verified load_checkpoint / resume checkpoint
     prepare_callbacks(config)
     configure_checkpoint_monitor(config, start)
-    atomic_json(_plain(config), os.path.join(config.output_dir, "config_resolved.json"), indent=1)
+    atomic_json(plain(config), os.path.join(config.output_dir, "config_resolved.json"), indent=1)
     network = build_train_network(config)     # None: the Trainer builds config.model itself
     trainer = Trainer(args=config, task="text_generation", model=network)
     try:

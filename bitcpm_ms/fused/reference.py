@@ -104,6 +104,14 @@ def attention_forward(q, k, v, cos, sin, mask, num_heads, n_kv_heads):
     """q [B,S,H*D], k/v [B,S,Hkv*D], cos/sin [S,D], mask additive [Bm,1,S,S] -> o [B,S,H*D].
 
     softmax((rope(q) rope(k)^T) / sqrt(D) + mask) v, head h reading kv head h // (H / Hkv)."""
+    B, S, HD = np.shape(q)
+    p, _, _, vv, _, _ = _attention_probs(q, k, v, cos, sin, mask, num_heads, n_kv_heads)
+    return (p @ vv).transpose(0, 2, 1, 3).reshape(B, S, HD)
+
+
+def _attention_probs(q, k, v, cos, sin, mask, num_heads, n_kv_heads):
+    """The forward's shared part in float64: softmax probabilities p [B, H, S, S], rope(q) and
+    rope(k) / v repeated to H heads [B, H, S, D], and cos / sin as [S, D]."""
     q, k, v, cos, sin, mask = _f64(q, k, v, cos, sin, mask)
     B, S, HD = q.shape
     D = HD // num_heads
@@ -115,23 +123,17 @@ def attention_forward(q, k, v, cos, sin, mask, num_heads, n_kv_heads):
     s = qr @ kr.transpose(0, 1, 3, 2) / np.sqrt(D) + mask.reshape(-1, 1, S, S)
     p = np.exp(s - s.max(axis=-1, keepdims=True))
     p /= p.sum(axis=-1, keepdims=True)
-    return (p @ vv).transpose(0, 2, 1, 3).reshape(B, S, HD)
+    return p, qr, kr, vv, cos, sin
 
 
 def attention_backward(q, k, v, cos, sin, mask, num_heads, n_kv_heads, dout):
     """(dq, dk, dv) of sum(attention_forward(...) * dout), in the input layouts."""
-    q, k, v, cos, sin, mask, dout = _f64(q, k, v, cos, sin, mask, dout)
-    B, S, HD = q.shape
+    (dout,) = _f64(dout)
+    B, S, HD = np.shape(q)
     D = HD // num_heads
     rep = num_heads // n_kv_heads
-    cos, sin = cos.reshape(S, D), sin.reshape(S, D)
-    qr = rope(_heads(q, num_heads, D), cos, sin)
-    kr = np.repeat(rope(_heads(k, n_kv_heads, D), cos, sin), rep, axis=1)
-    vv = np.repeat(_heads(v, n_kv_heads, D), rep, axis=1)
     scale = 1.0 / np.sqrt(D)
-    s = qr @ kr.transpose(0, 1, 3, 2) * scale + mask.reshape(-1, 1, S, S)
-    p = np.exp(s - s.max(axis=-1, keepdims=True))
-    p /= p.sum(axis=-1, keepdims=True)
+    p, qr, kr, vv, cos, sin = _attention_probs(q, k, v, cos, sin, mask, num_heads, n_kv_heads)
     go = _heads(dout, num_heads, D)
     dvv = p.transpose(0, 1, 3, 2) @ go
     dp = go @ vv.transpose(0, 1, 3, 2)
