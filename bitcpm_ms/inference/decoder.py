@@ -90,7 +90,12 @@ class _CachedDecoderBase(nn.Cell):
         self.softmax = P.Softmax()
         self.reduce_sum = P.ReduceSum(keep_dims=True)
         self.cast = P.Cast()
-        for p in lm.get_parameters():            # borrowing cells must not rename the model's weights
+        self._restore_names(lm, names)
+
+    @staticmethod
+    def _restore_names(lm, names):
+        """Borrowing cells must not rename the model's weights (names: id -> name taken before)."""
+        for p in lm.get_parameters():
             if id(p) in names and p.name != names[id(p)]:
                 p.name = names[id(p)]
 
@@ -157,25 +162,56 @@ class PrefillGraph(_CachedDecoderBase):
 class DecodeStepGraph(_CachedDecoderBase):
     """One new token per row at positions [B]; attends to cache slots < position plus itself.
 
-    fused_attention (default on CPU): RoPE + attention of a layer run as one C++ kernel
-    (kernels/attention.py, `DecodeAttention` AOT op) instead of ~20 MindSpore ops; False keeps the
-    MindSpore-ops form (any backend). With one token, [B, 1, heads, d] and [B, heads, 1, d] share
-    a layout: reshapes, no transposes."""
+    Three forms, fastest first (CPU picks the fastest the model allows):
+    * fused_layers: each packed decoder layer is one C++ op (`DecodeLayer`, fused_layer.py): the step
+      is L + ~5 ops. Needs every layer packed (`convert_model`); default on CPU when they are.
+    * fused_attention: RoPE + attention of a layer run as one C++ op (`DecodeAttention`,
+      kernels/decode_ops.py) instead of ~20 MindSpore ops; the projections stay the model's cells
+      (fake-quant or packed). Default on CPU otherwise.
+    * neither: the MindSpore-ops form (any backend). With one token, [B, 1, heads, d] and
+      [B, heads, 1, d] share a layout: reshapes, no transposes."""
 
-    def __init__(self, lm, fused_attention: bool = None):
+    def __init__(self, lm, fused_attention: bool = None, fused_layers: bool = None):
         super().__init__(lm)
+        on_cpu = ms.get_context("device_target") == "CPU"
+        from .fused_layer import layer_kernel, unfusable_reason
+        reasons = [unfusable_reason(layer) for layer in self.layers]
+        if fused_layers is None:
+            fused_layers = on_cpu and all(r is None for r in reasons)
+        elif fused_layers and any(reasons):
+            raise ValueError(f"fused_layers=True but a layer cannot be fused: {next(r for r in reasons if r)}")
+        self.fused_layers = bool(fused_layers)
         if fused_attention is None:
-            fused_attention = ms.get_context("device_target") == "CPU"
-        self.fused_attention = bool(fused_attention)
+            fused_attention = on_cpu
+        self.fused_attention = bool(fused_attention) and not self.fused_layers
+        if self.fused_layers:
+            names = {id(p): p.name for p in lm.get_parameters()}
+            scale = 1.0 / np.sqrt(self.head_dim)
+            self.layer_kernels = nn.CellList([layer_kernel(layer, scale, self.num_heads) for layer in self.layers])
+            self._restore_names(lm, names)
         if self.fused_attention:
             from ..kernels.decode_ops import decode_attention_cell
             self.attention_kernel = decode_attention_cell(1.0 / np.sqrt(self.head_dim), self.num_heads)
 
     def construct(self, input_ids, positions, *cache):
         h = self.cast(self.embed(input_ids), ms.float32)                     # [B, 1, H]
+        if self.fused_layers:
+            return self._step_layers(h, positions, cache)
         if self.fused_attention:
             return self._step_fused(h, positions, cache)
         return self._step_ops(h, positions, cache)
+
+    def _step_layers(self, h, positions, cache):
+        bsz = h.shape[0]
+        h = ops.reshape(h, (bsz, self.hidden_size))                          # [B, H]
+        cos = self.gather(self.freqs_cos, positions, 0)                     # [B, d]
+        sin = self.gather(self.freqs_sin, positions, 0)
+        new_keys, new_values = (), ()
+        for i, kernel in enumerate(self.layer_kernels):
+            h, k_rot, v = kernel(h, cache[2 * i], cache[2 * i + 1], positions, cos, sin)
+            new_keys += (ops.reshape(k_rot, (bsz, self.kv_heads, 1, self.head_dim)),)
+            new_values += (ops.reshape(v, (bsz, self.kv_heads, 1, self.head_dim)),)
+        return self._logits(h), ops.stack(new_keys), ops.stack(new_values)
 
     def _step_fused(self, h, positions, cache):
         bsz = h.shape[0]

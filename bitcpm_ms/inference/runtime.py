@@ -17,9 +17,10 @@ class CachedLM:
 
     context: the longest prompt + generation allowed (default: the model's seq_length, the
     context it was trained on, which is also what `greedy_generate` allows).
-    fused_attention: the decode step's attention as one C++ kernel (default on CPU; see decoder.py)."""
+    fused_layers / fused_attention: the decode step's forms (see DecodeStepGraph): each packed layer as
+    one C++ op, or only attention as one; by default the fastest the model allows on CPU."""
 
-    def __init__(self, lm, context: int = None, fused_attention: bool = None):
+    def __init__(self, lm, context: int = None, fused_attention: bool = None, fused_layers: bool = None):
         lm.set_train(False)
         self.info = decoder_shape(lm)
         trained = int(getattr(lm.config, "seq_length", self.info.max_positions))
@@ -28,7 +29,7 @@ class CachedLM:
             raise GenerationError(f"context {self.context} must be in 2..{self.info.max_positions} "
                                   "(the model's RoPE table)")
         self.prefill_graph = PrefillGraph(lm)
-        self.step_graph = DecodeStepGraph(lm, fused_attention)
+        self.step_graph = DecodeStepGraph(lm, fused_attention, fused_layers)
         for g in (self.prefill_graph, self.step_graph):
             g.set_train(False)
         self.compiled = set()

@@ -55,7 +55,7 @@ TERNARY = KernelLibrary(
     name="libbitcpm_ternary.so",
     sources=tuple(f"ternary_matmul/{f}" for f in
                   ("threads.cpp", "dispatch.cpp", "portable.cpp", "avx2.cpp", "avx512.cpp", "c_abi.cpp",
-                   "decode_ops.cpp")),
+                   "decode_ops.cpp", "decode_layer.cpp")),
     headers=("ternary_matmul/ternary_common.h",),
     cxxflags=_COMMON_FLAGS + ("-ffp-contract=off",),
     env_src="BITCPM_MS_KERNEL_SRC")

@@ -114,6 +114,11 @@ int matmul_impl(const float *x, const uint8_t *W, const float *S, float *y, int6
                 int64_t G, int act_bits, float eps, int nthreads, int force_portable);
 int dx_impl(const float *dy, const uint8_t *W, const float *S, float *dx, int64_t M, int64_t K, int64_t N, int64_t G,
             int nthreads);
+// decode_ops.cpp: one decode step of RoPE + grouped-query attention over a KV cache.
+int decode_attention_impl(const float *q_in, const float *k_in, const float *v_in, const float *k_cache,
+                          const float *v_cache, const int32_t *pos, const float *cos, const float *sin, float scale,
+                          int64_t B, int64_t H, int64_t KVH, int64_t S, int64_t D, float *ctx, float *k_rot,
+                          int nthreads);
 void fake_quant_impl(const float *w, float *out, int64_t N, int64_t K, int64_t g, float eps);
 int quantize_pack_impl(const float *w, int64_t N, int64_t K, int64_t G, float eps, uint8_t *packed, float *scales,
                        int nthreads);

@@ -6,8 +6,12 @@ import pytest
 
 from bitcpm_ms.app.predict import greedy_generate
 from bitcpm_ms.inference import CachedLM, GenerationError, generate
+from bitcpm_ms.inference.decoder import DecodeStepGraph
+from bitcpm_ms.inference.fused_layer import unfusable_reason
+from bitcpm_ms.quant.convert import convert_model
+from bitcpm_ms.testing import random_bitcpm
 
-from .conftest import PROMPTS, SMALL
+from .conftest import PROMPTS, SMALL, quant
 
 
 class Recording:
@@ -67,9 +71,35 @@ def test_mindspore_ops_attention_equals_full_recompute(fake_quant):
 
 
 def test_cached_logits_equal_full_recompute_packed_a8(packed_a8):
+    """The default CPU step of a packed model: one DecodeLayer op per layer."""
     net, lm = packed_a8
     assert type(net.model.layers[0].attention.wq).__name__ == "PackedTernaryLinear"
+    assert lm.step_graph.fused_layers and not lm.step_graph.fused_attention
     check_every_step(net, lm, PROMPTS)
+
+
+def test_packed_per_op_step_equals_full_recompute(packed_a8):
+    """The packed model with the layers as the model's own cells (fused attention only)."""
+    net, lm = packed_a8
+    ops_lm = CachedLM(net, fused_layers=False)
+    ops_lm.prefill_graph = lm.prefill_graph
+    assert ops_lm.step_graph.fused_attention and not ops_lm.step_graph.fused_layers
+    check_every_step(net, ops_lm, PROMPTS[:2])
+
+
+def test_packed_weight_only_fused_layers_equal_full_recompute():
+    net = convert_model(random_bitcpm(SMALL, quant(None), seed=3))
+    lm = CachedLM(net)
+    assert lm.step_graph.fused_layers
+    check_every_step(net, lm, PROMPTS[1:], max_new_tokens=6)
+
+
+def test_fake_quant_model_cannot_take_fused_layers(fake_quant):
+    net, lm = fake_quant
+    assert not lm.step_graph.fused_layers
+    assert "PackedTernaryLinear" in unfusable_reason(net.model.layers[0])
+    with pytest.raises(ValueError, match="cannot be fused: not every projection"):
+        DecodeStepGraph(net, fused_layers=True)
 
 
 def test_greedy_equals_greedy_generate_and_batch_equals_one_by_one(fake_quant):

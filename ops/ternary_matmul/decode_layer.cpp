@@ -1,0 +1,129 @@
+// DecodeLayer: one whole decoder layer of a packed ternary MiniCPM/LLaMA model for one decode step,
+// as one AOT op (bitcpm_ms/inference/fused_step.py). Reference: decode_layer_reference in
+// bitcpm_ms/kernels/decode_layer.py.
+//
+// Why: at decode time a layer is ~25 MindSpore ops (norms, seven projections, attention, SwiGLU,
+// residuals) and MindSpore's CPU runtime costs ~40 us per op launch, more than the kernels of a small
+// model (docs/generation.md, "Where the time goes"). One op per layer keeps the step graph at
+// L + 4 ops. The arithmetic is the same kernels the unfused graph calls (matmul_impl for every
+// projection, decode_attention_impl for RoPE + attention), in the model's order:
+//   x  = rmsnorm(h, w_attn_norm, eps_attn)          = h * (1 / sqrt(mean(h^2) + eps)) * w
+//   q, k, v = x Wq^T, x Wk^T, x Wv^T                (packed ternary; A8 quantizes x per row)
+//   ctx, k_rot = decode_attention(q, k, v, caches, positions, cos, sin, 1/sqrt(D))
+//   h1 = h + (ctx Wo^T) * c                         (c: MiniCPM residual scale, 1 for LLaMA)
+//   x2 = rmsnorm(h1, w_ffn_norm, eps_ffn)
+//   h_out = h1 + (silu(x2 W1^T) * (x2 W3^T)) W2^T * c
+// Outputs h_out [B,H], k_rot [B,KVH*D] (rotated new key) and v [B,KVH*D] (new value) for the cache.
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "ternary_common.h"
+
+#define BITCPM_API extern "C" __attribute__((visibility("default")))
+
+namespace bitcpm {
+namespace {
+
+void rmsnorm(const float *x, const float *w, float eps, int64_t B, int64_t H, float *out) {
+  for (int64_t b = 0; b < B; ++b) {
+    const float *xb = x + b * H;
+    float ss = 0.0f;
+    for (int64_t i = 0; i < H; ++i) ss += xb[i] * xb[i];
+    const float r = 1.0f / std::sqrt(ss / (float)H + eps);
+    for (int64_t i = 0; i < H; ++i) out[b * H + i] = (xb[i] * r) * w[i];
+  }
+}
+
+struct Proj {  // one packed projection: packed [N, K/4] uint8, scales [N, G] float32
+  const uint8_t *packed;
+  const float *scales;
+  int64_t N, K, G;
+};
+
+int decode_layer_impl(const float *h, const float *w_attn_norm, const float *w_ffn_norm, const Proj *proj,
+                      const float *k_cache, const float *v_cache, const int32_t *pos, const float *cos,
+                      const float *sin, const float *spec, int64_t B, int64_t H, int64_t KVH, int64_t S, int64_t D,
+                      float *h_out, float *k_rot, float *v_out) {
+  const float eps_attn = spec[0], eps_ffn = spec[1], res_scale = spec[2], attn_scale = spec[3];
+  const int64_t heads = (int64_t)spec[4];
+  const int act_bits = (int)spec[5];
+  const float a8_eps = spec[6];
+  if (heads * D != H) return set_error(3, "DecodeLayer: heads * head_dim must equal the hidden size");
+  const Proj &wq = proj[0], &wk = proj[1], &wv = proj[2], &wo = proj[3], &w1 = proj[4], &w3 = proj[5],
+             &w2 = proj[6];
+  const int64_t I = w1.N;
+  if (wq.K != H || wq.N != H || wk.K != H || wk.N != KVH * D || wv.K != H || wv.N != KVH * D || wo.K != H ||
+      wo.N != H || w1.K != H || w3.K != H || w3.N != I || w2.K != I || w2.N != H)
+    return set_error(3, "DecodeLayer: projection shapes do not fit hidden " + std::to_string(H) + ", KV " +
+                            std::to_string(KVH * D) + ", intermediate " + std::to_string(I));
+  std::vector<float> x(B * H), q(B * H), k(B * KVH * D), ctx(B * H), o(B * H), gate(B * I), up(B * I);
+  auto mm = [&](const float *in, const Proj &p, float *out) {
+    return matmul_impl(in, p.packed, p.scales, out, B, p.K, p.N, p.G, act_bits, a8_eps, 0, 0);
+  };
+  int rc;
+  rmsnorm(h, w_attn_norm, eps_attn, B, H, x.data());
+  if ((rc = mm(x.data(), wq, q.data())) || (rc = mm(x.data(), wk, k.data())) || (rc = mm(x.data(), wv, v_out)))
+    return rc;
+  rc = decode_attention_impl(q.data(), k.data(), v_out, k_cache, v_cache, pos, cos, sin, attn_scale, B, heads, KVH,
+                             S, D, ctx.data(), k_rot, 0);
+  if (rc || (rc = mm(ctx.data(), wo, o.data()))) return rc;
+  for (int64_t i = 0; i < B * H; ++i) h_out[i] = h[i] + o[i] * res_scale;  // h1, kept in h_out
+  rmsnorm(h_out, w_ffn_norm, eps_ffn, B, H, x.data());
+  if ((rc = mm(x.data(), w1, gate.data())) || (rc = mm(x.data(), w3, up.data()))) return rc;
+  for (int64_t i = 0; i < B * I; ++i) {
+    const float g = gate[i];
+    gate[i] = (g / (1.0f + std::exp(-g))) * up[i];  // silu(g) * up
+  }
+  if ((rc = mm(gate.data(), w2, o.data()))) return rc;
+  for (int64_t i = 0; i < B * H; ++i) h_out[i] = h_out[i] + o[i] * res_scale;
+  return 0;
+}
+
+}  // namespace
+}  // namespace bitcpm
+
+using namespace bitcpm;
+
+namespace {
+constexpr int kParams = 26;
+}
+
+// MindSpore AOT. Inputs: 0 h f32 [B,H]; 1, 2 attention / FFN RMSNorm weights f32 [H];
+// 3..16 (packed u8 [N,K/4], scales f32 [N,G]) of wq, wk, wv, wo, w1 (gate), w3 (up), w2 (down);
+// 17, 18 k/v caches f32 [B,KVH,S,D]; 19 positions i32 [B]; 20, 21 cos/sin f32 [B,D];
+// 22 spec f32 [1,8] = (eps_attn, eps_ffn, residual scale, attention scale, heads, act_bits 0|8, A8 eps, 0).
+// Outputs: 23 h_out f32 [B,H], 24 k_rot f32 [B,KVH*D], 25 v f32 [B,KVH*D].
+BITCPM_API int DecodeLayer(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                           void *extra) {
+  (void)stream;
+  (void)extra;
+  if (nparam != kParams) return set_error(3, "DecodeLayer: expected 26 params, got " + std::to_string(nparam));
+  for (int i = 0; i < kParams; ++i) {
+    const bool packed = i >= 3 && i <= 16 && (i - 3) % 2 == 0;
+    const char *want = i == 19 ? "int32" : packed ? "uint8" : "float32";
+    const int nd = (i == 1 || i == 2 || i == 19) ? 1 : (i == 17 || i == 18) ? 4 : 2;
+    if (ndims[i] != nd || dtypes[i] == nullptr || std::strcmp(dtypes[i], want) != 0)
+      return set_error(3, "DecodeLayer: param " + std::to_string(i) + " must be " + want + " with " +
+                              std::to_string(nd) + " dims");
+  }
+  const int64_t B = shapes[0][0], H = shapes[0][1];
+  const int64_t KVH = shapes[17][1], S = shapes[17][2], D = shapes[17][3];
+  if (shapes[1][0] != H || shapes[2][0] != H || shapes[17][0] != B || shapes[19][0] != B || shapes[20][1] != D ||
+      shapes[21][1] != D || shapes[22][1] != 8 || shapes[23][1] != H || shapes[24][1] != KVH * D ||
+      shapes[25][1] != KVH * D)
+    return set_error(3, "DecodeLayer: inconsistent shapes");
+  Proj proj[7];
+  for (int j = 0; j < 7; ++j) {
+    const int64_t *ps = shapes[3 + 2 * j], *ss = shapes[4 + 2 * j];
+    if (ss[0] != ps[0]) return set_error(3, "DecodeLayer: packed and scales rows differ for projection " +
+                                                std::to_string(j));
+    proj[j] = Proj{(const uint8_t *)params[3 + 2 * j], (const float *)params[4 + 2 * j], ps[0], ps[1] * 4, ss[1]};
+  }
+  return decode_layer_impl((const float *)params[0], (const float *)params[1], (const float *)params[2], proj,
+                           (const float *)params[17], (const float *)params[18], (const int32_t *)params[19],
+                           (const float *)params[20], (const float *)params[21], (const float *)params[22], B, H, KVH,
+                           S, D, (float *)params[23], (float *)params[24], (float *)params[25]);
+}

@@ -1,0 +1,75 @@
+"""The whole-layer decode kernel (`DecodeLayer` AOT entry, called through ctypes) against its numpy
+reference on small odd shapes: weight-only and W1.58A8, GQA, MiniCPM residual scale, rows at
+different positions; bad arguments raise the kernel's message."""
+import numpy as np
+import pytest
+
+from bitcpm_ms.kernels import pack_ternary
+from bitcpm_ms.kernels.decode_layer import decode_layer_numpy, decode_layer_reference, layer_spec
+
+
+def _proj(rng, n, k, g):
+    codes = rng.integers(-1, 2, (n, k)).astype(np.int8)
+    return pack_ternary(codes, rng.uniform(0.01, 0.1, (n, k // g)).astype(np.float32), g)
+
+
+def _case(seed, bsz, heads, kvh, d, inter, seq, g, positions, act_bits, res_scale=0.3):
+    rng = np.random.default_rng(seed)
+    hid = heads * d
+    projs = [_proj(rng, hid, hid, g), _proj(rng, kvh * d, hid, g), _proj(rng, kvh * d, hid, g),
+             _proj(rng, hid, hid, g), _proj(rng, inter, hid, g), _proj(rng, inter, hid, g), _proj(rng, hid, inter, g)]
+    h = rng.standard_normal((bsz, hid)).astype(np.float32)
+    norms = tuple(rng.uniform(0.5, 1.5, hid).astype(np.float32) for _ in range(2))
+    kc = rng.standard_normal((bsz, kvh, seq, d)).astype(np.float32)
+    vc = rng.standard_normal((bsz, kvh, seq, d)).astype(np.float32)
+    ang = rng.uniform(0, 6.3, (bsz, d // 2)).astype(np.float32)
+    cos, sin = np.cos(np.concatenate([ang, ang], 1)), np.sin(np.concatenate([ang, ang], 1))
+    spec = layer_spec(1e-5, 1e-6, res_scale, 1 / np.sqrt(d), heads, act_bits, 1e-5)
+    return [h, norms, projs, kc, vc, np.asarray(positions, np.int32), cos, sin, spec]
+
+
+CASES = [  # bsz, heads, kvh, head_dim, intermediate, cache slots, group, positions
+    (1, 4, 2, 16, 96, 24, 32, [5]),
+    (3, 6, 3, 8, 80, 10, 16, [0, 4, 10]),
+    (2, 2, 1, 12, 40, 7, 8, [6, 1]),
+]
+
+
+@pytest.mark.parametrize("act_bits", [None, 8])
+@pytest.mark.parametrize("case", CASES)
+def test_kernel_matches_reference(case, act_bits):
+    args = _case(sum(case[:6]), *case, act_bits)
+    got = decode_layer_numpy(*args)
+    want = decode_layer_reference(*args)
+    for name, a, b in zip(("h_out", "k_rot", "v"), got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_residual_scale_one_is_llama():
+    """res_scale 1 (no MiniCPM scaling): h_out = h + attention + feed-forward, checked by linearity."""
+    args = _case(3, 1, 4, 2, 8, 24, 9, 8, [4], None, res_scale=1.0)
+    h_out, _, _ = decode_layer_numpy(*args)
+    args[-1] = layer_spec(1e-5, 1e-6, 0.0, 1 / np.sqrt(8), 4, None, 1e-5)    # scale 0: the layer is the identity
+    same, _, _ = decode_layer_numpy(*args)
+    np.testing.assert_array_equal(same, args[0])
+    assert np.abs(h_out - args[0]).max() > 1e-3
+
+
+def test_bad_projection_shape_is_named():
+    args = _case(4, 1, 4, 2, 8, 24, 9, 8, [4], 8)
+    args[2][6] = args[2][5]                       # w2 given the up projection's shape [I, H] instead of [H, I]
+    with pytest.raises(ValueError, match="projection shapes do not fit"):
+        decode_layer_numpy(*args)
+
+
+def test_heads_inconsistent_with_hidden_is_named():
+    args = _case(5, 1, 4, 2, 8, 24, 9, 8, [4], None)
+    args[-1] = layer_spec(1e-5, 1e-6, 0.3, 0.3, 3, None, 1e-5)   # 3 heads x 8 != hidden 32
+    with pytest.raises(ValueError, match="heads \\* head_dim"):
+        decode_layer_numpy(*args)
+
+
+def test_position_outside_the_cache_is_named():
+    args = _case(6, 1, 4, 2, 8, 24, 9, 8, [10], None)          # 9 slots
+    with pytest.raises(ValueError, match="outside the cache"):
+        decode_layer_numpy(*args)
