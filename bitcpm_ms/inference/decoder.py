@@ -52,7 +52,7 @@ def decoder_shape(lm) -> _Shape:
 class _CachedDecoderBase(nn.Cell):
     """The model's cells, borrowed, plus the shared RoPE / projection helpers."""
 
-    def __init__(self, lm):
+    def __init__(self, lm, borrow_layers: bool = True):
         super().__init__(auto_prefix=False)
         names = {id(p): p.name for p in lm.get_parameters()}
         model = lm.model
@@ -62,10 +62,12 @@ class _CachedDecoderBase(nn.Cell):
         s = self.shape_info
         self.num_layers, self.num_heads, self.kv_heads = s.num_layers, s.num_heads, s.kv_heads
         self.head_dim, self.n_rep, self.hidden_size = s.head_dim, s.n_rep, s.hidden_size
+        # Only the cells a graph calls are borrowed: every call of a Cell walks its whole tree in Python
+        # (Cell.compile_phase), ~1 ms per step for the full model's ~115 cells (docs/generation.md).
         self.embed = model.tok_embeddings
-        self.layers = model.layers
+        if borrow_layers:
+            self.layers = model.layers
         self.norm_out = model.norm_out
-        self.lm_head = lm.lm_head
         # RoPE as x * cos + x[perm] * sin_signed: rotate_half(x) = concat(-x2, x1) is a gather of x
         # (perm) with the minus sign folded into the sin table; same products, one op instead of four.
         half = self.head_dim // 2
@@ -84,6 +86,8 @@ class _CachedDecoderBase(nn.Cell):
         if self.fast_head:
             from ..kernels.decode_ops import float_matmul_nt_cell
             self.head_kernel = float_matmul_nt_cell(head.weight)
+        else:
+            self.lm_head = head
         self.gather = P.Gather()
         self.bmm_qk = P.BatchMatMul(transpose_b=True)
         self.bmm = P.BatchMatMul()
@@ -172,14 +176,14 @@ class DecodeStepGraph(_CachedDecoderBase):
       [B, heads, 1, d] share a layout: reshapes, no transposes."""
 
     def __init__(self, lm, fused_attention: bool = None, fused_layers: bool = None):
-        super().__init__(lm)
-        on_cpu = ms.get_context("device_target") == "CPU"
         from .fused_layer import layer_kernel, unfusable_reason
-        reasons = [unfusable_reason(layer) for layer in self.layers]
+        on_cpu = ms.get_context("device_target") == "CPU"
+        reasons = [unfusable_reason(layer) for layer in lm.model.layers]
         if fused_layers is None:
             fused_layers = on_cpu and all(r is None for r in reasons)
         elif fused_layers and any(reasons):
             raise ValueError(f"fused_layers=True but a layer cannot be fused: {next(r for r in reasons if r)}")
+        super().__init__(lm, borrow_layers=not fused_layers)
         self.fused_layers = bool(fused_layers)
         if fused_attention is None:
             fused_attention = on_cpu
@@ -187,7 +191,7 @@ class DecodeStepGraph(_CachedDecoderBase):
         if self.fused_layers:
             names = {id(p): p.name for p in lm.get_parameters()}
             scale = 1.0 / np.sqrt(self.head_dim)
-            self.layer_kernels = nn.CellList([layer_kernel(layer, scale, self.num_heads) for layer in self.layers])
+            self.layer_kernels = nn.CellList([layer_kernel(layer, scale, self.num_heads) for layer in lm.model.layers])
             self._restore_names(lm, names)
         if self.fused_attention:
             from ..kernels.decode_ops import decode_attention_cell

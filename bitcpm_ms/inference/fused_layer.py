@@ -12,7 +12,7 @@ Why: MindSpore's CPU runtime costs tens of microseconds per launched op, and a d
 ops at decode time; on small models that launch cost, not the kernels, set the decode speed
 (docs/generation.md).
 """
-from mindspore import Tensor, nn
+from mindspore import ParameterTuple, Tensor, nn
 
 from ..kernels.decode_layer import PROJECTIONS, decode_layer_op, layer_spec
 
@@ -61,12 +61,12 @@ class _DecodeLayerCell(nn.Cell):
         super().__init__(auto_prefix=False)
         projs = _projections(layer)
         self.op = decode_layer_op()
-        self.norm_weights = (layer.attention_norm.weight, layer.ffn_norm.weight)
-        self.weights = tuple(w for p in projs for w in (p.weight_packed, p.weight_scales))
+        # a ParameterTuple registers the layer's weights with this Cell (MindIR export needs that)
+        self.weights = ParameterTuple((layer.attention_norm.weight, layer.ffn_norm.weight)
+                                      + tuple(w for p in projs for w in (p.weight_packed, p.weight_scales)))
         scale = float(getattr(layer.add, "scale", 1.0))
         self.spec = Tensor(layer_spec(layer.attention_norm.eps, layer.ffn_norm.eps, scale, attn_scale, num_heads,
                                       projs[0].act_bits, projs[0].eps))
 
     def construct(self, h, k_cache, v_cache, positions, cos, sin):
-        return self.op(h, self.norm_weights[0], self.norm_weights[1], *self.weights, k_cache, v_cache, positions,
-                       cos, sin, self.spec)
+        return self.op(h, *self.weights, k_cache, v_cache, positions, cos, sin, self.spec)
