@@ -141,11 +141,19 @@ def build_key(lib: KernelLibrary = TERNARY) -> str:
 
 
 def library_path(lib: KernelLibrary = TERNARY) -> Path:
-    """Path of the built library `lib`; builds it if needed."""
+    """Path of the built library `lib`; builds it if needed.
+
+    The first answer is kept for the life of the process: the library is loaded once (its thread
+    and ISA settings live in that copy), so a graph compiled later must call the same build even if
+    the sources changed on disk meanwhile (a long training run whose checkout is edited would
+    otherwise load a second, unconfigured copy at its final evaluation)."""
+    with _lock:
+        if lib.name in _built:
+            return _built[lib.name]
     key = build_key(lib)
     with _lock:
-        if (lib.name, key) in _built:
-            return _built[(lib.name, key)]
+        if lib.name in _built:
+            return _built[lib.name]
         out_dir = cache_root() / key
         path = out_dir / lib.name
         if not path.exists():
@@ -162,5 +170,5 @@ def library_path(lib: KernelLibrary = TERNARY) -> Path:
                     pass
                 raise KernelBuildError(f"building {lib.name} failed ({' '.join(cmd)}):\n{proc.stderr}")
             os.replace(tmp, path)  # atomic on POSIX
-        _built[(lib.name, key)] = path
+        _built[lib.name] = path
         return path

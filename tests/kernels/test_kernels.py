@@ -272,3 +272,11 @@ def test_weight_only_paths_agree(K, g):
                 np.testing.assert_array_equal(y1, run_path(x, p, None, path, num_threads=2))
                 err = np.abs(y1.astype(np.float64) - ref)
                 assert np.all(err <= _bound(x, p, None)), (path, M, N, float(err.max()))
+
+
+def test_a_process_keeps_the_build_it_loaded(monkeypatch):
+    """Sources edited on disk during a run must not make later graphs load a second, unconfigured copy."""
+    from bitcpm_ms.kernels import build
+    first = build.library_path()
+    monkeypatch.setattr(build, "build_key", lambda lib=build.TERNARY: "0" * 16)   # "the sources changed"
+    assert build.library_path() == first
