@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
 """Distillation overhead: a distillation training step against the plain QAT step of the same student.
 
-    python benchmarks/distill_overhead.py [--steps 5] [--rounds 4] [--teachers 1x,2x] [--json PATH]
+    python benchmarks/distill_overhead.py [--steps 5] [--rounds 4] [--teachers 1x,2x] [--forms fused,ops] [--json PATH]
 
 Student: the tiny YAML's model (ternary QAT, g = 64, batch 8 x 256). Teachers (full precision):
-"1x" = the student's size, "2x" = about twice its parameters. For each teacher the benchmark times,
-interleaved round by round so machine noise hits all alike (median per variant):
+"1x" = the student's size, "2x" = about twice its parameters. Two forms of every model:
+"fused" = `cpu_fused_ops: True` (what the tiny YAMLs train with: fused CPU kernels, the loss as
+FusedDistillLoss) and "ops" = MindSpore's / MindFormers' op chains. For each teacher and form the
+benchmark times, interleaved round by round so machine noise hits all alike (median per variant):
   * qat:        the plain QAT training step (BitCPMTrainOneStepCell + AdamW);
   * distill:    the distillation step (BitCPMDistillForCausalLM: student + frozen teacher, T = 2, alpha 0.5);
   * teacher_fwd: the teacher's forward alone (embeddings -> logits, graph mode, no gradient);
-  * ce_loss:    MindFormers' CrossEntropyLoss forward + backward on logits of the step's shape (what
-                the plain step spends on its loss);
-  * distill_loss: DistillLoss (CE + KD sharing one log-softmax) forward + backward on the same shape
-                (what the distillation step spends on its loss instead).
+  * ce_loss:    the plain step's loss (CrossEntropyLoss, or its fused form) forward + backward on
+                logits of the step's shape;
+  * distill_loss: the distillation loss (DistillLoss, or FusedDistillLoss) forward + backward on the
+                same shape (what the distillation step spends on its loss instead).
 Target (issue 9): overhead = distill - qat <= teacher_fwd * 1.10.
 """
 import argparse
@@ -33,7 +35,8 @@ from bitcpm_ms.models import BitCPMConfig, BitCPMForCausalLM  # noqa: E402
 from bitcpm_ms.models.flops import count_params  # noqa: E402
 from bitcpm_ms.training import BitCPMTrainOneStepCell  # noqa: E402
 from bitcpm_ms.training.distill import BitCPMDistillForCausalLM  # noqa: E402
-from bitcpm_ms.training.kd_loss import DistillLoss  # noqa: E402
+from bitcpm_ms.training.kd_loss import distill_loss_cell  # noqa: E402
+from bitcpm_ms.fused.cells import FusedCrossEntropyLoss  # noqa: E402
 from mindformers.core.loss.loss import CrossEntropyLoss  # noqa: E402
 
 STUDENT = dict(hidden_size=256, num_layers=4, num_heads=4, n_kv_heads=2, intermediate_size=768,
@@ -42,8 +45,9 @@ TEACHERS = {"1x": STUDENT,
             "2x": dict(STUDENT, hidden_size=384, num_layers=5, num_heads=6, intermediate_size=1152)}
 
 
-def _config(dims, qat):
-    return BitCPMConfig(**dims, scale_emb=12, scale_depth=1.4, qat_config={"group_size": 64} if qat else None)
+def _config(dims, qat, fused=False):
+    return BitCPMConfig(**dims, scale_emb=12, scale_depth=1.4, qat_config={"group_size": 64} if qat else None,
+                        cpu_fused_ops=fused)
 
 
 class TeacherForward(nn.Cell):
@@ -92,7 +96,7 @@ def _time(fn, args, n):
     return out
 
 
-def bench(name, tdims, steps, rounds, temperature=2.0, alpha=0.5):
+def bench(name, tdims, steps, rounds, fused, temperature=2.0, alpha=0.5):
     rng = np.random.default_rng(0)
     ids = ms.Tensor(rng.integers(3, STUDENT["vocab_size"], (STUDENT["batch_size"], STUDENT["seq_length"] + 1)),
                     ms.int32)
@@ -101,14 +105,16 @@ def bench(name, tdims, steps, rounds, temperature=2.0, alpha=0.5):
     mask = ms.Tensor(np.ones(n_tok, np.float32))
     labels = ms.Tensor(rng.integers(0, STUDENT["vocab_size"], n_tok), ms.int32)
     ms.set_seed(0)
-    teacher = BitCPMForCausalLM(_config(tdims, qat=False))
+    teacher = BitCPMForCausalLM(_config(tdims, qat=False, fused=fused))
+    ce = FusedCrossEntropyLoss(CrossEntropyLoss()) if fused else CrossEntropyLoss()
     variants = {
-        "qat": (_train_step(BitCPMForCausalLM(_config(STUDENT, qat=True))), (ids,)),
-        "distill": (_train_step(BitCPMDistillForCausalLM(_config(STUDENT, qat=True), teacher, temperature, alpha)),
-                    (ids,)),
+        "qat": (_train_step(BitCPMForCausalLM(_config(STUDENT, qat=True, fused=fused))), (ids,)),
+        "distill": (_train_step(BitCPMDistillForCausalLM(_config(STUDENT, qat=True, fused=fused), teacher, temperature,
+                                                         alpha)), (ids,)),
         "teacher_fwd": (TeacherForward(teacher), (ids,)),
-        "ce_loss": (LossForwardBackward(CrossEntropyLoss(), 3), (logits, logits * 0.5, labels, mask)),
-        "distill_loss": (LossForwardBackward(DistillLoss(temperature, alpha), 4), (logits, logits * 0.5, labels, mask)),
+        "ce_loss": (LossForwardBackward(ce, 3), (logits, logits * 0.5, labels, mask)),
+        "distill_loss": (LossForwardBackward(distill_loss_cell(temperature, alpha, fused), 4),
+                         (logits, logits * 0.5, labels, mask)),
     }
     times, compile_s = {k: [] for k in variants}, {}
     for k, (fn, args) in variants.items():
@@ -118,11 +124,11 @@ def bench(name, tdims, steps, rounds, temperature=2.0, alpha=0.5):
     for r in range(rounds):
         for k, (fn, args) in variants.items():
             times[k] += _time(fn, args, steps)
-        print(f"  {name}: round {r + 1}/{rounds} done", flush=True)
+        print(f"  {name} {'fused' if fused else 'ops'}: round {r + 1}/{rounds} done", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     spread = {k: [round(min(v) * 1e3, 1), round(max(v) * 1e3, 1)] for k, v in times.items()}
     overhead = med["distill"] - med["qat"]
-    return {"teacher": name, "teacher_params": count_params(_config(tdims, False)).total,
+    return {"teacher": name, "form": "fused" if fused else "ops", "teacher_params": count_params(_config(tdims, False)).total,
             "student_params": count_params(_config(STUDENT, True)).total, "tokens_per_step": n_tok,
             "median_ms": {k: round(v * 1e3, 1) for k, v in med.items()}, "min_max_ms": spread,
             "samples_each": steps * rounds, "compile_s": compile_s,
@@ -136,18 +142,22 @@ def main():
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--teachers", default="1x,2x")
+    p.add_argument("--forms", default="fused,ops", help="fused (cpu_fused_ops, the tiny YAMLs' setting), ops, or both")
     p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "distill_overhead.json"))
     args = p.parse_args()
     results = []
     for name in args.teachers.split(","):
         if name not in TEACHERS:
             p.error(f"unknown teacher {name!r}; choose from {sorted(TEACHERS)}")
-        results.append(bench(name, TEACHERS[name], args.steps, args.rounds))
-    print(f"\n{'teacher':8s} {'params':>8s} {'QAT step':>9s} {'distill':>9s} {'overhead':>9s} {'teacher fwd':>12s} "
-          f"{'MF CE f+b':>10s} {'CE+KD f+b':>10s} {'ovh/fwd':>8s}")
+        for form in args.forms.split(","):
+            if form not in ("fused", "ops"):
+                p.error(f"unknown form {form!r}; choose fused or ops")
+            results.append(bench(name, TEACHERS[name], args.steps, args.rounds, form == "fused"))
+    print(f"\n{'teacher':8s} {'form':6s} {'params':>8s} {'QAT step':>9s} {'distill':>9s} {'overhead':>9s} "
+          f"{'teacher fwd':>12s} {'CE f+b':>10s} {'CE+KD f+b':>10s} {'ovh/fwd':>8s}")
     for r in results:
         m = r["median_ms"]
-        print(f"{r['teacher']:8s} {r['teacher_params'] / 1e6:7.1f}M {m['qat']:7.0f}ms {m['distill']:7.0f}ms "
+        print(f"{r['teacher']:8s} {r['form']:6s} {r['teacher_params'] / 1e6:7.1f}M {m['qat']:7.0f}ms {m['distill']:7.0f}ms "
               f"{r['overhead_ms']:7.0f}ms {m['teacher_fwd']:10.0f}ms {m['ce_loss']:8.0f}ms {m['distill_loss']:8.0f}ms "
               f"{r['overhead_over_teacher_fwd']:8.2f}  {'meets' if r['target_met'] else 'misses'} <= 1.10")
     atomic_json({"device": "CPU", "cores": os.cpu_count(), "student": STUDENT, "results": results}, args.json)

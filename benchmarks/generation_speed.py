@@ -10,7 +10,10 @@ Each shape is one set of random latent weights (speed does not depend on trainin
 variant loads:
   * fake_quant  the QAT model as trained (TernaryLinear re-quantizes its weight in every call);
   * packed_w    convert_model, weight-only ternary kernel;
-  * packed_a8   convert_model of the same weights trained with act_bits=8, W1.58A8 kernel.
+  * packed_a8   convert_model of the same weights trained with act_bits=8, W1.58A8 kernel;
+  packed_* decode with one `DecodeLayer` op per layer (the default on CPU);
+  * packed_a8_cells  the same packed W1.58A8 model decoding through the model's own cells (one op per
+    projection, fused attention): the form before the whole-layer op, kept to show what it gained.
 One subprocess per (shape, threads), pinned to that many cores (sched_setaffinity, MindSpore
 runtime_num_threads, kernels.set_num_threads). Prompts: n_prompt random ids per row; greedy decoding
 of n_gen tokens, no EOS. Prefill tokens/s = prompt tokens / prefill graph time; decode tokens/s =
@@ -47,7 +50,7 @@ SHAPES = {
              "model.model_config.num_heads": 12, "model.model_config.n_kv_heads": 4,
              "model.model_config.intermediate_size": 2304, "model.model_config.dim_model_base": 256},
 }
-VARIANTS = ("fake_quant", "packed_w", "packed_a8")
+VARIANTS = ("fake_quant", "packed_w", "packed_a8", "packed_a8_cells")
 
 
 def config_for(shape, context, act_bits=None):
@@ -74,7 +77,10 @@ def load_variants(shape, ckpt, context):
     nets = {"fake_quant": load_model(config_for(shape, context), ckpt)[0],
             "packed_w": convert_model(load_model(config_for(shape, context), ckpt)[0]),
             "packed_a8": convert_model(load_model(config_for(shape, context, act_bits=8), ckpt)[0])}
-    return nets, {k: CachedLM(n) for k, n in nets.items()}
+    lms = {k: CachedLM(n) for k, n in nets.items()}
+    nets["packed_a8_cells"] = nets["packed_a8"]
+    lms["packed_a8_cells"] = CachedLM(nets["packed_a8"], fused_layers=False)
+    return nets, lms
 
 
 def time_generation(lm, prompts, n_gen) -> dict:
@@ -107,6 +113,8 @@ def _category(row) -> str:
     name, kind = row["full_op_name"], row["op_type"]
     if "weight_quantizer" in name:
         return "fake_quant_weight_quantizer"
+    if "layer_kernels" in name:
+        return "decode_layer_aot"           # a whole layer: norms, 7 ternary projections, attention, SwiGLU
     if "attention_kernel" in name:
         return "attention_kernel_aot"
     if "head_kernel" in name:
@@ -160,11 +168,41 @@ def breakdown(lm, net, prompt_len, steps=20) -> dict:
               "op_ms_per_step": dict(ms_per), "op_calls_per_step": dict(calls),
               "framework_ms_per_step": wall_ms - sum(ms_per.values())}
     layers = [c for _, c in net.cells_and_names() if isinstance(c, PackedTernaryLinear)]
-    if layers:
+    if calls["decode_layer_aot"]:
+        result["raw_layer_ms_per_step"] = raw_layer_ms(net, prompt_len)
+        result["aot_overhead_us_per_call"] = 1e3 * (ms_per["decode_layer_aot"] - result["raw_layer_ms_per_step"]) / \
+            calls["decode_layer_aot"]
+    elif layers:
         result["raw_kernel_ms_per_step"] = raw_kernel_ms(layers)
         n = calls["ternary_kernel_aot"] or 1
         result["aot_overhead_us_per_call"] = 1e3 * (ms_per["ternary_kernel_aot"] - result["raw_kernel_ms_per_step"]) / n
     return result
+
+
+def raw_layer_ms(net, position, reps=50) -> float:
+    """The step's DecodeLayer kernels (batch 1, one token at `position`) called through ctypes."""
+    from bitcpm_ms.inference.fused_layer import _projections
+    from bitcpm_ms.kernels.decode_layer import decode_layer_numpy, layer_spec
+    attn = net.model.layers[0].attention
+    d, kvh, heads = int(attn.head_dim), int(attn.n_kv_head), int(attn.n_head)
+    rng = np.random.default_rng(0)
+    calls = []
+    for layer in net.model.layers:
+        projs = [p.to_packed() for p in _projections(layer)]
+        norms = (layer.attention_norm.weight.asnumpy(), layer.ffn_norm.weight.asnumpy())
+        cache = rng.standard_normal((1, kvh, position + 1, d)).astype(np.float32)
+        spec = layer_spec(layer.attention_norm.eps, layer.ffn_norm.eps, float(getattr(layer.add, "scale", 1.0)),
+                          1 / np.sqrt(d), heads, layer.attention.wq.act_bits, layer.attention.wq.eps)
+        calls.append((rng.standard_normal((1, heads * d)).astype(np.float32), norms, projs, cache, cache,
+                      np.array([position], np.int32), np.ones((1, d), np.float32), np.zeros((1, d), np.float32), spec))
+    def run():
+        for args in calls:
+            decode_layer_numpy(*args)
+    run()
+    t = time.perf_counter()
+    for _ in range(reps):
+        run()
+    return 1e3 * (time.perf_counter() - t) / reps
 
 
 def raw_kernel_ms(layers, reps=50) -> float:
@@ -213,7 +251,7 @@ def worker(shape, ckpt, threads, batches, n_prompt, n_gen, rounds) -> dict:
                             "decode_tok_s": time_greedy_generate(nets["fake_quant"], prompts[1][0], context)})
         print(f"  {shape} threads={threads} round {r + 1}/{rounds}", file=sys.stderr, flush=True)
     return {"samples": samples,
-            "breakdown": {k: breakdown(lms[k], nets[k], n_prompt) for k in ("packed_a8", "fake_quant")}}
+            "breakdown": {k: breakdown(lms[k], nets[k], n_prompt) for k in ("packed_a8", "packed_a8_cells", "fake_quant")}}
 
 
 def run_worker(shape, ckpt, threads, args) -> dict:
@@ -290,6 +328,15 @@ def ratios(result) -> dict:
         for variant in VARIANTS:
             if base and (variant, 1) in med:
                 out[f"{shape} {threads}T batch 1: {variant} decode vs greedy_generate"] = med[(variant, 1)] / base
+        if ("packed_a8", 1) in med and ("packed_a8_cells", 1) in med:
+            out[f"{shape} {threads}T batch 1: packed_a8 one op per layer vs per-cell decode"] = \
+                med[("packed_a8", 1)] / med[("packed_a8_cells", 1)]
+        lc = result["llamacpp"].get(shape)
+        if isinstance(lc, dict) and ("packed_a8", 1) in med:
+            bench = lc.get(threads, lc.get(str(threads)))
+            if bench:
+                out[f"{shape} {threads}T batch 1: llama.cpp TQ2_0 decode vs packed_a8 (slower by)"] = \
+                    bench["decode"]["mean_tok_s"] / med[("packed_a8", 1)]
         for b in sorted({b for _, b in med}):
             for packed in ("packed_a8", "packed_w"):
                 if (packed, b) in med and ("fake_quant", b) in med:

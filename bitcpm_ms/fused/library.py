@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..kernels.aot_call import call_aot
 from ..kernels.build import FUSED_TRAIN, library_path
 from .errors import FusedOpError
 
@@ -119,16 +120,7 @@ def call_kernel(name: str, inputs: Sequence[np.ndarray], output_shapes: Sequence
         if a.dtype not in _DTYPES:
             raise FusedOpError(f"{name}: input {i} must be float32 or int32, got {a.dtype}")
     outs = [np.empty(s, np.float32) for s in output_shapes]
-    allp = arrays + outs
-    n = len(allp)
-    params = (ctypes.c_void_p * n)(*[a.ctypes.data for a in allp])
-    ndims = (ctypes.c_int * n)(*[a.ndim for a in allp])
-    shape_arrays = [(ctypes.c_int64 * max(a.ndim, 1))(*a.shape) for a in allp]
-    shapes = (ctypes.POINTER(ctypes.c_int64) * n)(*[ctypes.cast(s, ctypes.POINTER(ctypes.c_int64))
-                                                    for s in shape_arrays])
-    dtypes = (ctypes.c_char_p * n)(*[_DTYPES[a.dtype] for a in allp])
-    fn = getattr(load(), name)
-    rc = fn(ctypes.c_int(n), params, ndims, shapes, dtypes, None, None)
+    rc = call_aot(getattr(load(), name), arrays + outs)
     if rc:
         raise FusedOpError(f"{name} failed (code {rc}): {load().bitcpm_fused_last_error().decode(errors='replace')}")
     return outs

@@ -47,6 +47,30 @@ def masked_mean_loss(loss, mask):
     return (loss * mask).sum() / (mask.sum() + 1e-8)
 
 
+# ---------------------------------------------------------------- distillation KL
+def kl_forward(s, t, temperature):
+    """Per-row KL(softmax(t/T) || softmax(s/T)) -> (kl [N], lse_s [N], lse_t [N]), lse of s/T and t/T."""
+    s, t = _f64(s, t)
+    a, b = s / temperature, t / temperature
+
+    def lse(x):
+        m = x.max(axis=1, keepdims=True)
+        return m[:, 0] + np.log(np.exp(x - m).sum(axis=1))
+
+    lse_s, lse_t = lse(a), lse(b)
+    p = np.exp(b - lse_t[:, None])
+    return (p * ((b - lse_t[:, None]) - (a - lse_s[:, None]))).sum(axis=1), lse_s, lse_t
+
+
+def kl_backward(s, t, temperature, dkl):
+    """d(sum(kl * dkl)) / d s = dkl / T * (softmax(s/T) - softmax(t/T)) (the teacher gets none)."""
+    s, t, dkl = _f64(s, t, dkl)
+    _, lse_s, lse_t = kl_forward(s, t, temperature)
+    ps = np.exp(s / temperature - lse_s[:, None])
+    pt = np.exp(t / temperature - lse_t[:, None])
+    return dkl[:, None] / temperature * (ps - pt)
+
+
 # ---------------------------------------------------------------- RMSNorm
 def rmsnorm_forward(x, w, eps):
     """y = x / sqrt(mean(x^2) + eps) * w over the last axis; returns (y, rstd [rows])."""

@@ -15,10 +15,9 @@ is the MindSpore primitive.
 """
 from __future__ import annotations
 
-import ctypes
-
 import numpy as np
 
+from .aot_call import call_aot
 from .decode_ops import _aot, decode_attention_reference
 from .ops import _load, _raise_kernel
 from .packing import PackedTernary
@@ -74,18 +73,7 @@ def decode_layer_numpy(h, norms, projections, k_cache, v_cache, positions, cos, 
                np.ascontiguousarray(sin, np.float32), np.ascontiguousarray(spec, np.float32)]
     bsz, kv = inputs[0].shape[0], projections[1].out_features
     outputs = [np.empty_like(inputs[0]), np.empty((bsz, kv), np.float32), np.empty((bsz, kv), np.float32)]
-    arrays = inputs + outputs
-    n = len(arrays)
-    shapes = [(ctypes.c_int64 * a.ndim)(*a.shape) for a in arrays]
-    params = (ctypes.c_void_p * n)(*(a.ctypes.data for a in arrays))
-    ndims = (ctypes.c_int * n)(*(a.ndim for a in arrays))
-    shape_ptrs = (ctypes.POINTER(ctypes.c_int64) * n)(*(ctypes.cast(s, ctypes.POINTER(ctypes.c_int64)) for s in shapes))
-    dtypes = (ctypes.c_char_p * n)(*(str(a.dtype).encode() for a in arrays))
-    fn = _load().DecodeLayer
-    fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                   ctypes.c_void_p, ctypes.c_void_p]
-    rc = fn(n, params, ndims, shape_ptrs, dtypes, None, None)
+    rc = call_aot(_load().DecodeLayer, inputs + outputs)
     if rc:
         _raise_kernel(rc)
     return tuple(outputs)

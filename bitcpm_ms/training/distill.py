@@ -23,7 +23,7 @@ from mindspore import Parameter, Tensor, ops
 from mindspore.common import dtype as mstype
 
 from ..models import BitCPMForCausalLM
-from .kd_loss import DistillLoss
+from .kd_loss import distill_loss_cell
 
 TEACHER_PREFIX = "teacher."
 
@@ -54,7 +54,7 @@ class BitCPMDistillForCausalLM(BitCPMForCausalLM):
         super().__init__(config=config)
         self.alpha = float(alpha)
         self.temperature = float(temperature)
-        self.distill_loss = DistillLoss(temperature, alpha)
+        self.distill_loss = distill_loss_cell(temperature, alpha, getattr(config, "cpu_fused_ops", None))
         self.vocab = int(config.vocab_size)
         for p in teacher.get_parameters():
             p.requires_grad = False

@@ -20,6 +20,7 @@ The teacher's logits enter without gradient (`ops.stop_gradient` in the caller; 
 student side is differentiated). Log-softmax uses MindSpore's fused LogSoftmax kernel.
 """
 import numpy as np
+import mindspore as ms
 from mindspore import nn
 from mindspore.ops import operations as P
 
@@ -144,3 +145,41 @@ class DistillLoss(nn.Cell):
         index = self.concat((rows, self.expand(labels, -1)))                            # [N, 2]
         grad = self.scatter_sub(grad, index, self.reshape(c_ce, (-1,)))                # - c_ce * onehot
         return grad, self.zeros_like(teacher_logits), self.zeros_like(labels), self.zeros_like(mask)
+
+
+class FusedDistillLoss(nn.Cell):
+    """DistillLoss on the fused CPU kernels (`cpu_fused_ops` with cross_entropy on): the same loss, CE and
+    KD, from two row-wise C++ ops: FusedCrossEntropy (CE per token) and FusedKLDiv (KL per token), each
+    reading the logits once or twice forward and once backward. MindSpore's op chain of DistillLoss
+    spends most of its time in ReduceMax over [tokens x vocab] (six of them, 60-80 ms each on the tiny
+    config's 2048 x 8192 logits; see docs/recipe.md, "Distillation overhead"). Returns (loss, ce, kd).
+    Non-float32 or non-2-D logits run `fallback`, the DistillLoss it replaces."""
+
+    def __init__(self, fallback: DistillLoss):
+        super().__init__()
+        from ..fused.ops import FusedCrossEntropy, FusedKLDiv
+        self.fallback = fallback
+        self.alpha, self.t2 = fallback.alpha, fallback.t2
+        self.ce = FusedCrossEntropy()
+        self.kl = FusedKLDiv(fallback.temperature)
+        self.sum_all = P.ReduceSum(keep_dims=False)
+
+    def construct(self, student_logits, teacher_logits, labels, mask):
+        if student_logits.dtype != ms.float32 or student_logits.ndim != 2:
+            return self.fallback(student_logits, teacher_logits, labels, mask)[:3]
+        ce_rows = self.ce(student_logits, labels)[0]                                  # [N]
+        kl_rows = self.kl(student_logits, teacher_logits)[0]                          # [N]
+        den = self.sum_all(mask) + 1e-8
+        ce = self.sum_all(ce_rows * mask) / den
+        kd = self.sum_all(kl_rows * mask) * self.t2 / den
+        return ce * (1.0 - self.alpha) + kd * self.alpha, ce, kd
+
+
+def distill_loss_cell(temperature: float, alpha: float, cpu_fused_ops=None) -> nn.Cell:
+    """The distillation loss Cell: FusedDistillLoss where the model's `cpu_fused_ops` enables the fused
+    cross-entropy and the fused ops can run (CPU, stand-alone or data parallel), else DistillLoss."""
+    loss = DistillLoss(temperature, alpha)
+    from ..fused import FusionConfig, cpu_fusions_available
+    if FusionConfig.from_value(cpu_fused_ops).cross_entropy and cpu_fusions_available() is None:
+        return FusedDistillLoss(loss)
+    return loss

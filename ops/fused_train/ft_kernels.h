@@ -70,6 +70,58 @@ static void ce_backward(const float *logits, const int32_t *labels, const float 
   });
 }
 
+// ---------------------------------------------------------------- distillation KL
+// Forward KL of the teacher's softened distribution from the student's, per row (c = 1 / T):
+//   lse_s[i] = log sum_j exp(c s_ij),  lse_t[i] = log sum_j exp(c t_ij)
+//   kl[i] = sum_j p_ij c (t_ij - s_ij) - lse_t[i] + lse_s[i],   p_ij = exp(c t_ij - lse_t[i])
+// Two passes over each row pair (the maxima, then the three sums); lse_s / lse_t are kept for the
+// backward. Rows are independent: any thread count gives the same bits.
+static void kl_forward(const float *s, const float *t, int64_t N, int64_t V, float c, float *kl, float *lse_s,
+                       float *lse_t, int nthreads) {
+  parallel_for(N, nthreads, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t i = r0; i < r1; ++i) {
+      const float *sr = s + i * V, *tr = t + i * V;
+      const float ms = row_max(sr, V) * c, mt = row_max(tr, V) * c;
+      vf es = vf{}, et = vf{}, etd = vf{};
+      int64_t j = 0;
+      for (; j + kW <= V; j += kW) {
+        const vf a = vload(sr + j) * c, b = vload(tr + j) * c;
+        const vf e = vexp(b - mt);
+        es += vexp(a - ms);
+        et += e;
+        etd += e * (b - a);
+      }
+      float ts = 0.0f, tt = 0.0f, ttd = 0.0f;  // the tail, lane by lane
+      for (; j < V; ++j) {
+        const float a = sr[j] * c, b = tr[j] * c, e = sexp(b - mt);
+        ts += sexp(a - ms);
+        tt += e;
+        ttd += e * (b - a);
+      }
+      const float sum_t = hsum(et) + tt;
+      lse_s[i] = ms + std::log(hsum(es) + ts);
+      lse_t[i] = mt + std::log(sum_t);
+      kl[i] = (hsum(etd) + ttd) / sum_t - lse_t[i] + lse_s[i];
+    }
+  });
+}
+
+// ds[i, j] = dkl[i] * c * (exp(c s_ij - lse_s[i]) - exp(c t_ij - lse_t[i])); the teacher gets no gradient.
+static void kl_backward(const float *s, const float *t, const float *lse_s, const float *lse_t, const float *dkl,
+                        int64_t N, int64_t V, float c, float *ds, int nthreads) {
+  parallel_for(N, nthreads, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t i = r0; i < r1; ++i) {
+      const float *sr = s + i * V, *tr = t + i * V;
+      float *g = ds + i * V;
+      const float a0 = lse_s[i], b0 = lse_t[i], scale = dkl[i] * c;
+      int64_t j = 0;
+      for (; j + kW <= V; j += kW)
+        vstore(g + j, (vexp(vload(sr + j) * c - a0) - vexp(vload(tr + j) * c - b0)) * scale);
+      for (; j < V; ++j) g[j] = (sexp(sr[j] * c - a0) - sexp(tr[j] * c - b0)) * scale;
+    }
+  });
+}
+
 // ---------------------------------------------------------------- RMSNorm
 // y = (x * rstd) * w, rstd = 1 / sqrt(mean(x^2) + eps) per row of D.
 static void rmsnorm_forward(const float *x, const float *w, int64_t N, int64_t D, float eps, float *y, float *rstd,

@@ -1,0 +1,24 @@
+"""Call a MindSpore AOT entry point (`int F(nparam, params, ndims, shapes, dtypes, stream, extra)`)
+directly through ctypes on numpy arrays: the route the numerics tests use to check an op's own C++
+argument handling without building a graph. Shared by both kernel libraries."""
+from __future__ import annotations
+
+import ctypes
+from typing import Sequence
+
+import numpy as np
+
+AOT_DTYPES = {np.dtype(np.float32): b"float32", np.dtype(np.int32): b"int32", np.dtype(np.uint8): b"uint8"}
+
+
+def call_aot(fn, arrays: Sequence[np.ndarray]) -> int:
+    """fn(inputs then outputs, as MindSpore passes them); arrays must be C-contiguous with dtypes in
+    AOT_DTYPES (outputs are written in place). Returns the function's code (0 = success)."""
+    n = len(arrays)
+    params = (ctypes.c_void_p * n)(*[a.ctypes.data for a in arrays])
+    ndims = (ctypes.c_int * n)(*[a.ndim for a in arrays])
+    shape_arrays = [(ctypes.c_int64 * max(a.ndim, 1))(*a.shape) for a in arrays]
+    shapes = (ctypes.POINTER(ctypes.c_int64) * n)(*[ctypes.cast(s, ctypes.POINTER(ctypes.c_int64))
+                                                    for s in shape_arrays])
+    dtypes = (ctypes.c_char_p * n)(*[AOT_DTYPES[a.dtype] for a in arrays])
+    return int(fn(ctypes.c_int(n), params, ndims, shapes, dtypes, None, None))
