@@ -74,33 +74,37 @@ class FusedCrossEntropy(nn.Cell):
         return self.bwd(logits, labels, out[1], dout[0], dout[1]), self.zeros_like(labels)
 
 
-# ---------------------------------------------------------------- distillation KL
-def _kl_shape(s, t, spec):
+# ---------------------------------------------------------------- distillation (CE + KL)
+def _distill_shape(s, t, labels, spec):
     if len(s) != 2 or len(t) != 2 or (_known(*s, *t) and list(s) != list(t)):
-        raise FusedOpError(f"FusedKLDiv: student {list(s)} and teacher {list(t)} logits must both be [tokens, vocab]")
-    return [s[0]], [s[0]], [s[0]]
+        raise FusedOpError(f"FusedDistill: student {list(s)} and teacher {list(t)} logits must both be [tokens, vocab]")
+    if _known(*s, *labels) and _numel(labels) != s[0]:
+        raise FusedOpError(f"FusedDistill: labels {list(labels)} must hold one id per row of the logits {list(s)}")
+    return [s[0]], [s[0]], [s[0], 3]
 
 
-class FusedKLDiv(nn.Cell):
-    """(student [N, V] f32, teacher [N, V] f32) -> (kl [N], lse_s [N], lse_t [N]):
-    KL(softmax(t/T) || softmax(s/T)) per row and the two log-sum-exps of s/T and t/T (kept for the
-    backward; gradients are taken of kl only). Forward: two reads of each logits row; backward: one,
-    writing ds = dkl / T * (softmax(s/T) - softmax(t/T)). The teacher gets no gradient."""
+class FusedDistill(nn.Cell):
+    """(student [N, V] f32, teacher [N, V] f32, labels [N] i32) -> (ce [N], kl [N], stats [N, 3]):
+    per-token cross-entropy of the student (MindFormers' CrossEntropyLoss term) and
+    KL(softmax(t/T) || softmax(s/T)), from one read of each logits row; stats (three log-sum-exps)
+    are kept for the backward, which writes ds = dce (softmax(s) - onehot) + dkl / T (softmax(s/T) -
+    softmax(t/T)) in one pass. Gradients are taken of ce and kl; the teacher gets none."""
 
     def __init__(self, temperature: float):
         super().__init__()
         if not float(temperature) > 0:
-            raise FusedOpError(f"FusedKLDiv: temperature must be positive, got {temperature}")
+            raise FusedOpError(f"FusedDistill: temperature must be positive, got {temperature}")
         self.spec = Tensor(np.array([1.0 / float(temperature)], np.float32))
-        self.fwd = _custom("FusedKLDivFwd", _kl_shape, 3)
-        self.bwd = _custom("FusedKLDivBwd", lambda s, t, spec, a, b, d: s, 1)
+        self.fwd = _custom("FusedDistillFwd", _distill_shape, 3)
+        self.bwd = _custom("FusedDistillBwd", lambda s, t, y, spec, st, dc, dk: s, 1)
         self.zeros_like = ops.ZerosLike()
 
-    def construct(self, student, teacher):
-        return self.fwd(student, teacher, self.spec)
+    def construct(self, student, teacher, labels):
+        return self.fwd(student, teacher, labels, self.spec)
 
-    def bprop(self, student, teacher, out, dout):
-        return self.bwd(student, teacher, self.spec, out[1], out[2], dout[0]), self.zeros_like(teacher)
+    def bprop(self, student, teacher, labels, out, dout):
+        ds = self.bwd(student, teacher, labels, self.spec, out[2], dout[0], dout[1])
+        return ds, self.zeros_like(teacher), self.zeros_like(labels)
 
 
 # ---------------------------------------------------------------- RMSNorm

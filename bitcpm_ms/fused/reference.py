@@ -47,28 +47,31 @@ def masked_mean_loss(loss, mask):
     return (loss * mask).sum() / (mask.sum() + 1e-8)
 
 
-# ---------------------------------------------------------------- distillation KL
-def kl_forward(s, t, temperature):
-    """Per-row KL(softmax(t/T) || softmax(s/T)) -> (kl [N], lse_s [N], lse_t [N]), lse of s/T and t/T."""
+# ---------------------------------------------------------------- distillation (CE + KL)
+def _lse(x):
+    m = x.max(axis=1, keepdims=True)
+    return m[:, 0] + np.log(np.exp(x - m).sum(axis=1))
+
+
+def distill_forward(s, t, labels, temperature):
+    """Student / teacher logits [N, V], labels [N] -> (ce [N], kl [N], stats [N, 3]): the per-token
+    cross-entropy of s (0 where the label is outside [0, V)), KL(softmax(t/T) || softmax(s/T)), and
+    (lse(s), lse(s/T), lse(t/T))."""
+    ce, stats = cross_entropy_forward(s, labels)
     s, t = _f64(s, t)
     a, b = s / temperature, t / temperature
-
-    def lse(x):
-        m = x.max(axis=1, keepdims=True)
-        return m[:, 0] + np.log(np.exp(x - m).sum(axis=1))
-
-    lse_s, lse_t = lse(a), lse(b)
+    lse_s, lse_t = _lse(a), _lse(b)
     p = np.exp(b - lse_t[:, None])
-    return (p * ((b - lse_t[:, None]) - (a - lse_s[:, None]))).sum(axis=1), lse_s, lse_t
+    kl = (p * ((b - lse_t[:, None]) - (a - lse_s[:, None]))).sum(axis=1)
+    return ce, kl, np.stack([stats, lse_s, lse_t], axis=1)
 
 
-def kl_backward(s, t, temperature, dkl):
-    """d(sum(kl * dkl)) / d s = dkl / T * (softmax(s/T) - softmax(t/T)) (the teacher gets none)."""
+def distill_backward(s, t, labels, temperature, dce, dkl):
+    """d(sum(ce * dce + kl * dkl)) / d s; the teacher gets no gradient."""
     s, t, dkl = _f64(s, t, dkl)
-    _, lse_s, lse_t = kl_forward(s, t, temperature)
-    ps = np.exp(s / temperature - lse_s[:, None])
-    pt = np.exp(t / temperature - lse_t[:, None])
-    return dkl[:, None] / temperature * (ps - pt)
+    ps = np.exp(s / temperature - _lse(s / temperature)[:, None])
+    pt = np.exp(t / temperature - _lse(t / temperature)[:, None])
+    return cross_entropy_backward(s, labels, dce) + dkl[:, None] / temperature * (ps - pt)
 
 
 # ---------------------------------------------------------------- RMSNorm

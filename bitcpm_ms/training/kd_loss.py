@@ -149,26 +149,25 @@ class DistillLoss(nn.Cell):
 
 class FusedDistillLoss(nn.Cell):
     """DistillLoss on the fused CPU kernels (`cpu_fused_ops` with cross_entropy on): the same loss, CE and
-    KD, from two row-wise C++ ops: FusedCrossEntropy (CE per token) and FusedKLDiv (KL per token), each
-    reading the logits once or twice forward and once backward. MindSpore's op chain of DistillLoss
-    spends most of its time in ReduceMax over [tokens x vocab] (six of them, 60-80 ms each on the tiny
-    config's 2048 x 8192 logits; see docs/recipe.md, "Distillation overhead"). Returns (loss, ce, kd).
+    KD, from one row-wise C++ op (FusedDistill: per-token CE and KL, one read of each logits row
+    forward, one gradient written backward). MindSpore's op chain of DistillLoss spends most of its
+    time in ReduceMax over [tokens x vocab] (six of them, 60-80 ms each on the tiny config's
+    2048 x 8192 logits; docs/recipe.md, "Distillation overhead"). Returns (loss, ce, kd).
     Non-float32 or non-2-D logits run `fallback`, the DistillLoss it replaces."""
 
     def __init__(self, fallback: DistillLoss):
         super().__init__()
-        from ..fused.ops import FusedCrossEntropy, FusedKLDiv
+        from ..fused.ops import FusedDistill
         self.fallback = fallback
         self.alpha, self.t2 = fallback.alpha, fallback.t2
-        self.ce = FusedCrossEntropy()
-        self.kl = FusedKLDiv(fallback.temperature)
+        self.op = FusedDistill(fallback.temperature)
         self.sum_all = P.ReduceSum(keep_dims=False)
+        self.cast = P.Cast()
 
     def construct(self, student_logits, teacher_logits, labels, mask):
         if student_logits.dtype != ms.float32 or student_logits.ndim != 2:
             return self.fallback(student_logits, teacher_logits, labels, mask)[:3]
-        ce_rows = self.ce(student_logits, labels)[0]                                  # [N]
-        kl_rows = self.kl(student_logits, teacher_logits)[0]                          # [N]
+        ce_rows, kl_rows, _ = self.op(student_logits, teacher_logits, self.cast(labels, ms.int32))   # [N] each
         den = self.sum_all(mask) + 1e-8
         ce = self.sum_all(ce_rows * mask) / den
         kd = self.sum_all(kl_rows * mask) * self.t2 / den

@@ -142,34 +142,38 @@ BITCPM_API int FusedCrossEntropyBwd(AOT_ARGS) {
   return 0;
 }
 
-// ---------------------------------------------------------------- distillation KL
-// s f32 [N, V] (student logits), t f32 [N, V] (teacher logits), spec [1] = (1 / T)
-// -> kl f32 [N], lse_s f32 [N], lse_t f32 [N] (log-sum-exp of s / T and t / T).
-BITCPM_API int FusedKLDivFwd(AOT_ARGS) {
-  const char *name = "FusedKLDivFwd";
-  if (int rc = check(name, nparam, dtypes, "ffffff")) return rc;
+// ---------------------------------------------------------------- distillation (CE + KL)
+// s f32 [N, V] (student logits), t f32 [N, V] (teacher logits), labels i32 [N], spec [1] = (1 / T)
+// -> ce f32 [N], kl f32 [N], stats f32 [N, 3] (for the backward).
+BITCPM_API int FusedDistillFwd(AOT_ARGS) {
+  const char *name = "FusedDistillFwd";
+  if (int rc = check(name, nparam, dtypes, "ffifff" "f")) return rc;
   if (ndims[0] != 2 || ndims[1] != 2 || shapes[1][0] != shapes[0][0] || shapes[1][1] != shapes[0][1])
     return shape_error(name, "student and teacher logits must both be [tokens, vocab]");
   const int64_t N = shapes[0][0], V = shapes[0][1];
-  if (numel(ndims, shapes, 2) < 1 || !(CF32(2)[0] > 0.0f)) return shape_error(name, "spec must hold 1 / T > 0");
-  for (int i = 3; i < 6; ++i)
-    if (numel(ndims, shapes, i) != N) return shape_error(name, "kl, lse_s and lse_t must hold one value per token");
-  table().kl_forward(CF32(0), CF32(1), N, V, CF32(2)[0], F32(3), F32(4), F32(5), resolve_threads(0));
+  if (numel(ndims, shapes, 3) < 1 || !(CF32(3)[0] > 0.0f)) return shape_error(name, "spec must hold 1 / T > 0");
+  if (numel(ndims, shapes, 2) != N || numel(ndims, shapes, 4) != N || numel(ndims, shapes, 5) != N ||
+      numel(ndims, shapes, 6) != 3 * N)
+    return shape_error(name, "labels, ce and kl must hold one value per token, stats three");
+  table().distill_forward(CF32(0), CF32(1), (const int32_t *)params[2], N, V, CF32(3)[0], F32(4), F32(5), F32(6),
+                          resolve_threads(0));
   return 0;
 }
 
-// s, t, spec, lse_s [N], lse_t [N], dkl [N] -> ds f32 [N, V].
-BITCPM_API int FusedKLDivBwd(AOT_ARGS) {
-  const char *name = "FusedKLDivBwd";
-  if (int rc = check(name, nparam, dtypes, "fffffff")) return rc;
+// s, t, labels, spec, stats [N, 3], dce [N], dkl [N] -> ds f32 [N, V].
+BITCPM_API int FusedDistillBwd(AOT_ARGS) {
+  const char *name = "FusedDistillBwd";
+  if (int rc = check(name, nparam, dtypes, "ffifffff")) return rc;
   if (ndims[0] != 2 || numel(ndims, shapes, 1) != numel(ndims, shapes, 0) ||
-      numel(ndims, shapes, 6) != numel(ndims, shapes, 0))
+      numel(ndims, shapes, 7) != numel(ndims, shapes, 0))
     return shape_error(name, "student logits, teacher logits and ds must be [tokens, vocab]");
   const int64_t N = shapes[0][0], V = shapes[0][1];
-  if (numel(ndims, shapes, 2) < 1 || !(CF32(2)[0] > 0.0f)) return shape_error(name, "spec must hold 1 / T > 0");
-  for (int i = 3; i < 6; ++i)
-    if (numel(ndims, shapes, i) != N) return shape_error(name, "lse_s, lse_t and dkl must hold one value per token");
-  table().kl_backward(CF32(0), CF32(1), CF32(3), CF32(4), CF32(5), N, V, CF32(2)[0], F32(6), resolve_threads(0));
+  if (numel(ndims, shapes, 3) < 1 || !(CF32(3)[0] > 0.0f)) return shape_error(name, "spec must hold 1 / T > 0");
+  if (numel(ndims, shapes, 2) != N || numel(ndims, shapes, 4) != 3 * N || numel(ndims, shapes, 5) != N ||
+      numel(ndims, shapes, 6) != N)
+    return shape_error(name, "labels, dce and dkl must hold one value per token, stats three");
+  table().distill_backward(CF32(0), CF32(1), (const int32_t *)params[2], CF32(4), CF32(5), CF32(6), N, V, CF32(3)[0],
+                           F32(7), resolve_threads(0));
   return 0;
 }
 

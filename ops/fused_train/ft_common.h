@@ -49,10 +49,11 @@ struct KernelTable {
                      int nthreads);
   void (*ce_backward)(const float *logits, const int32_t *labels, const float *lse, const float *dloss,
                       const float *dlse, int64_t N, int64_t V, float *dlogits, int nthreads);
-  void (*kl_forward)(const float *s, const float *t, int64_t N, int64_t V, float c, float *kl, float *lse_s,
-                     float *lse_t, int nthreads);
-  void (*kl_backward)(const float *s, const float *t, const float *lse_s, const float *lse_t, const float *dkl,
-                      int64_t N, int64_t V, float c, float *ds, int nthreads);
+  void (*distill_forward)(const float *s, const float *t, const int32_t *labels, int64_t N, int64_t V, float c,
+                          float *ce, float *kl, float *stats, int nthreads);
+  void (*distill_backward)(const float *s, const float *t, const int32_t *labels, const float *stats,
+                           const float *dce, const float *dkl, int64_t N, int64_t V, float c, float *ds,
+                           int nthreads);
   void (*rmsnorm_forward)(const float *x, const float *w, int64_t N, int64_t D, float eps, float *y, float *rstd,
                           int nthreads);
   void (*rmsnorm_backward)(const float *x, const float *w, const float *rstd, const float *dy, int64_t N, int64_t D,

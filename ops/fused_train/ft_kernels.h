@@ -70,54 +70,79 @@ static void ce_backward(const float *logits, const int32_t *labels, const float 
   });
 }
 
-// ---------------------------------------------------------------- distillation KL
-// Forward KL of the teacher's softened distribution from the student's, per row (c = 1 / T):
-//   lse_s[i] = log sum_j exp(c s_ij),  lse_t[i] = log sum_j exp(c t_ij)
-//   kl[i] = sum_j p_ij c (t_ij - s_ij) - lse_t[i] + lse_s[i],   p_ij = exp(c t_ij - lse_t[i])
-// Two passes over each row pair (the maxima, then the three sums); lse_s / lse_t are kept for the
-// backward. Rows are independent: any thread count gives the same bits.
-static void kl_forward(const float *s, const float *t, int64_t N, int64_t V, float c, float *kl, float *lse_s,
-                       float *lse_t, int nthreads) {
+// ---------------------------------------------------------------- distillation (CE + KL, one op)
+// Per row i of student logits s and teacher logits t (c = 1 / T), the two terms of the distillation loss:
+//   lse1 = log sum_j exp(s_j),  lse_s = log sum_j exp(c s_j),  lse_t = log sum_j exp(c t_j)
+//   ce[i] = lse1 - s_label      (0 when the label is outside [0, V), as MindFormers' CrossEntropyLoss)
+//   kl[i] = sum_j p_j c (t_j - s_j) - lse_t + lse_s,   p_j = exp(c t_j - lse_t)   (KL(p_T || p_S))
+// One op instead of a cross-entropy and a KL op: each row pair is read from memory once (the second
+// pass over a 4-32 KB row hits the cache) and the backward writes one gradient (no AddN of two).
+// stats[i] = (lse1, lse_s, lse_t) is kept for the backward. Rows are independent: any thread count
+// gives the same bits.
+static void distill_forward(const float *s, const float *t, const int32_t *labels, int64_t N, int64_t V, float c,
+                            float *ce, float *kl, float *stats, int nthreads) {
+  const bool soft = c != 1.0f;
   parallel_for(N, nthreads, 1, [&](int64_t r0, int64_t r1) {
     for (int64_t i = r0; i < r1; ++i) {
       const float *sr = s + i * V, *tr = t + i * V;
-      const float ms = row_max(sr, V) * c, mt = row_max(tr, V) * c;
-      vf es = vf{}, et = vf{}, etd = vf{};
+      const float m1 = row_max(sr, V), ms = m1 * c, mt = row_max(tr, V) * c;
+      vf e1 = vf{}, es = vf{}, et = vf{}, etd = vf{};
       int64_t j = 0;
       for (; j + kW <= V; j += kW) {
-        const vf a = vload(sr + j) * c, b = vload(tr + j) * c;
+        const vf x = vload(sr + j), a = x * c, b = vload(tr + j) * c;
         const vf e = vexp(b - mt);
-        es += vexp(a - ms);
+        e1 += vexp(x - m1);
+        if (soft) es += vexp(a - ms);
         et += e;
         etd += e * (b - a);
       }
-      float ts = 0.0f, tt = 0.0f, ttd = 0.0f;  // the tail, lane by lane
+      float t1 = 0.0f, ts = 0.0f, tt = 0.0f, ttd = 0.0f;  // the tail, lane by lane
       for (; j < V; ++j) {
         const float a = sr[j] * c, b = tr[j] * c, e = sexp(b - mt);
-        ts += sexp(a - ms);
+        t1 += sexp(sr[j] - m1);
+        if (soft) ts += sexp(a - ms);
         tt += e;
         ttd += e * (b - a);
       }
-      const float sum_t = hsum(et) + tt;
-      lse_s[i] = ms + std::log(hsum(es) + ts);
-      lse_t[i] = mt + std::log(sum_t);
-      kl[i] = (hsum(etd) + ttd) / sum_t - lse_t[i] + lse_s[i];
+      const float sum1 = hsum(e1) + t1, sum_t = hsum(et) + tt;
+      const float lse1 = m1 + std::log(sum1);
+      const float lse_s = soft ? ms + std::log(hsum(es) + ts) : lse1;
+      const float lse_t = mt + std::log(sum_t);
+      const int32_t y = labels[i];
+      ce[i] = (y >= 0 && y < V) ? lse1 - sr[y] : 0.0f;
+      kl[i] = (hsum(etd) + ttd) / sum_t - lse_t + lse_s;
+      stats[3 * i] = lse1;
+      stats[3 * i + 1] = lse_s;
+      stats[3 * i + 2] = lse_t;
     }
   });
 }
 
-// ds[i, j] = dkl[i] * c * (exp(c s_ij - lse_s[i]) - exp(c t_ij - lse_t[i])); the teacher gets no gradient.
-static void kl_backward(const float *s, const float *t, const float *lse_s, const float *lse_t, const float *dkl,
-                        int64_t N, int64_t V, float c, float *ds, int nthreads) {
+// ds[i, j] = dce[i] (exp(s_ij - lse1) - [j == label]) + dkl[i] c (exp(c s_ij - lse_s) - exp(c t_ij - lse_t)).
+// The teacher gets no gradient.
+static void distill_backward(const float *s, const float *t, const int32_t *labels, const float *stats,
+                             const float *dce, const float *dkl, int64_t N, int64_t V, float c, float *ds,
+                             int nthreads) {
+  const bool soft = c != 1.0f;
   parallel_for(N, nthreads, 1, [&](int64_t r0, int64_t r1) {
     for (int64_t i = r0; i < r1; ++i) {
       const float *sr = s + i * V, *tr = t + i * V;
       float *g = ds + i * V;
-      const float a0 = lse_s[i], b0 = lse_t[i], scale = dkl[i] * c;
+      const float lse1 = stats[3 * i], lse_s = stats[3 * i + 1], lse_t = stats[3 * i + 2];
+      const float gc = dce[i], gk = dkl[i] * c;
       int64_t j = 0;
-      for (; j + kW <= V; j += kW)
-        vstore(g + j, (vexp(vload(sr + j) * c - a0) - vexp(vload(tr + j) * c - b0)) * scale);
-      for (; j < V; ++j) g[j] = (sexp(sr[j] * c - a0) - sexp(tr[j] * c - b0)) * scale;
+      for (; j + kW <= V; j += kW) {
+        const vf x = vload(sr + j);
+        const vf p1 = vexp(x - lse1);
+        const vf ps = soft ? vexp(x * c - lse_s) : p1;
+        vstore(g + j, p1 * gc + (ps - vexp(vload(tr + j) * c - lse_t)) * gk);
+      }
+      for (; j < V; ++j) {
+        const float p1 = sexp(sr[j] - lse1), ps = soft ? sexp(sr[j] * c - lse_s) : p1;
+        g[j] = p1 * gc + (ps - sexp(tr[j] * c - lse_t)) * gk;
+      }
+      const int32_t y = labels[i];
+      if (y >= 0 && y < V) g[y] -= gc;
     }
   });
 }

@@ -24,7 +24,7 @@ namespace avx2 {
 #include "ft_kernels.h"
 #include "ft_attention.h"
 
-extern const KernelTable kTable = {"avx2", ce_forward, ce_backward, kl_forward, kl_backward, rmsnorm_forward, rmsnorm_backward,
+extern const KernelTable kTable = {"avx2", ce_forward, ce_backward, distill_forward, distill_backward, rmsnorm_forward, rmsnorm_backward,
                                    swiglu_forward, swiglu_backward, attention_forward, attention_backward,
                                    adamw_update, sum_squares};
 

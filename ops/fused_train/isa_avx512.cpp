@@ -24,7 +24,7 @@ namespace avx512 {
 #include "ft_kernels.h"
 #include "ft_attention.h"
 
-extern const KernelTable kTable = {"avx512", ce_forward, ce_backward, kl_forward, kl_backward, rmsnorm_forward, rmsnorm_backward,
+extern const KernelTable kTable = {"avx512", ce_forward, ce_backward, distill_forward, distill_backward, rmsnorm_forward, rmsnorm_backward,
                                    swiglu_forward, swiglu_backward, attention_forward, attention_backward,
                                    adamw_update, sum_squares};
 

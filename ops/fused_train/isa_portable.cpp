@@ -21,7 +21,7 @@ namespace portable {
 #include "ft_kernels.h"
 #include "ft_attention.h"
 
-extern const KernelTable kTable = {"portable", ce_forward, ce_backward, kl_forward, kl_backward, rmsnorm_forward, rmsnorm_backward,
+extern const KernelTable kTable = {"portable", ce_forward, ce_backward, distill_forward, distill_backward, rmsnorm_forward, rmsnorm_backward,
                                    swiglu_forward, swiglu_backward, attention_forward, attention_backward,
                                    adamw_update, sum_squares};
 

@@ -50,28 +50,30 @@ def test_cross_entropy_extreme_logits(isa):
     close(lse, ref_lse, what="lse")
 
 
-@pytest.mark.parametrize("N,V,T", [(1, 1, 1.0), (7, 17, 2.0), (37, 1003, 0.7), (5, 8192, 4.0)])
-def test_kl_div(isa, N, V, T):
+@pytest.mark.parametrize("N,V,T", [(1, 1, 1.0), (7, 17, 2.0), (37, 1003, 0.7), (5, 8192, 4.0), (6, 33, 1.0)])
+def test_distill(isa, N, V, T):
     rng = np.random.default_rng(N * V)
     s, t = f32(rng, N, V, scale=4.0), f32(rng, N, V, scale=4.0)
+    labels = rng.integers(-2, V + 2, N).astype(np.int32)     # includes ignored ids (< 0, >= V)
     spec = np.array([1.0 / T], np.float32)
-    kl, lse_s, lse_t = L.call_kernel("FusedKLDivFwd", [s, t, spec], [(N,), (N,), (N,)])
-    ref_kl, ref_s, ref_t = R.kl_forward(s, t, T)
+    ce, kl, stats = L.call_kernel("FusedDistillFwd", [s, t, labels, spec], [(N,), (N,), (N, 3)])
+    ref_ce, ref_kl, ref_stats = R.distill_forward(s, t, labels, T)
+    close(ce, ref_ce, what="ce")
     close(kl, ref_kl, 1e-5, "kl")
-    close(lse_s, ref_s, what="lse_s")
-    close(lse_t, ref_t, what="lse_t")
+    close(stats, ref_stats, what="stats")
     assert np.all(kl >= -1e-5)
-    dkl = f32(rng, N)
-    (g,) = L.call_kernel("FusedKLDivBwd", [s, t, spec, lse_s, lse_t, dkl], [(N, V)])
-    close(g, R.kl_backward(s, t, T, dkl), 1e-5, "ds")
+    dce, dkl = f32(rng, N), f32(rng, N)
+    (g,) = L.call_kernel("FusedDistillBwd", [s, t, labels, spec, stats, dce, dkl], [(N, V)])
+    close(g, R.distill_backward(s, t, labels, T, dce, dkl), 1e-5, "ds")
 
 
-def test_kl_div_of_equal_logits_is_zero_and_bad_temperature_is_named(isa):
+def test_distill_of_equal_logits_has_no_kl_and_bad_temperature_is_named(isa):
     x = f32(np.random.default_rng(0), 3, 50, scale=3.0)
-    kl, _, _ = L.call_kernel("FusedKLDivFwd", [x, x, np.array([0.5], np.float32)], [(3,), (3,), (3,)])
+    labels = np.array([0, 7, 49], np.int32)
+    _, kl, _ = L.call_kernel("FusedDistillFwd", [x, x, labels, np.array([0.5], np.float32)], [(3,), (3,), (3, 3)])
     assert np.abs(kl).max() < 1e-5
     with pytest.raises(FusedOpError, match="1 / T > 0"):
-        L.call_kernel("FusedKLDivFwd", [x, x, np.array([0.0], np.float32)], [(3,), (3,), (3,)])
+        L.call_kernel("FusedDistillFwd", [x, x, labels, np.array([0.0], np.float32)], [(3,), (3,), (3, 3)])
 
 
 @pytest.mark.parametrize("shape", [(1, 3), (3, 7, 45), (64, 256), (2, 5, 19)])
