@@ -32,6 +32,7 @@ import csv
 import glob
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -113,8 +114,10 @@ def _category(row) -> str:
     name, kind = row["full_op_name"], row["op_type"]
     if "weight_quantizer" in name:
         return "fake_quant_weight_quantizer"
-    if "layer_kernels" in name:
-        return "decode_layer_aot"           # a whole layer: norms, 7 ternary projections, attention, SwiGLU
+    if "layer_kernels" in name or re.fullmatch(r"Default/Custom-op\d+", name):
+        # a whole layer as one DecodeLayer op (norms, 7 ternary projections, attention, SwiGLU); the
+        # profiler names ops called through the CellList of layer ops without its scope
+        return "decode_layer_aot"
     if "attention_kernel" in name:
         return "attention_kernel_aot"
     if "head_kernel" in name:
