@@ -2,7 +2,7 @@
 """The BitCPM-CANN recipe in miniature: the report's Tables 1, 5, 6, 7 and the ternary-to-FP gap,
 reproduced on real text (GCIDE) with the tiny model.
 
-    python3 benchmarks/recipe_study.py              # the study (~1.5 hours on 2 quiet cores), resumable
+    python3 benchmarks/recipe_study.py              # the study, 32 runs (~2 hours on 2 quiet cores), resumable
     python3 benchmarks/recipe_study.py --quick      # the same pipeline, shrunk (end-to-end check)
     python3 benchmarks/recipe_study.py --report     # only rebuild JSON, figure, tables and docs/recipe.md
     python3 benchmarks/recipe_study.py --plan       # list the runs and the time estimate, run nothing
@@ -12,8 +12,8 @@ the held-out split) at a fixed budget of tokens (steps x batch 8 x 256 tokens; -
 
   fp            full-precision pretraining (P steps): the "full-precision checkpoint" and the teacher
   fp_cont       fp continued for N steps: the FP twin at the QAT runs' total tokens
-  per seed s (data order and, from scratch, the init; seeds 1 and 2; the sweeps g/space/lr seed 1
-  unless --sweep_seeds 1,2):
+  per seed s (data order and, from scratch, the init; seeds 1 and 2 for every run; --sweep_seeds 1
+  runs the g/space/lr sweeps at seed 1 only, 22 runs in about 1.4 hours):
   scratch_s     ternary from random init, N steps                       (report 5.1: start from FP)
   qat_s         ternary from the fp weights, N steps: the reference QAT run (ternary, g 64, LR 1e-2)
   qat_more_s    qat_s + M more steps of pure QAT                        (Table 5 "pure QAT")
@@ -59,9 +59,9 @@ PRIOR_STEP_S = {"fp": 0.85, "qat": 0.9, "distill": 1.3}
 PRIOR_RUN_OVERHEAD_S = 45.0
 
 # seeds: the Table 5 runs and the ternary-vs-scratch runs (they also give the seed noise);
-# sweep_seeds: the group-size, quantization-space and LR sweeps (--sweep_seeds 1,2 adds the second
-# seed to them, resumable, about 45 minutes more)
-FULL = dict(fp_steps=400, steps=200, more_steps=50, seeds=(1, 2), sweep_seeds=(1,), batch=8, model={})
+# sweep_seeds: the group-size, quantization-space and LR sweeps (both seeds: several of their pairs
+# differ by less than the seed noise; --sweep_seeds 1 drops the second, about 40 minutes less)
+FULL = dict(fp_steps=400, steps=200, more_steps=50, seeds=(1, 2), sweep_seeds=(1, 2), batch=8, model={})
 # --quick: the same runs with one seed, a 1-layer model, batch 2 and short runs (an end-to-end check
 # of the pipeline, not a result)
 QUICK = dict(fp_steps=30, steps=16, more_steps=8, seeds=(1,), sweep_seeds=(1,), batch=2,
@@ -196,7 +196,7 @@ def main():
     ap.add_argument("--output_dir", default=None, help="run directories (default output/recipe_study[_quick])")
     ap.add_argument("--results_dir", default=None, help="per-run JSON, summary JSON, figure, table")
     ap.add_argument("--keep_checkpoints", action="store_true")
-    ap.add_argument("--sweep_seeds", default=None, help="seeds of the sweeps, e.g. 1,2 (default: 1)")
+    ap.add_argument("--sweep_seeds", default=None, help="seeds of the sweeps, e.g. 1 (default: 1,2)")
     args = ap.parse_args()
     p, tag = (QUICK, "recipe_study_quick") if args.quick else (FULL, "recipe_study")
     if args.sweep_seeds:
