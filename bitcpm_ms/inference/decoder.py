@@ -188,14 +188,14 @@ class DecodeStepGraph(_CachedDecoderBase):
         if fused_attention is None:
             fused_attention = on_cpu
         self.fused_attention = bool(fused_attention) and not self.fused_layers
+        scale = 1.0 / np.sqrt(self.head_dim)
         if self.fused_layers:
             names = {id(p): p.name for p in lm.get_parameters()}
-            scale = 1.0 / np.sqrt(self.head_dim)
             self.layer_kernels = nn.CellList([layer_kernel(layer, scale, self.num_heads) for layer in lm.model.layers])
             self._restore_names(lm, names)
         if self.fused_attention:
             from ..kernels.decode_ops import decode_attention_cell
-            self.attention_kernel = decode_attention_cell(1.0 / np.sqrt(self.head_dim), self.num_heads)
+            self.attention_kernel = decode_attention_cell(scale, self.num_heads)
 
     def construct(self, input_ids, positions, *cache):
         h = self.cast(self.embed(input_ids), ms.float32)                     # [B, 1, H]

@@ -5,8 +5,8 @@ the seven packed projections, RoPE + attention over the cache, SwiGLU, the MiniC
 in one AOT op, on the layer's own Parameters (shared, not copied). It is used by the decode-step graph
 only when `unfusable_reason(layer)` is None: every projection a bias-free `PackedTernaryLinear` of one
 mode, LLaMA's RMSNorms and SiLU-gated feed-forward (or their `cpu_fused_ops` cells), and a plain or
-scaled residual add. Anything else
-(the fake-quant model, another activation, biases) keeps the per-op graph, which is the general form.
+scaled residual add. Anything else (the fake-quant model, another activation, biases) keeps the
+per-op graph, which is the general form.
 
 Why: MindSpore's CPU runtime costs tens of microseconds per launched op, and a decoder layer is ~25
 ops at decode time; on small models that launch cost, not the kernels, set the decode speed

@@ -20,7 +20,6 @@ import numpy as np
 from .aot_call import call_aot
 from .decode_ops import _aot, decode_attention_reference
 from .ops import _load, _raise_kernel
-from .packing import PackedTernary
 from .reference import ternary_matmul_reference
 
 PROJECTIONS = ("wq", "wk", "wv", "wo", "w1", "w3", "w2")
@@ -43,6 +42,7 @@ def decode_layer_reference(h, norms, projections, k_cache, v_cache, positions, c
     """The numpy specification (see the module docstring and decode_layer.cpp for the formula)."""
     eps_attn, eps_ffn, res_scale, attn_scale, heads, act_bits, a8_eps, _ = (float(v) for v in np.ravel(spec))
     act = 8 if int(act_bits) == 8 else None
+    assert int(heads) * k_cache.shape[3] == np.shape(h)[1], "heads * head_dim must equal the hidden size"
     wq, wk, wv, wo, w1, w3, w2 = projections
 
     def mm(x, p):
@@ -57,7 +57,6 @@ def decode_layer_reference(h, norms, projections, k_cache, v_cache, positions, c
     gate, up = mm(x2, w1), mm(x2, w3)
     act_out = (gate / (np.float32(1.0) + np.exp(-gate)) * up).astype(np.float32)
     h_out = h1 + mm(act_out, w2) * np.float32(res_scale)
-    assert int(heads) * k_cache.shape[3] == h.shape[1]
     return h_out.astype(np.float32), k_rot, v
 
 
@@ -90,4 +89,3 @@ def decode_layer_op():
         return h, [h[0], kv], [h[0], kv]
 
     return _aot("DecodeLayer", out_shape, lambda *a: (ms.float32, ms.float32, ms.float32))
-

@@ -152,7 +152,7 @@ class FusedDistillLoss(nn.Cell):
     KD, from one row-wise C++ op (FusedDistill: per-token CE and KL, one read of each logits row
     forward, one gradient written backward). MindSpore's op chain of DistillLoss spends most of its
     time in ReduceMax over [tokens x vocab] (six of them, 60-80 ms each on the tiny config's
-    2048 x 8192 logits; docs/recipe.md, "Distillation overhead"). Returns (loss, ce, kd).
+    2048 x 8192 logits; docs/recipe.md, "Speed"). Returns (loss, ce, kd).
     Non-float32 or non-2-D logits run `fallback`, the DistillLoss it replaces."""
 
     def __init__(self, fallback: DistillLoss):
