@@ -183,9 +183,10 @@ def breakdown(lm, net, prompt_len, steps=20) -> dict:
 
 
 def raw_layer_ms(net, position, reps=50) -> float:
-    """The step's DecodeLayer kernels (batch 1, one token at `position`) called through ctypes."""
+    """The step's DecodeLayer kernels (batch 1, one token at `position`) called through ctypes with
+    their arguments built once: the layers' own cost, without MindSpore or Python marshalling."""
     from bitcpm_ms.inference.fused_layer import _projections
-    from bitcpm_ms.kernels.decode_layer import decode_layer_numpy, layer_spec
+    from bitcpm_ms.kernels.decode_layer import layer_spec, prepared_decode_layer
     attn = net.model.layers[0].attention
     d, kvh, heads = int(attn.head_dim), int(attn.n_kv_head), int(attn.n_head)
     rng = np.random.default_rng(0)
@@ -196,11 +197,14 @@ def raw_layer_ms(net, position, reps=50) -> float:
         cache = rng.standard_normal((1, kvh, position + 1, d)).astype(np.float32)
         spec = layer_spec(layer.attention_norm.eps, layer.ffn_norm.eps, float(getattr(layer.add, "scale", 1.0)),
                           1 / np.sqrt(d), heads, layer.attention.wq.act_bits, layer.attention.wq.eps)
-        calls.append((rng.standard_normal((1, heads * d)).astype(np.float32), norms, projs, cache, cache,
-                      np.array([position], np.int32), np.ones((1, d), np.float32), np.zeros((1, d), np.float32), spec))
+        calls.append(prepared_decode_layer(
+            rng.standard_normal((1, heads * d)).astype(np.float32), norms, projs, cache, cache,
+            np.array([position], np.int32), np.ones((1, d), np.float32), np.zeros((1, d), np.float32), spec)[0])
+
     def run():
-        for args in calls:
-            decode_layer_numpy(*args)
+        for call in calls:
+            if call():
+                raise RuntimeError("DecodeLayer failed")
     run()
     t = time.perf_counter()
     for _ in range(reps):

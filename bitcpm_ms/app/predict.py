@@ -62,7 +62,7 @@ def _decoder(config, art, args):
             raise ConfigError("--packed true needs a ternary model, but quant.enabled is false")
         from ..quant.convert import convert_model
         convert_model(net)
-    return CachedLM(net)
+    return CachedLM(net, decode_steps=args.decode_steps)
 
 
 def run_predict(config, art: Artifacts, prompt: str, max_new_tokens: int = 32, args=None) -> int:
@@ -85,7 +85,7 @@ def run_predict(config, art: Artifacts, prompt: str, max_new_tokens: int = 32, a
         out = generate_batches(lm, prompts, args.predict_batch_size, cfg, decode=tok.decode, on_batch=show)
     s = out.stats
     print(f"prefill: {s.prompt_tokens} tokens, {s.prefill_tokens_per_s:,.0f} tok/s | decode: {s.decode_tokens} tokens, "
-          f"{s.decode_tokens_per_s:,.1f} tok/s | graph compile {s.compile_seconds:.1f} s | "
+          f"{s.decode_tokens_per_s:,.1f} tok/s in {s.decode_steps} graph calls | graph compile {s.compile_seconds:.1f} s | "
           f"{'packed' if args.packed else 'MindIR' if args.decode_graphs else 'fake-quant'} | seed {out.seed}",
           file=sys.stderr, flush=True)
     return 0

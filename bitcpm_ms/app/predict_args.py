@@ -9,7 +9,7 @@ from ..errors import ConfigError
 from ..inference.sampling import GenerationConfig, GenerationError
 
 PREDICT_FLAGS = ("prompt_file", "temperature", "top_k", "top_p", "repetition_penalty", "seed", "stop", "packed",
-                 "predict_batch_size", "decode_graphs")
+                 "predict_batch_size", "decode_graphs", "decode_steps")
 
 
 def _true_false(text) -> bool:
@@ -30,6 +30,8 @@ def add_predict_arguments(p):
     g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     g.add_argument("--packed", default="false", help="true: run the packed ternary kernels (convert_model)")
     g.add_argument("--predict_batch_size", type=int, default=8, help="prompts per batch for --prompt_file")
+    g.add_argument("--decode_steps", type=int, default=None,
+                   help="greedy tokens per decode graph call (packed models: default 8; others: 1)")
     g.add_argument("--decode_graphs", default=None,
                    help="generate from exported decoding graphs (MindIR directory of bitcpm-export --decode_graphs)")
 
@@ -50,6 +52,13 @@ def check_predict_arguments(args):
     generation_config(args)
     if args.predict_batch_size < 1:
         raise ConfigError(f"--predict_batch_size must be >= 1, got {args.predict_batch_size}")
+    if args.decode_steps is not None:
+        if args.decode_steps < 1:
+            raise ConfigError(f"--decode_steps must be >= 1, got {args.decode_steps}")
+        if args.decode_steps > 1 and not args.packed:
+            raise ConfigError("--decode_steps > 1 needs --packed true (the multi-step graph runs packed layers)")
+        if args.decode_steps > 1 and args.decode_graphs is not None:
+            raise ConfigError("--decode_steps > 1 cannot run from --decode_graphs (the exported step makes one token)")
     if args.prompt_file is not None and not os.path.isfile(args.prompt_file):
         raise ConfigError(f"--prompt_file {args.prompt_file} does not exist")
     if args.decode_graphs is not None and not os.path.isdir(args.decode_graphs):

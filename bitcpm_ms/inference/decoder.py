@@ -21,6 +21,9 @@ k_l, v_l [B, kv_heads, S, head_dim], passed to the step graph as inputs and neve
 The step attends to cache slots j < positions[b] plus the new token itself, and returns only the new
 token's K/V: the caller writes them into slot positions[b]. Returning the whole updated cache would
 copy it every step (measured 20 ms per step for a 50 MB cache; docs/generation.md).
+  DecodeMultiStepGraph(input_ids [B, 1] int32, positions [B] int32, k_0, v_0, ...) -> tokens [B, K] int32
+K greedy steps in one call (packed models only): each layer op stores its new K/V into the cache in
+place, so the caller writes nothing; step j runs at min(positions + j, S - 1).
 """
 import numpy as np
 import mindspore as ms
@@ -263,3 +266,48 @@ class DecodeStepGraph(_CachedDecoderBase):
             h = self._block(layer, h, ops.reshape(ctx, (bsz, 1, self.hidden_size)))
         logits = self._logits(ops.reshape(h, (bsz, self.hidden_size)))
         return logits, ops.stack(new_keys), ops.stack(new_values)
+
+
+class DecodeMultiStepGraph(_CachedDecoderBase):
+    """`steps` greedy decode steps in one graph call: embed -> L DecodeLayer ops -> head -> argmax, fed
+    back in the graph. Why: on small models a step costs more in MindSpore's per-call path (Python
+    `Cell.__call__`, graph launch, outputs to numpy) than in its kernels; K steps per call pay it once
+    (the multi-step scheduling of serving engines). Greedy only (the argmax is in the graph; sampling
+    and the repetition penalty need the host's logits), packed models with fusable layers only (the
+    layer op writes the cache in place; fused_layer.py). Tokens past a row's stop are the caller's to
+    drop; their steps run at the last cache slot (positions clamped to S - 1), overwriting only slots
+    no kept token reads."""
+
+    def __init__(self, lm, steps: int):
+        from .fused_layer import layer_kernel, unfusable_reason
+        if not isinstance(steps, (int, np.integer)) or steps < 2:
+            raise ValueError(f"a multi-step decode graph needs steps >= 2, got {steps!r}")
+        reasons = [unfusable_reason(layer) for layer in lm.model.layers]
+        if any(reasons):
+            raise ValueError("multi-step decoding needs every layer as one DecodeLayer op (a packed model): "
+                             f"{next(r for r in reasons if r)}")
+        super().__init__(lm, borrow_layers=False)
+        self.steps = int(steps)
+        names = {id(p): p.name for p in lm.get_parameters()}
+        scale = 1.0 / np.sqrt(self.head_dim)
+        self.layer_kernels = nn.CellList([layer_kernel(layer, scale, self.num_heads, write_cache=True)
+                                          for layer in lm.model.layers])
+        self._restore_names(lm, names)
+        self.argmax = P.Argmax(axis=-1, output_type=ms.int32)
+
+    def construct(self, input_ids, positions, *cache):
+        bsz = input_ids.shape[0]
+        last = cache[0].shape[2] - 1
+        ids = input_ids                                                      # [B, 1]
+        tokens = ()
+        for j in range(self.steps):
+            h = ops.reshape(self.cast(self.embed(ids), ms.float32), (bsz, self.hidden_size))   # [B, H]
+            pos = ops.minimum(positions + j, last)                          # [B]
+            cos = self.gather(self.freqs_cos, pos, 0)                       # [B, d]
+            sin = self.gather(self.freqs_sin, pos, 0)
+            for i, kernel in enumerate(self.layer_kernels):
+                h, _, _ = kernel(h, cache[2 * i], cache[2 * i + 1], pos, cos, sin)
+            token = self.argmax(self._logits(h))                            # [B]
+            tokens += (token,)
+            ids = ops.reshape(token, (bsz, 1))
+        return ops.stack(tokens, 1)                                         # [B, steps]

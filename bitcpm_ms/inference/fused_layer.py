@@ -47,17 +47,19 @@ def unfusable_reason(layer):
     return None
 
 
-def layer_kernel(layer, attn_scale: float, num_heads: int) -> nn.Cell:
+def layer_kernel(layer, attn_scale: float, num_heads: int, write_cache: bool = False) -> nn.Cell:
     """The DecodeLayer Cell of one packed layer: (h [B, H], k_cache, v_cache, positions [B], cos [B, D],
-    sin [B, D]) -> (h_out [B, H], k_rot [B, KVH*D], v [B, KVH*D]). Raises ValueError when unfusable."""
+    sin [B, D]) -> (h_out [B, H], k_rot [B, KVH*D], v [B, KVH*D]). Raises ValueError when unfusable.
+    write_cache: the op also stores k_rot / v into slot positions[b] of the caches in place (the
+    multi-step decode graph; decode_layer.cpp)."""
     reason = unfusable_reason(layer)
     if reason is not None:
         raise ValueError(f"this layer cannot run as one DecodeLayer op: {reason}")
-    return _DecodeLayerCell(layer, attn_scale, num_heads)
+    return _DecodeLayerCell(layer, attn_scale, num_heads, write_cache)
 
 
 class _DecodeLayerCell(nn.Cell):
-    def __init__(self, layer, attn_scale, num_heads):
+    def __init__(self, layer, attn_scale, num_heads, write_cache):
         super().__init__(auto_prefix=False)
         projs = _projections(layer)
         self.op = decode_layer_op()
@@ -66,7 +68,7 @@ class _DecodeLayerCell(nn.Cell):
                                       + tuple(w for p in projs for w in (p.weight_packed, p.weight_scales)))
         scale = float(getattr(layer.add, "scale", 1.0))
         self.spec = Tensor(layer_spec(layer.attention_norm.eps, layer.ffn_norm.eps, scale, attn_scale, num_heads,
-                                      projs[0].act_bits, projs[0].eps))
+                                      projs[0].act_bits, projs[0].eps, write_cache))
 
     def construct(self, h, k_cache, v_cache, positions, cos, sin):
         return self.op(h, *self.weights, k_cache, v_cache, positions, cos, sin, self.spec)

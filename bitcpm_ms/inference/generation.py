@@ -30,9 +30,10 @@ class GenerationStats:
     prompts: int = 0
     prompt_tokens: int = 0         # real (unpadded) prompt tokens
     prefill_seconds: float = 0.0   # prefill graph calls + cache writes
-    decode_tokens: int = 0         # tokens produced by decode steps (one per active row per step)
+    decode_tokens: int = 0         # tokens produced by decode steps and kept (a multi-step call's tokens
+                                   # past a row's stop are dropped and not counted)
     decode_seconds: float = 0.0    # step graph calls + cache writes
-    decode_steps: int = 0
+    decode_steps: int = 0          # step graph calls (one or CachedLM.decode_steps tokens each)
     host_seconds: float = 0.0      # sampling, detokenization, streaming
     compile_seconds: float = 0.0   # graph compilation (first call per shape), excluded above
 
@@ -117,11 +118,20 @@ def generate(lm, prompts, config: GenerationConfig = None, streamer=None,
     new = [[] for _ in rows]
     reasons: List[Optional[str]] = [None] * batch
     positions = lengths.copy()
+    # greedy without a repetition penalty needs no host logits: K steps per graph call (CachedLM.multi_step)
+    multi = cfg.greedy and cfg.repetition_penalty == 1.0 and getattr(lm, "decode_steps", 1) > 1
+    chunk = None                       # [B, K] tokens of the last multi-step call
     while True:
         t = time.perf_counter()
         for b in range(batch):
-            if reasons[b] is None:
-                reasons[b] = _take(b, next_token(logits[b], seen[b], cfg, rngs[b]), cfg, new, seen, texts, streamer)
+            if reasons[b] is not None:
+                continue
+            row = chunk[b] if chunk is not None else [next_token(logits[b], seen[b], cfg, rngs[b])]
+            for token in row:
+                reasons[b] = _take(b, int(token), cfg, new, seen, texts, streamer)
+                stats.decode_tokens += chunk is not None
+                if reasons[b] is not None:
+                    break
         stats.host_seconds += time.perf_counter() - t
         active = [b for b in range(batch) if reasons[b] is None]
         if not active:
@@ -129,12 +139,15 @@ def generate(lm, prompts, config: GenerationConfig = None, streamer=None,
         step_ids = np.array([[new[b][-1] if reasons[b] is None else cfg.pad_token_id] for b in range(batch)], np.int32)
         step_pos = np.minimum(positions, s_len - 1).astype(np.int32)    # finished rows: any valid slot
         t = time.perf_counter()
-        logits, keys, values = lm.step(step_ids, step_pos, cache)
-        cache.write_step(keys, values, step_pos)
+        if multi:
+            chunk = lm.multi_step(step_ids, step_pos, cache)             # writes the cache itself
+        else:
+            logits, keys, values = lm.step(step_ids, step_pos, cache)
+            cache.write_step(keys, values, step_pos)
+            stats.decode_tokens += len(active)
         stats.decode_seconds += time.perf_counter() - t
         stats.decode_steps += 1
-        stats.decode_tokens += len(active)
-        positions += 1
+        positions += chunk.shape[1] if multi else 1
     if streamer is not None:
         for b in range(batch):
             if texts is not None:

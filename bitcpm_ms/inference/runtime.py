@@ -8,7 +8,7 @@ import numpy as np
 import mindspore as ms
 
 from .cache import KVCache, cache_length, prompt_bucket
-from .decoder import DecodeStepGraph, PrefillGraph, decoder_shape
+from .decoder import DecodeMultiStepGraph, DecodeStepGraph, PrefillGraph, decoder_shape
 from .sampling import GenerationError
 
 
@@ -18,9 +18,15 @@ class CachedLM:
     context: the longest prompt + generation allowed (default: the model's seq_length, the
     context it was trained on, which is also what `greedy_generate` allows).
     fused_layers / fused_attention: the decode step's forms (see DecodeStepGraph): each packed layer as
-    one C++ op, or only attention as one; by default the fastest the model allows on CPU."""
+    one C++ op, or only attention as one; by default the fastest the model allows on CPU.
+    decode_steps: greedy tokens per graph call (DecodeMultiStepGraph). Default: DEFAULT_DECODE_STEPS
+    when the step runs fused layers (packed models on CPU), else 1; > 1 on another model is refused.
+    Sampling and the repetition penalty always decode one token per call."""
 
-    def __init__(self, lm, context: int = None, fused_attention: bool = None, fused_layers: bool = None):
+    DEFAULT_DECODE_STEPS = 8
+
+    def __init__(self, lm, context: int = None, fused_attention: bool = None, fused_layers: bool = None,
+                 decode_steps: int = None):
         lm.set_train(False)
         self.info = decoder_shape(lm)
         trained = int(getattr(lm.config, "seq_length", self.info.max_positions))
@@ -30,8 +36,20 @@ class CachedLM:
                                   "(the model's RoPE table)")
         self.prefill_graph = PrefillGraph(lm)
         self.step_graph = DecodeStepGraph(lm, fused_attention, fused_layers)
-        for g in (self.prefill_graph, self.step_graph):
-            g.set_train(False)
+        if decode_steps is None:
+            decode_steps = self.DEFAULT_DECODE_STEPS if self.step_graph.fused_layers else 1
+        if not isinstance(decode_steps, (int, np.integer)) or decode_steps < 1:
+            raise GenerationError(f"decode_steps must be an integer >= 1, got {decode_steps!r}")
+        self.decode_steps = int(decode_steps)
+        self.multi_step_graph = None
+        if self.decode_steps > 1:
+            try:
+                self.multi_step_graph = DecodeMultiStepGraph(lm, self.decode_steps)
+            except ValueError as err:
+                raise GenerationError(f"decode_steps={decode_steps}: {err}") from None
+        for g in (self.prefill_graph, self.step_graph, self.multi_step_graph):
+            if g is not None:
+                g.set_train(False)
         self.compiled = set()
         self.compile_seconds = 0.0
 
@@ -52,6 +70,9 @@ class CachedLM:
         t = time.perf_counter()
         self.prefill(np.zeros((batch, prompt_len), np.int32), np.ones(batch, np.int32))
         self.step(np.zeros((batch, 1), np.int32), np.zeros(batch, np.int32), cache)
+        if self.multi_step_graph is not None:        # it writes the cache: compile it on a scratch one
+            self.multi_step(np.zeros((batch, 1), np.int32), np.zeros(batch, np.int32),
+                            self.new_cache(batch, cache.length))
         self.compile_seconds += time.perf_counter() - t
         self.compiled.add(key)
 
@@ -62,3 +83,10 @@ class CachedLM:
     def step(self, input_ids: np.ndarray, positions: np.ndarray, cache: KVCache):
         out = self.step_graph(ms.Tensor(input_ids), ms.Tensor(positions), *cache.tensors)
         return tuple(o.asnumpy() for o in out)
+
+    def multi_step(self, input_ids: np.ndarray, positions: np.ndarray, cache: KVCache) -> np.ndarray:
+        """decode_steps greedy tokens [B, K] from input_ids [B, 1] at positions [B]; the graph stores every
+        step's keys and values into `cache` itself."""
+        if self.multi_step_graph is None:
+            raise GenerationError("this decoder makes one token per call (decode_steps=1)")
+        return self.multi_step_graph(ms.Tensor(input_ids), ms.Tensor(positions), *cache.tensors).asnumpy()

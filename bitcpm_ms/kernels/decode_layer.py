@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .aot_call import call_aot
+from .aot_call import call_aot, prepared_aot_call
 from .decode_ops import _aot, decode_attention_reference
 from .ops import _load, _raise_kernel
 from .reference import ternary_matmul_reference
@@ -26,10 +26,11 @@ PROJECTIONS = ("wq", "wk", "wv", "wo", "w1", "w3", "w2")
 
 
 def layer_spec(eps_attn: float, eps_ffn: float, residual_scale: float, attn_scale: float, num_heads: int,
-               act_bits, a8_eps: float) -> np.ndarray:
-    """The op's constant input [1, 8] float32 (act_bits None -> 0, i.e. weight-only)."""
-    return np.array([[eps_attn, eps_ffn, residual_scale, attn_scale, num_heads, act_bits or 0, a8_eps, 0.0]],
-                    np.float32)
+               act_bits, a8_eps: float, write_cache: bool = False) -> np.ndarray:
+    """The op's constant input [1, 8] float32 (act_bits None -> 0, i.e. weight-only). write_cache: the
+    op also stores the new key/value into slot positions[b] of the caches, in place (multi-step decode)."""
+    return np.array([[eps_attn, eps_ffn, residual_scale, attn_scale, num_heads, act_bits or 0, a8_eps,
+                      1.0 if write_cache else 0.0]], np.float32)
 
 
 def _rmsnorm(x, w, eps):
@@ -39,8 +40,9 @@ def _rmsnorm(x, w, eps):
 
 
 def decode_layer_reference(h, norms, projections, k_cache, v_cache, positions, cos, sin, spec):
-    """The numpy specification (see the module docstring and decode_layer.cpp for the formula)."""
-    eps_attn, eps_ffn, res_scale, attn_scale, heads, act_bits, a8_eps, _ = (float(v) for v in np.ravel(spec))
+    """The numpy specification (see the module docstring and decode_layer.cpp for the formula). With
+    write_cache set in spec, k_cache / v_cache (numpy arrays) get the new key/value at slot positions[b]."""
+    eps_attn, eps_ffn, res_scale, attn_scale, heads, act_bits, a8_eps, write = (float(v) for v in np.ravel(spec))
     act = 8 if int(act_bits) == 8 else None
     assert int(heads) * k_cache.shape[3] == np.shape(h)[1], "heads * head_dim must equal the hidden size"
     wq, wk, wv, wo, w1, w3, w2 = projections
@@ -52,6 +54,12 @@ def decode_layer_reference(h, norms, projections, k_cache, v_cache, positions, c
     x = _rmsnorm(h, norms[0], eps_attn)
     q, k, v = mm(x, wq), mm(x, wk), mm(x, wv)
     ctx, k_rot = decode_attention_reference(q, k, v, k_cache, v_cache, positions, cos, sin, attn_scale)
+    if write:
+        kvh, slots, d = k_cache.shape[1:]
+        for b, p in enumerate(np.asarray(positions)):
+            if p < slots:
+                k_cache[b, :, p] = np.reshape(k_rot[b], (kvh, d))
+                v_cache[b, :, p] = np.reshape(v[b], (kvh, d))
     h1 = h + mm(ctx, wo) * np.float32(res_scale)
     x2 = _rmsnorm(h1, norms[1], eps_ffn)
     gate, up = mm(x2, w1), mm(x2, w3)
@@ -60,9 +68,8 @@ def decode_layer_reference(h, norms, projections, k_cache, v_cache, positions, c
     return h_out.astype(np.float32), k_rot, v
 
 
-def decode_layer_numpy(h, norms, projections, k_cache, v_cache, positions, cos, sin, spec):
-    """The AOT entry point `DecodeLayer` called through ctypes with numpy arrays (same signature as
-    the reference); a bad argument raises the kernel's error message."""
+def _op_arrays(h, norms, projections, k_cache, v_cache, positions, cos, sin, spec):
+    """The op's inputs then its (empty) outputs, as contiguous numpy arrays of the op's dtypes."""
     inputs = [np.ascontiguousarray(h, np.float32), np.ascontiguousarray(norms[0], np.float32),
               np.ascontiguousarray(norms[1], np.float32)]
     for p in projections:
@@ -71,11 +78,24 @@ def decode_layer_numpy(h, norms, projections, k_cache, v_cache, positions, cos, 
                np.ascontiguousarray(positions, np.int32), np.ascontiguousarray(cos, np.float32),
                np.ascontiguousarray(sin, np.float32), np.ascontiguousarray(spec, np.float32)]
     bsz, kv = inputs[0].shape[0], projections[1].out_features
-    outputs = [np.empty_like(inputs[0]), np.empty((bsz, kv), np.float32), np.empty((bsz, kv), np.float32)]
-    rc = call_aot(_load().DecodeLayer, inputs + outputs)
+    return inputs + [np.empty_like(inputs[0]), np.empty((bsz, kv), np.float32), np.empty((bsz, kv), np.float32)]
+
+
+def decode_layer_numpy(h, norms, projections, k_cache, v_cache, positions, cos, sin, spec):
+    """The AOT entry point `DecodeLayer` called through ctypes with numpy arrays (same signature as
+    the reference); a bad argument raises the kernel's error message."""
+    arrays = _op_arrays(h, norms, projections, k_cache, v_cache, positions, cos, sin, spec)
+    rc = call_aot(_load().DecodeLayer, arrays)
     if rc:
         _raise_kernel(rc)
-    return tuple(outputs)
+    return tuple(arrays[-3:])
+
+
+def prepared_decode_layer(h, norms, projections, k_cache, v_cache, positions, cos, sin, spec):
+    """(run, outputs): run() calls DecodeLayer on these arrays with its ctypes arguments built once
+    and returns the kernel's code; outputs are the arrays it writes. For timing the op alone."""
+    arrays = _op_arrays(h, norms, projections, k_cache, v_cache, positions, cos, sin, spec)
+    return prepared_aot_call(_load().DecodeLayer, arrays), tuple(arrays[-3:])
 
 
 def decode_layer_op():

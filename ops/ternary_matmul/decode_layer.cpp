@@ -1,5 +1,5 @@
 // DecodeLayer: one whole decoder layer of a packed ternary MiniCPM/LLaMA model for one decode step,
-// as one AOT op (bitcpm_ms/inference/fused_step.py). Reference: decode_layer_reference in
+// as one AOT op (bitcpm_ms/inference/fused_layer.py). Reference: decode_layer_reference in
 // bitcpm_ms/kernels/decode_layer.py.
 //
 // Why: at decode time a layer is ~25 MindSpore ops (norms, seven projections, attention, SwiGLU,
@@ -14,6 +14,13 @@
 //   x2 = rmsnorm(h1, w_ffn_norm, eps_ffn)
 //   h_out = h1 + (silu(x2 W1^T) * (x2 W3^T)) W2^T * c
 // Outputs h_out [B,H], k_rot [B,KVH*D] (rotated new key) and v [B,KVH*D] (new value) for the cache.
+//
+// spec[7] = 1 (write_cache) also stores k_rot and v into slot positions[b] of the caches, in place,
+// after attention has read them (rows whose position is S, a full cache, are not stored). The
+// multi-step decode graph (bitcpm_ms/inference/decoder.py, DecodeMultiStepGraph) needs it: step j+1
+// of one graph call must see step j's keys. The caches are host-owned numpy memory that MindSpore
+// passes by pointer (cache.py); the write is ordered by data flow, since step j+1 of layer l consumes
+// a token computed from step j's output of every layer.
 
 #include <cmath>
 #include <cstring>
@@ -51,6 +58,7 @@ int decode_layer_impl(const float *h, const float *w_attn_norm, const float *w_f
   const int64_t heads = (int64_t)spec[4];
   const int act_bits = (int)spec[5];
   const float a8_eps = spec[6];
+  const bool write_cache = spec[7] != 0.0f;
   if (heads * D != H) return set_error(3, "DecodeLayer: heads * head_dim must equal the hidden size");
   const Proj &wq = proj[0], &wk = proj[1], &wv = proj[2], &wo = proj[3], &w1 = proj[4], &w3 = proj[5],
              &w2 = proj[6];
@@ -69,7 +77,17 @@ int decode_layer_impl(const float *h, const float *w_attn_norm, const float *w_f
     return rc;
   rc = decode_attention_impl(q.data(), k.data(), v_out, k_cache, v_cache, pos, cos, sin, attn_scale, B, heads, KVH,
                              S, D, ctx.data(), k_rot, 0);
-  if (rc || (rc = mm(ctx.data(), wo, o.data()))) return rc;
+  if (rc) return rc;
+  if (write_cache)
+    for (int64_t b = 0; b < B; ++b) {
+      if (pos[b] >= S) continue;
+      for (int64_t g = 0; g < KVH; ++g) {
+        const int64_t slot = ((b * KVH + g) * S + pos[b]) * D, src = (b * KVH + g) * D;
+        std::memcpy(const_cast<float *>(k_cache) + slot, k_rot + src, sizeof(float) * D);
+        std::memcpy(const_cast<float *>(v_cache) + slot, v_out + src, sizeof(float) * D);
+      }
+    }
+  if ((rc = mm(ctx.data(), wo, o.data()))) return rc;
   for (int64_t i = 0; i < B * H; ++i) h_out[i] = h[i] + o[i] * res_scale;  // h1, kept in h_out
   rmsnorm(h_out, w_ffn_norm, eps_ffn, B, H, x.data());
   if ((rc = mm(x.data(), w1, gate.data())) || (rc = mm(x.data(), w3, up.data()))) return rc;
@@ -94,7 +112,8 @@ constexpr int kParams = 26;
 // MindSpore AOT. Inputs: 0 h f32 [B,H]; 1, 2 attention / FFN RMSNorm weights f32 [H];
 // 3..16 (packed u8 [N,K/4], scales f32 [N,G]) of wq, wk, wv, wo, w1 (gate), w3 (up), w2 (down);
 // 17, 18 k/v caches f32 [B,KVH,S,D]; 19 positions i32 [B]; 20, 21 cos/sin f32 [B,D];
-// 22 spec f32 [1,8] = (eps_attn, eps_ffn, residual scale, attention scale, heads, act_bits 0|8, A8 eps, 0).
+// 22 spec f32 [1,8] = (eps_attn, eps_ffn, residual scale, attention scale, heads, act_bits 0|8, A8 eps,
+//    write_cache 0|1).
 // Outputs: 23 h_out f32 [B,H], 24 k_rot f32 [B,KVH*D], 25 v f32 [B,KVH*D].
 BITCPM_API int DecodeLayer(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                            void *extra) {

@@ -18,6 +18,8 @@ from ..helpers import SMALL_MODEL, TINY_YAML, run_cli
     (["--max_new_tokens", "0"], "--max_new_tokens must be >= 1, got 0"),
     (["--packed", "maybe"], "expected true or false"),
     (["--prompt_file", "/nonexistent/prompts.txt"], "does not exist"),
+    (["--decode_steps", "0"], "--decode_steps must be >= 1, got 0"),
+    (["--decode_steps", "4"], "--decode_steps > 1 needs --packed true"),
 ])
 def test_bad_predict_flags_are_named_errors(flags, message):
     res = run_cli(["--config", TINY_YAML, "--run_mode", "predict", *flags], timeout=60)

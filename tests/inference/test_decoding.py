@@ -15,7 +15,10 @@ from .conftest import PROMPTS, SMALL, quant
 
 
 class Recording:
-    """A CachedLM that keeps the logits of every prefill / step call."""
+    """A CachedLM that keeps the logits of every prefill / step call (one token per call: the multi-step
+    graph returns no logits)."""
+
+    decode_steps = 1
 
     def __init__(self, lm):
         self.lm, self.logits = lm, []
@@ -92,6 +95,62 @@ def test_packed_weight_only_fused_layers_equal_full_recompute():
     lm = CachedLM(net)
     assert lm.step_graph.fused_layers
     check_every_step(net, lm, PROMPTS[1:], max_new_tokens=6)
+
+
+def test_multi_step_greedy_equals_one_step_and_fills_the_same_cache(packed_a8):
+    """K greedy steps per graph call (the layer ops write the cache in place) give the tokens, the token
+    counts and the cache of K one-step calls with host-written caches."""
+    net, lm = packed_a8
+    k = CachedLM.DEFAULT_DECODE_STEPS
+    assert lm.decode_steps == k and lm.multi_step_graph is not None
+    one = Recording(lm)
+    for n in (k + 5, 2):                          # a full chunk and a partial one; one chunk mostly dropped
+        multi, single = generate(lm, PROMPTS, max_new_tokens=n), generate(one, PROMPTS, max_new_tokens=n)
+        assert multi.tokens == single.tokens and multi.finish_reasons == ["length"] * 3
+        assert multi.stats.decode_tokens == single.stats.decode_tokens == 3 * (n - 1)
+        assert (multi.stats.decode_steps, single.stats.decode_steps) == (-(-(n - 1) // k), n - 1)
+    eos = generate(one, PROMPTS, max_new_tokens=8).tokens[1][3]    # row 1 stops inside the first chunk
+    stopped = generate(lm, PROMPTS, max_new_tokens=8, eos_token_id=eos)
+    assert stopped.tokens == generate(one, PROMPTS, max_new_tokens=8, eos_token_id=eos).tokens
+    assert stopped.finish_reasons[1] == "eos"
+    # the caches after one multi-step call and after k single steps
+    lengths = np.array([len(p) for p in PROMPTS], np.int32)
+    ids = np.zeros((3, 16), np.int32)
+    for b, p in enumerate(PROMPTS):
+        ids[b, :len(p)] = p
+    caches = [lm.new_cache(3, 64), lm.new_cache(3, 64)]
+    for cache in caches:
+        logits, keys, values = lm.prefill(ids, lengths)
+        cache.write_prompt(keys, values)
+    first = np.argmax(logits, -1).astype(np.int32)[:, None]
+    tokens = lm.multi_step(first, lengths, caches[0])
+    cur, pos, steps = first, lengths.copy(), []
+    for _ in range(k):
+        logits, keys, values = lm.step(cur, pos, caches[1])
+        caches[1].write_step(keys, values, pos)
+        cur, pos = np.argmax(logits, -1).astype(np.int32)[:, None], pos + 1
+        steps.append(cur[:, 0])
+    np.testing.assert_array_equal(tokens, np.stack(steps, 1))
+    for a, b in zip(caches[0].keys + caches[0].values, caches[1].keys + caches[1].values):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sampling_and_repetition_penalty_decode_one_token_per_call(packed_a8):
+    _, lm = packed_a8
+    for kw in (dict(temperature=0.8, top_p=0.9, seed=3), dict(repetition_penalty=1.3)):
+        out = generate(lm, PROMPTS[:1], max_new_tokens=6, **kw)
+        assert out.stats.decode_steps == 5 and out.stats.decode_tokens == 5
+
+
+def test_multi_step_needs_fused_layers(fake_quant):
+    net, lm = fake_quant
+    assert lm.decode_steps == 1 and lm.multi_step_graph is None
+    with pytest.raises(GenerationError, match="decode_steps=4: .*every layer as one DecodeLayer op.*PackedTernary"):
+        CachedLM(net, decode_steps=4)
+    with pytest.raises(GenerationError, match="decode_steps must be an integer >= 1"):
+        CachedLM(net, decode_steps=0)
+    with pytest.raises(GenerationError, match="one token per call"):
+        lm.multi_step(np.zeros((1, 1), np.int32), np.zeros(1, np.int32), lm.new_cache(1, 64))
 
 
 def test_fake_quant_model_cannot_take_fused_layers(fake_quant):

@@ -73,3 +73,33 @@ def test_position_outside_the_cache_is_named():
     args = _case(6, 1, 4, 2, 8, 24, 9, 8, [10], None)          # 9 slots
     with pytest.raises(ValueError, match="outside the cache"):
         decode_layer_numpy(*args)
+
+
+@pytest.mark.parametrize("act_bits", [None, 8])
+def test_write_cache_stores_the_new_key_and_value_in_place(act_bits):
+    """spec write_cache: the kernel and the reference store k_rot / v at slot positions[b] of the caches
+    (a row at position S, a full cache, stores nothing); every other slot and the outputs are unchanged."""
+    bsz, heads, kvh, d, inter, seq, g, positions = 3, 6, 3, 8, 80, 10, 16, [0, 4, 10]
+    args = _case(11, bsz, heads, kvh, d, inter, seq, g, positions, act_bits)
+    plain = decode_layer_numpy(*args)
+    before_k, before_v = args[3].copy(), args[4].copy()
+    spec = args[-1].copy()
+    spec[0, 7] = 1.0
+    assert np.array_equal(spec, layer_spec(1e-5, 1e-6, 0.3, 1 / np.sqrt(d), heads, act_bits, 1e-5, write_cache=True))
+    ref_k, ref_v = args[3].copy(), args[4].copy()
+    want = decode_layer_reference(*args[:3], ref_k, ref_v, *args[5:-1], spec)
+    got = decode_layer_numpy(*args[:-1], spec)                   # writes args[3], args[4] in place
+    for a, b, c in zip(got, plain, want):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(args[3], ref_k, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(args[4], ref_v, rtol=1e-5, atol=1e-5)
+    for b, p in enumerate(positions):
+        others = np.arange(seq) != p
+        np.testing.assert_array_equal(args[3][b][:, others], before_k[b][:, others])
+        if p < seq:
+            np.testing.assert_array_equal(args[3][b][:, p], got[1][b].reshape(kvh, d))
+            np.testing.assert_array_equal(args[4][b][:, p], got[2][b].reshape(kvh, d))
+        else:
+            np.testing.assert_array_equal(args[3][b], before_k[b])
+    assert not np.array_equal(args[3], before_k)
