@@ -62,7 +62,7 @@ def _decoder(config, art, args):
             raise ConfigError("--packed true needs a ternary model, but quant.enabled is false")
         from ..quant.convert import convert_model
         convert_model(net)
-    return CachedLM(net, decode_steps=args.decode_steps)
+    return CachedLM(net, decode_steps=args.decode_steps, head_dtype=args.head_dtype)
 
 
 def run_predict(config, art: Artifacts, prompt: str, max_new_tokens: int = 32, args=None) -> int:

@@ -9,7 +9,7 @@ from ..errors import ConfigError
 from ..inference.sampling import GenerationConfig, GenerationError
 
 PREDICT_FLAGS = ("prompt_file", "temperature", "top_k", "top_p", "repetition_penalty", "seed", "stop", "packed",
-                 "predict_batch_size", "decode_graphs", "decode_steps")
+                 "predict_batch_size", "decode_graphs", "decode_steps", "head_dtype")
 
 
 def _true_false(text) -> bool:
@@ -32,6 +32,8 @@ def add_predict_arguments(p):
     g.add_argument("--predict_batch_size", type=int, default=8, help="prompts per batch for --prompt_file")
     g.add_argument("--decode_steps", type=int, default=None,
                    help="greedy tokens per decode graph call (packed models: default 8; others: 1)")
+    g.add_argument("--head_dtype", default="float32", choices=("float32", "float16"),
+                   help="lm_head weight precision of the CPU decoding graphs (float16: half the bytes per token)")
     g.add_argument("--decode_graphs", default=None,
                    help="generate from exported decoding graphs (MindIR directory of bitcpm-export --decode_graphs)")
 
@@ -61,6 +63,8 @@ def check_predict_arguments(args):
             raise ConfigError("--decode_steps > 1 cannot run from --decode_graphs (the exported step makes one token)")
     if args.prompt_file is not None and not os.path.isfile(args.prompt_file):
         raise ConfigError(f"--prompt_file {args.prompt_file} does not exist")
+    if args.head_dtype != "float32" and args.decode_graphs is not None:
+        raise ConfigError("--head_dtype applies to in-process decoding, not to --decode_graphs (exported as built)")
     if args.decode_graphs is not None and not os.path.isdir(args.decode_graphs):
         raise ConfigError(f"--decode_graphs {args.decode_graphs} is not a directory")
 

@@ -52,10 +52,28 @@ def decoder_shape(lm) -> _Shape:
     return _Shape(lm)
 
 
+def fast_head_ok(lm) -> bool:
+    """True when the decoding graphs run lm's head as the FloatMatmulNT kernel (CPU, bias-free float32 Linear)."""
+    head = lm.lm_head
+    return (ms.get_context("device_target") == "CPU" and type(head).__name__ == "Linear" and not head.has_bias
+            and not head.activation_flag and head.weight.dtype == ms.float32)
+
+
+def half_head_weight(lm):
+    """A float16 copy of lm's head weight [V, H], the precision of llama.cpp's F16 output tensor: the
+    decode step streams half the bytes (the head is the largest weight of a small ternary model).
+    Logits then differ from the float32 model by the weight rounding (~1e-3 relative)."""
+    from mindspore import Parameter
+    if not fast_head_ok(lm):
+        raise ValueError("a float16 head needs the CPU FloatMatmulNT head (a bias-free float32 Linear lm_head)")
+    w = lm.lm_head.weight
+    return Parameter(Tensor(w.asnumpy().astype(np.float16)), name=w.name + "_float16", requires_grad=False)
+
+
 class _CachedDecoderBase(nn.Cell):
     """The model's cells, borrowed, plus the shared RoPE / projection helpers."""
 
-    def __init__(self, lm, borrow_layers: bool = True):
+    def __init__(self, lm, borrow_layers: bool = True, head_weight=None):
         super().__init__(auto_prefix=False)
         names = {id(p): p.name for p in lm.get_parameters()}
         model = lm.model
@@ -83,12 +101,14 @@ class _CachedDecoderBase(nn.Cell):
         self.inv_norm = Tensor(1.0 / np.sqrt(self.head_dim), ms.float32)
         # On CPU a plain float32 head runs as the FloatMatmulNT kernel on the head's own weight: MindSpore's
         # CPU MatMul at M <= 8 costs several times more (docs/generation.md). Elsewhere: the head cell.
+        # head_weight: a float16 copy of that weight for the kernel instead (half_head_weight).
         head = lm.lm_head
-        self.fast_head = (ms.get_context("device_target") == "CPU" and type(head).__name__ == "Linear"
-                          and not head.has_bias and not head.activation_flag and head.weight.dtype == ms.float32)
+        self.fast_head = fast_head_ok(lm)
+        if head_weight is not None and not self.fast_head:
+            raise ValueError("a float16 head needs the CPU FloatMatmulNT head (a bias-free float32 Linear lm_head)")
         if self.fast_head:
             from ..kernels.decode_ops import float_matmul_nt_cell
-            self.head_kernel = float_matmul_nt_cell(head.weight)
+            self.head_kernel = float_matmul_nt_cell(head.weight if head_weight is None else head_weight)
         else:
             self.lm_head = head
         self.gather = P.Gather()
@@ -178,7 +198,7 @@ class DecodeStepGraph(_CachedDecoderBase):
     * neither: the MindSpore-ops form (any backend). With one token, [B, 1, heads, d] and
       [B, heads, 1, d] share a layout: reshapes, no transposes."""
 
-    def __init__(self, lm, fused_attention: bool = None, fused_layers: bool = None):
+    def __init__(self, lm, fused_attention: bool = None, fused_layers: bool = None, head_weight=None):
         from .fused_layer import layer_kernel, unfusable_reason
         on_cpu = ms.get_context("device_target") == "CPU"
         reasons = [unfusable_reason(layer) for layer in lm.model.layers]
@@ -186,7 +206,7 @@ class DecodeStepGraph(_CachedDecoderBase):
             fused_layers = on_cpu and all(r is None for r in reasons)
         elif fused_layers and any(reasons):
             raise ValueError(f"fused_layers=True but a layer cannot be fused: {next(r for r in reasons if r)}")
-        super().__init__(lm, borrow_layers=not fused_layers)
+        super().__init__(lm, borrow_layers=not fused_layers, head_weight=head_weight)
         self.fused_layers = bool(fused_layers)
         if fused_attention is None:
             fused_attention = on_cpu
@@ -278,7 +298,7 @@ class DecodeMultiStepGraph(_CachedDecoderBase):
     drop; their steps run at the last cache slot (positions clamped to S - 1), overwriting only slots
     no kept token reads."""
 
-    def __init__(self, lm, steps: int):
+    def __init__(self, lm, steps: int, head_weight=None):
         from .fused_layer import layer_kernel, unfusable_reason
         if not isinstance(steps, (int, np.integer)) or steps < 2:
             raise ValueError(f"a multi-step decode graph needs steps >= 2, got {steps!r}")
@@ -286,7 +306,7 @@ class DecodeMultiStepGraph(_CachedDecoderBase):
         if any(reasons):
             raise ValueError("multi-step decoding needs every layer as one DecodeLayer op (a packed model): "
                              f"{next(r for r in reasons if r)}")
-        super().__init__(lm, borrow_layers=False)
+        super().__init__(lm, borrow_layers=False, head_weight=head_weight)
         self.steps = int(steps)
         names = {id(p): p.name for p in lm.get_parameters()}
         scale = 1.0 / np.sqrt(self.head_dim)

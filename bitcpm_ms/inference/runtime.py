@@ -8,7 +8,7 @@ import numpy as np
 import mindspore as ms
 
 from .cache import KVCache, cache_length, prompt_bucket
-from .decoder import DecodeMultiStepGraph, DecodeStepGraph, PrefillGraph, decoder_shape
+from .decoder import DecodeMultiStepGraph, DecodeStepGraph, PrefillGraph, decoder_shape, half_head_weight
 from .sampling import GenerationError
 
 
@@ -21,12 +21,15 @@ class CachedLM:
     one C++ op, or only attention as one; by default the fastest the model allows on CPU.
     decode_steps: greedy tokens per graph call (DecodeMultiStepGraph). Default: DEFAULT_DECODE_STEPS
     when the step runs fused layers (packed models on CPU), else 1; > 1 on another model is refused.
-    Sampling and the repetition penalty always decode one token per call."""
+    Sampling and the repetition penalty always decode one token per call.
+    head_dtype: "float32" (the model's head, logits equal the model's) or "float16" (a half-precision
+    copy of the head weight for the CPU head kernel: half the bytes per token, logits within the
+    weight rounding; the precision of llama.cpp's F16 output)."""
 
     DEFAULT_DECODE_STEPS = 8
 
     def __init__(self, lm, context: int = None, fused_attention: bool = None, fused_layers: bool = None,
-                 decode_steps: int = None):
+                 decode_steps: int = None, head_dtype: str = "float32"):
         lm.set_train(False)
         self.info = decoder_shape(lm)
         trained = int(getattr(lm.config, "seq_length", self.info.max_positions))
@@ -34,8 +37,17 @@ class CachedLM:
         if not 1 < self.context <= self.info.max_positions:
             raise GenerationError(f"context {self.context} must be in 2..{self.info.max_positions} "
                                   "(the model's RoPE table)")
-        self.prefill_graph = PrefillGraph(lm)
-        self.step_graph = DecodeStepGraph(lm, fused_attention, fused_layers)
+        if head_dtype not in ("float32", "float16"):
+            raise GenerationError(f"head_dtype must be float32 or float16, got {head_dtype!r}")
+        self.head_dtype = head_dtype
+        head = None
+        if head_dtype == "float16":
+            try:
+                head = half_head_weight(lm)
+            except ValueError as err:
+                raise GenerationError(f"head_dtype float16: {err}") from None
+        self.prefill_graph = PrefillGraph(lm, head_weight=head)
+        self.step_graph = DecodeStepGraph(lm, fused_attention, fused_layers, head_weight=head)
         if decode_steps is None:
             decode_steps = self.DEFAULT_DECODE_STEPS if self.step_graph.fused_layers else 1
         if not isinstance(decode_steps, (int, np.integer)) or decode_steps < 1:
@@ -44,7 +56,7 @@ class CachedLM:
         self.multi_step_graph = None
         if self.decode_steps > 1:
             try:
-                self.multi_step_graph = DecodeMultiStepGraph(lm, self.decode_steps)
+                self.multi_step_graph = DecodeMultiStepGraph(lm, self.decode_steps, head_weight=head)
             except ValueError as err:
                 raise GenerationError(f"decode_steps={decode_steps}: {err}") from None
         for g in (self.prefill_graph, self.step_graph, self.multi_step_graph):

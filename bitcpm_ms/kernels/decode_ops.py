@@ -77,13 +77,14 @@ def float_matmul_nt_reference(x, w):
 
 
 def float_matmul_nt_numpy(x, w, num_threads: int = 0):
-    """The C++ kernel through ctypes."""
+    """The C++ kernel through ctypes; w float32, or float16 (the half-precision head)."""
     x = np.ascontiguousarray(x, np.float32)
-    w = np.ascontiguousarray(w, np.float32)
+    half = np.asarray(w).dtype == np.float16
+    w = np.ascontiguousarray(w, np.float16 if half else np.float32)
     if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1]:
         raise ValueError(f"need x [M, K] and w [N, K], got {x.shape} and {w.shape}")
     y = np.empty((x.shape[0], w.shape[0]), np.float32)
-    fn = _load().bitcpm_float_matmul_nt
+    fn = _load().bitcpm_half_matmul_nt if half else _load().bitcpm_float_matmul_nt
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3 + [ctypes.c_int]
     rc = fn(x.ctypes.data, w.ctypes.data, y.ctypes.data, x.shape[0], x.shape[1], w.shape[0], int(num_threads))
@@ -112,7 +113,7 @@ def decode_attention_op():
 
 
 def float_matmul_nt_op():
-    """The AOT op: op(x [M, K], w [N, K]) -> y [M, N] float32. Inference only (no bprop)."""
+    """The AOT op: op(x [M, K] float32, w [N, K] float32 or float16) -> y [M, N] float32. Inference only."""
     import mindspore as ms
     return _aot("FloatMatmulNT", lambda x, w: [x[0], w[0]], lambda *a: ms.float32)
 

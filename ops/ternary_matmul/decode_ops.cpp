@@ -3,9 +3,12 @@
 //
 // 1. DecodeAttention: one decode step of grouped-query attention with a KV cache, one kernel
 //    instead of ~20 MindSpore ops per layer (decode_attention_reference).
-// 2. FloatMatmulNT: y [M,N] = x [M,K] @ W^T, W [N,K] row-major float32 (the lm_head of a decode
-//    step, M = batch). MindSpore's CPU MatMul costs several times more at M <= 8 (it re-packs the
-//    constant weight every call); here each output is one contiguous dot product (float_matmul_nt_reference).
+// 2. FloatMatmulNT: y [M,N] = x [M,K] @ W^T, W [N,K] row-major float32 or float16 (the lm_head of a
+//    decode step, M = batch). MindSpore's CPU MatMul costs several times more at M <= 8 (it re-packs
+//    the constant weight every call); here each output is one contiguous dot product
+//    (float_matmul_nt_reference). A float16 W (CachedLM(head_dtype="float16"), the precision of
+//    llama.cpp's F16 output tensor) halves the bytes a decode step streams; products and sums stay
+//    float32 (AVX2 + F16C converts 8 halves per instruction).
 //
 // DecodeAttention:
 // For each row b (position p = pos[b]) and query head h (KV head g = h / (H / KVH)):
@@ -24,6 +27,10 @@
 #include <vector>
 
 #include "ternary_common.h"
+
+#if BITCPM_X86
+#include <immintrin.h>
+#endif
 
 #define BITCPM_API extern "C" __attribute__((visibility("default")))
 
@@ -130,6 +137,104 @@ __attribute__((target("avx2,fma"))) void gemv_rows_avx2(const float *x, const fl
 
 }  // namespace
 
+namespace {
+
+// IEEE binary16 -> float32, exact (the portable path; F16C's vcvtph2ps gives the same values).
+inline float half_to_float(uint16_t h) {
+  const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+  uint32_t bits;
+  if (exp == 0x1fu) {
+    bits = sign | 0x7f800000u | (man << 13);                      // inf / nan
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112u) << 23) | (man << 13);              // normal: rebias 15 -> 127
+  } else if (man == 0) {
+    bits = sign;                                                   // +-0
+  } else {                                                         // subnormal: normalize
+    int e = -1;
+    uint32_t m = man;
+    do {
+      ++e;
+      m <<= 1;
+    } while ((m & 0x400u) == 0);
+    bits = sign | ((uint32_t)(112 - e) << 23) | ((m & 0x3ffu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+void half_gemv_rows(const float *x, const uint16_t *W, float *y, int64_t M, int64_t K, int64_t N, int64_t n0,
+                    int64_t n1) {
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t m = 0; m < M; ++m) {
+      const float *a = x + m * K;
+      const uint16_t *b = W + n * K;
+      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      int64_t i = 0;
+      for (; i + 8 <= K; i += 8)
+        for (int u = 0; u < 8; ++u) acc[u] += a[i + u] * half_to_float(b[i + u]);
+      float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+      for (; i < K; ++i) s += a[i] * half_to_float(b[i]);
+      y[m * N + n] = s;
+    }
+}
+
+#if BITCPM_X86
+bool cpu_has_f16c() {
+  static const bool ok = cpu_has_avx2() && __builtin_cpu_supports("f16c");
+  return ok;
+}
+
+__attribute__((target("avx2,fma,f16c"))) inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// One weight row at a time, read as one sequential stream (four rows interleaved ran at ~60% of the
+// bandwidth on the 2-core VM of docs/generation.md); four 8-lane accumulators hide the add latency.
+// mul + add, no FMA contraction, like every float kernel here. K % 32 tail: 8 lanes, then scalar.
+__attribute__((target("avx2,fma,f16c"))) void half_gemv_rows_f16c(const float *x, const uint16_t *W, float *y,
+                                                                    int64_t M, int64_t K, int64_t N, int64_t n0,
+                                                                    int64_t n1) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float *a = x + m * K;
+    for (int64_t n = n0; n < n1; ++n) {
+      const uint16_t *b = W + n * K;
+      __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+      int64_t i = 0;
+      for (; i + 32 <= K; i += 32) {
+        s0 = _mm256_add_ps(s0, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i)))));
+        s1 = _mm256_add_ps(s1, _mm256_mul_ps(_mm256_loadu_ps(a + i + 8), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i + 8)))));
+        s2 = _mm256_add_ps(s2, _mm256_mul_ps(_mm256_loadu_ps(a + i + 16), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i + 16)))));
+        s3 = _mm256_add_ps(s3, _mm256_mul_ps(_mm256_loadu_ps(a + i + 24), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i + 24)))));
+      }
+      for (; i + 8 <= K; i += 8)
+        s0 = _mm256_add_ps(s0, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i)))));
+      float r = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+      for (; i < K; ++i) r += a[i] * half_to_float(b[i]);
+      y[m * N + n] = r;
+    }
+  }
+}
+#endif
+
+}  // namespace
+
+int half_matmul_nt_impl(const float *x, const uint16_t *W, float *y, int64_t M, int64_t K, int64_t N, int nthreads) {
+  if (M <= 0 || K <= 0 || N <= 0) return set_error(3, "FloatMatmulNT: need M, K, N > 0");
+  const int nt = M * K * N < (int64_t(1) << 18) ? 1 : resolve_threads(nthreads);
+#if BITCPM_X86
+  if (!g_force_portable.load() && cpu_has_f16c()) {
+    parallel_for(N, nt, 16, [&](int64_t lo, int64_t hi) { half_gemv_rows_f16c(x, W, y, M, K, N, lo, hi); });
+    return 0;
+  }
+#endif
+  parallel_for(N, nt, 16, [&](int64_t lo, int64_t hi) { half_gemv_rows(x, W, y, M, K, N, lo, hi); });
+  return 0;
+}
+
 int float_matmul_nt_impl(const float *x, const float *W, float *y, int64_t M, int64_t K, int64_t N, int nthreads) {
   if (M <= 0 || K <= 0 || N <= 0) return set_error(3, "FloatMatmulNT: need M, K, N > 0");
   const int nt = M * K * N < (int64_t(1) << 18) ? 1 : resolve_threads(nthreads);
@@ -192,17 +297,26 @@ BITCPM_API int bitcpm_float_matmul_nt(const float *x, const float *W, float *y, 
   return float_matmul_nt_impl(x, W, y, M, K, N, nthreads);
 }
 
-// MindSpore AOT. Inputs x float32 [M,K], W float32 [N,K]; output y float32 [M,N].
+// ctypes: x [M,K] float32, W [N,K] float16 (raw binary16) -> y [M,N] float32.
+BITCPM_API int bitcpm_half_matmul_nt(const float *x, const uint16_t *W, float *y, int64_t M, int64_t K, int64_t N,
+                                     int nthreads) {
+  return half_matmul_nt_impl(x, W, y, M, K, N, nthreads);
+}
+
+// MindSpore AOT. Inputs x float32 [M,K], W float32 or float16 [N,K]; output y float32 [M,N].
 BITCPM_API int FloatMatmulNT(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                              void *stream, void *extra) {
   (void)stream;
   (void)extra;
   if (nparam != 3) return set_error(3, "FloatMatmulNT: expected 3 params, got " + std::to_string(nparam));
+  const bool half = dtypes[1] != nullptr && std::strcmp(dtypes[1], "float16") == 0;
   for (int i = 0; i < 3; ++i)
-    if (ndims[i] != 2 || dtypes[i] == nullptr || std::strcmp(dtypes[i], "float32") != 0)
-      return set_error(3, "FloatMatmulNT: every param must be a 2-D float32 tensor");
+    if (ndims[i] != 2 || dtypes[i] == nullptr || (std::strcmp(dtypes[i], "float32") != 0 && !(i == 1 && half)))
+      return set_error(3, "FloatMatmulNT: x and y must be 2-D float32 tensors, W 2-D float32 or float16");
   const int64_t M = shapes[0][0], K = shapes[0][1], N = shapes[1][0];
   if (shapes[1][1] != K || shapes[2][0] != M || shapes[2][1] != N)
     return set_error(3, "FloatMatmulNT: inconsistent shapes (x [M,K], W [N,K], y [M,N])");
+  if (half)
+    return half_matmul_nt_impl((const float *)params[0], (const uint16_t *)params[1], (float *)params[2], M, K, N, 0);
   return float_matmul_nt_impl((const float *)params[0], (const float *)params[1], (float *)params[2], M, K, N, 0);
 }

@@ -20,6 +20,7 @@ from ..helpers import SMALL_MODEL, TINY_YAML, run_cli
     (["--prompt_file", "/nonexistent/prompts.txt"], "does not exist"),
     (["--decode_steps", "0"], "--decode_steps must be >= 1, got 0"),
     (["--decode_steps", "4"], "--decode_steps > 1 needs --packed true"),
+    (["--head_dtype", "int4"], "invalid choice: 'int4'"),
 ])
 def test_bad_predict_flags_are_named_errors(flags, message):
     res = run_cli(["--config", TINY_YAML, "--run_mode", "predict", *flags], timeout=60)

@@ -216,3 +216,21 @@ def test_stop_strings_end_a_row(fake_quant):
 def test_bad_requests_are_named_errors(fake_quant, prompts, kw, match):
     with pytest.raises(GenerationError, match=match):
         generate(fake_quant[1], prompts, **kw)
+
+
+def test_float16_head_logits_within_the_weight_rounding(packed_a8):
+    """head_dtype float16: the graphs share one half-precision copy of the head weight; logits differ from
+    the float32 head by the rounding only (under 1% of their range), and greedy decoding runs as usual."""
+    net, lm = packed_a8
+    half = CachedLM(net, head_dtype="float16")
+    assert half.decode_steps == lm.decode_steps and half.head_dtype == "float16"
+    weight = half.step_graph.head_kernel.weight
+    assert weight.dtype == ms.float16 and half.multi_step_graph.head_kernel.weight is weight
+    ids = np.array([PROMPTS[1] + [0] * 5], np.int32)
+    full, _, _ = lm.prefill(ids, np.array([11], np.int32))
+    rounded, _, _ = half.prefill(ids, np.array([11], np.int32))
+    assert 0 < np.abs(rounded - full).max() < 1e-2 * np.abs(full).max()
+    out = generate(half, PROMPTS, max_new_tokens=10)
+    assert out.stats.decode_steps == 2 and all(len(t) == 10 for t in out.tokens)
+    with pytest.raises(GenerationError, match="head_dtype must be float32 or float16"):
+        CachedLM(net, head_dtype="bfloat16")

@@ -62,3 +62,29 @@ def test_float_matmul_nt_matches_reference(m, k, n, portable):
         y = float_matmul_nt_numpy(x, w)
     np.testing.assert_allclose(y, float_matmul_nt_reference(x, w), rtol=1e-5, atol=1e-4)
     np.testing.assert_array_equal(float_matmul_nt_numpy(x, w, num_threads=2), float_matmul_nt_numpy(x, w, num_threads=1))
+
+
+@pytest.mark.parametrize("m, k, n", [(1, 256, 8192), (3, 37, 29), (8, 768, 130), (2, 5, 1)])
+@pytest.mark.parametrize("portable", [False, True])
+def test_half_weight_matmul_nt_matches_reference(m, k, n, portable):
+    """float16 weights (the half-precision head): float32 products and sums of the exactly widened
+    halves, on the F16C and the portable path; the portable conversion covers subnormals and zeros."""
+    rng = np.random.default_rng(m * k + n + 1)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((n, k)).astype(np.float16)
+    w.flat[:4] = np.array([6e-8, -3e-6, 0.0, -0.0], np.float16)      # subnormal halves and signed zeros
+    with portable_path(portable):
+        y = float_matmul_nt_numpy(x, w)
+    np.testing.assert_allclose(y, float_matmul_nt_reference(x, w.astype(np.float32)), rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(float_matmul_nt_numpy(x, w, num_threads=2), float_matmul_nt_numpy(x, w, num_threads=1))
+
+
+def test_half_to_float_conversion_is_exact():
+    """Every finite float16 value times 1.0 through the portable kernel equals numpy's widening."""
+    halves = np.arange(0, 1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    halves = halves[np.isfinite(halves)]
+    w = np.ascontiguousarray(halves.reshape(-1, 1))                          # [N, 1]: y = x * w
+    with portable_path(True):
+        y = float_matmul_nt_numpy(np.ones((1, 1), np.float32), w)
+    np.testing.assert_array_equal(y[0], halves.astype(np.float32))
+    np.testing.assert_array_equal(float_matmul_nt_numpy(np.ones((1, 1), np.float32), w)[0], halves.astype(np.float32))
