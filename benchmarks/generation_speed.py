@@ -11,9 +11,13 @@ variant loads:
   * fake_quant  the QAT model as trained (TernaryLinear re-quantizes its weight in every call);
   * packed_w    convert_model, weight-only ternary kernel;
   * packed_a8   convert_model of the same weights trained with act_bits=8, W1.58A8 kernel;
-  packed_* decode with one `DecodeLayer` op per layer (the default on CPU);
+  packed_* decode with one `DecodeLayer` op per layer and 8 greedy tokens per graph call (the CPU
+  defaults: CachedLM decode_steps), float32 head;
+  * packed_a8_f16head  packed_a8 with the float16 head (head_dtype; llama.cpp's F16 output precision);
+  * packed_a8_1step    packed_a8 at one token per graph call (what sampling runs; the form before
+    multi-step decoding);
   * packed_a8_cells  the same packed W1.58A8 model decoding through the model's own cells (one op per
-    projection, fused attention): the form before the whole-layer op, kept to show what it gained.
+    projection, fused attention, one token per call): the form before the whole-layer op.
 One subprocess per (shape, threads), pinned to that many cores (sched_setaffinity, MindSpore
 runtime_num_threads, kernels.set_num_threads). Prompts: n_prompt random ids per row; greedy decoding
 of n_gen tokens, no EOS. Prefill tokens/s = prompt tokens / prefill graph time; decode tokens/s =
@@ -51,7 +55,7 @@ SHAPES = {
              "model.model_config.num_heads": 12, "model.model_config.n_kv_heads": 4,
              "model.model_config.intermediate_size": 2304, "model.model_config.dim_model_base": 256},
 }
-VARIANTS = ("fake_quant", "packed_w", "packed_a8", "packed_a8_cells")
+VARIANTS = ("fake_quant", "packed_w", "packed_a8", "packed_a8_f16head", "packed_a8_1step", "packed_a8_cells")
 
 
 def config_for(shape, context, act_bits=None):
@@ -79,8 +83,10 @@ def load_variants(shape, ckpt, context):
             "packed_w": convert_model(load_model(config_for(shape, context), ckpt)[0]),
             "packed_a8": convert_model(load_model(config_for(shape, context, act_bits=8), ckpt)[0])}
     lms = {k: CachedLM(n) for k, n in nets.items()}
-    nets["packed_a8_cells"] = nets["packed_a8"]
-    lms["packed_a8_cells"] = CachedLM(nets["packed_a8"], fused_layers=False)
+    for name, kw in (("packed_a8_f16head", dict(head_dtype="float16")), ("packed_a8_1step", dict(decode_steps=1)),
+                     ("packed_a8_cells", dict(fused_layers=False))):
+        nets[name] = nets["packed_a8"]
+        lms[name] = CachedLM(nets["packed_a8"], **kw)
     return nets, lms
 
 
@@ -88,7 +94,7 @@ def time_generation(lm, prompts, n_gen) -> dict:
     from bitcpm_ms.inference import generate
     s = generate(lm, prompts, max_new_tokens=n_gen).stats
     return {"prefill_tok_s": s.prefill_tokens_per_s, "decode_tok_s": s.decode_tokens_per_s,
-            "decode_ms_per_step": 1e3 * s.decode_seconds / max(1, s.decode_steps),
+            "decode_ms_per_call": 1e3 * s.decode_seconds / max(1, s.decode_steps),
             "host_ms_per_step": 1e3 * s.host_seconds / max(1, s.decode_steps), "compile_s": s.compile_seconds}
 
 
@@ -258,7 +264,7 @@ def worker(shape, ckpt, threads, batches, n_prompt, n_gen, rounds) -> dict:
                             "decode_tok_s": time_greedy_generate(nets["fake_quant"], prompts[1][0], context)})
         print(f"  {shape} threads={threads} round {r + 1}/{rounds}", file=sys.stderr, flush=True)
     return {"samples": samples,
-            "breakdown": {k: breakdown(lms[k], nets[k], n_prompt) for k in ("packed_a8", "packed_a8_cells", "fake_quant")}}
+            "breakdown": {k: breakdown(lms[k], nets[k], n_prompt) for k in ("packed_a8_1step", "packed_a8_cells", "fake_quant")}}
 
 
 def run_worker(shape, ckpt, threads, args) -> dict:
@@ -295,7 +301,7 @@ def summarize(samples):
     rows = []
     for (variant, batch), ss in groups.items():
         row = {"variant": variant, "batch": batch}
-        for key in ("prefill_tok_s", "decode_tok_s", "decode_ms_per_step", "host_ms_per_step"):
+        for key in ("prefill_tok_s", "decode_tok_s", "decode_ms_per_call", "host_ms_per_step"):
             vals = [s[key] for s in ss if s.get(key) is not None]
             if vals:
                 row[key] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
@@ -308,12 +314,12 @@ def _cell(stat):
 
 
 def format_tables(result) -> str:
-    lines = ["| shape | threads | variant | batch | prefill tok/s | decode tok/s | decode ms/step |",
+    lines = ["| shape | threads | variant | batch | prefill tok/s | decode tok/s | decode ms/graph call |",
              "|---|---|---|---|---|---|---|"]
     for (shape, threads), run in result["runs"].items():
         for row in run["table"]:
             lines.append(f"| {shape} | {threads} | {row['variant']} | {row['batch']} | {_cell(row.get('prefill_tok_s'))} "
-                         f"| {_cell(row.get('decode_tok_s'))} | {_cell(row.get('decode_ms_per_step'))} |")
+                         f"| {_cell(row.get('decode_tok_s'))} | {_cell(row.get('decode_ms_per_call'))} |")
         lc = result["llamacpp"].get(shape)
         if isinstance(lc, dict) and str(threads) in {str(k) for k in lc}:
             b = lc[threads] if threads in lc else lc[str(threads)]
@@ -335,15 +341,17 @@ def ratios(result) -> dict:
         for variant in VARIANTS:
             if base and (variant, 1) in med:
                 out[f"{shape} {threads}T batch 1: {variant} decode vs greedy_generate"] = med[(variant, 1)] / base
-        if ("packed_a8", 1) in med and ("packed_a8_cells", 1) in med:
-            out[f"{shape} {threads}T batch 1: packed_a8 one op per layer vs per-cell decode"] = \
-                med[("packed_a8", 1)] / med[("packed_a8_cells", 1)]
+        for fast, slow, what in (("packed_a8_1step", "packed_a8_cells", "one op per layer vs per-cell decode"),
+                                 ("packed_a8", "packed_a8_1step", "8 tokens per graph call vs 1"),
+                                 ("packed_a8_f16head", "packed_a8", "float16 head vs float32")):
+            if (fast, 1) in med and (slow, 1) in med:
+                out[f"{shape} {threads}T batch 1: {what}"] = med[(fast, 1)] / med[(slow, 1)]
         lc = result["llamacpp"].get(shape)
-        if isinstance(lc, dict) and ("packed_a8", 1) in med:
-            bench = lc.get(threads, lc.get(str(threads)))
-            if bench:
-                out[f"{shape} {threads}T batch 1: llama.cpp TQ2_0 decode vs packed_a8 (slower by)"] = \
-                    bench["decode"]["mean_tok_s"] / med[("packed_a8", 1)]
+        bench = lc.get(threads, lc.get(str(threads))) if isinstance(lc, dict) else None
+        for variant in ("packed_a8", "packed_a8_f16head"):
+            if bench and (variant, 1) in med:
+                out[f"{shape} {threads}T batch 1: llama.cpp TQ2_0 decode vs {variant} (slower by)"] = \
+                    bench["decode"]["mean_tok_s"] / med[(variant, 1)]
         for b in sorted({b for _, b in med}):
             for packed in ("packed_a8", "packed_w"):
                 if (packed, b) in med and ("fake_quant", b) in med:
