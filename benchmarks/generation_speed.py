@@ -279,6 +279,17 @@ def run_worker(shape, ckpt, threads, args) -> dict:
 
 
 # ------------------------------------------------------------------ llama.cpp (optional)
+def tokenizer_problem(shape, context):
+    """None when the GGUF export can find the tokenizer it embeds, else why not."""
+    from bitcpm_ms.app.artifacts import resolve
+    from bitcpm_ms.errors import ConfigError
+    try:
+        resolve(config_for(shape, context)).need_tokenizer()
+    except ConfigError as err:
+        return f"{err} (the GGUF carries the tokenizer: run `bash run/setup.sh` first)"
+    return None
+
+
 def llamacpp_columns(shape, ckpt, context, threads, args, work):
     """{threads: llama-bench result} for a TQ2_0 export of the checkpoint, or a reason string."""
     try:
@@ -287,6 +298,9 @@ def llamacpp_columns(shape, ckpt, context, threads, args, work):
         from bitcpm_ms.app.gguf_export import export_gguf
     except ImportError as err:
         return f"skipped: {err} (needs benchmarks/llamacpp.py and bitcpm_ms.app.gguf_export from the GGUF work)"
+    problem = tokenizer_problem(shape, context)
+    if problem:
+        return f"skipped: {problem}"
     llamacpp.build()
     gguf = os.path.join(work, f"{shape}-tq2_0.gguf")
     export_gguf(config_for(shape, context), ckpt, gguf, gguf_type="tq2_0", embedding_type="f16", log=lambda m: None)
@@ -386,6 +400,9 @@ def main(argv=None):
     result = {"n_prompt": args.n_prompt, "n_gen": args.n_gen, "rounds": args.rounds, "group_size": GROUP,
               "cpu": _cpu_name(), "shapes": {}, "runs": {}, "llamacpp": {}}
     for shape in args.shapes.split(","):
+        problem = None if args.no_llamacpp else tokenizer_problem(shape, context)
+        if problem:                            # said now, not after the workers
+            print(f"the llama.cpp column of {shape} will be skipped: {problem}", file=sys.stderr, flush=True)
         result["shapes"][shape] = prep = prepare_checkpoint(shape, context, work)
         for t in threads:
             run = run_worker(shape, prep["checkpoint"], t, args)

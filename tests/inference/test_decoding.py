@@ -113,6 +113,10 @@ def test_multi_step_greedy_equals_one_step_and_fills_the_same_cache(packed_a8):
     stopped = generate(lm, PROMPTS, max_new_tokens=8, eos_token_id=eos)
     assert stopped.tokens == generate(one, PROMPTS, max_new_tokens=8, eos_token_id=eos).tokens
     assert stopped.finish_reasons[1] == "eos"
+    decode = lambda ids: "".join(f"<{i}>" for i in ids)     # noqa: E731
+    stop = dict(max_new_tokens=12, decode=decode, stop_strings=[f"<{single.tokens[0][0]}><"])
+    got, want = generate(lm, PROMPTS[:1], **stop), generate(one, PROMPTS[:1], **stop)
+    assert (got.texts, got.tokens, got.finish_reasons) == (want.texts, want.tokens, ["stop"])
     # the caches after one multi-step call and after k single steps
     lengths = np.array([len(p) for p in PROMPTS], np.int32)
     ids = np.zeros((3, 16), np.int32)
