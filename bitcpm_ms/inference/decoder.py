@@ -126,6 +126,15 @@ class _CachedDecoderBase(nn.Cell):
             if id(p) in names and p.name != names[id(p)]:
                 p.name = names[id(p)]
 
+    def _layer_kernels(self, lm, write_cache: bool):
+        """One DecodeLayer Cell per layer of lm (fused_layer.py), on the layers' own Parameters."""
+        from .fused_layer import layer_kernel
+        names = {id(p): p.name for p in lm.get_parameters()}
+        scale = 1.0 / np.sqrt(self.head_dim)
+        kernels = nn.CellList([layer_kernel(layer, scale, self.num_heads, write_cache) for layer in lm.model.layers])
+        self._restore_names(lm, names)
+        return kernels
+
     def _rope(self, x, cos, sin):
         """x [..., d] * cos + rotate_half(x) * sin, with sin signed (see __init__); cos/sin broadcast."""
         return x * cos + self.gather(x, self.rotate_perm, x.ndim - 1) * sin
@@ -199,7 +208,7 @@ class DecodeStepGraph(_CachedDecoderBase):
       [B, heads, 1, d] share a layout: reshapes, no transposes."""
 
     def __init__(self, lm, fused_attention: bool = None, fused_layers: bool = None, head_weight=None):
-        from .fused_layer import layer_kernel, unfusable_reason
+        from .fused_layer import unfusable_reason
         on_cpu = ms.get_context("device_target") == "CPU"
         reasons = [unfusable_reason(layer) for layer in lm.model.layers]
         if fused_layers is None:
@@ -211,14 +220,11 @@ class DecodeStepGraph(_CachedDecoderBase):
         if fused_attention is None:
             fused_attention = on_cpu
         self.fused_attention = bool(fused_attention) and not self.fused_layers
-        scale = 1.0 / np.sqrt(self.head_dim)
         if self.fused_layers:
-            names = {id(p): p.name for p in lm.get_parameters()}
-            self.layer_kernels = nn.CellList([layer_kernel(layer, scale, self.num_heads) for layer in lm.model.layers])
-            self._restore_names(lm, names)
+            self.layer_kernels = self._layer_kernels(lm, write_cache=False)
         if self.fused_attention:
             from ..kernels.decode_ops import decode_attention_cell
-            self.attention_kernel = decode_attention_cell(scale, self.num_heads)
+            self.attention_kernel = decode_attention_cell(1.0 / np.sqrt(self.head_dim), self.num_heads)
 
     def construct(self, input_ids, positions, *cache):
         h = self.cast(self.embed(input_ids), ms.float32)                     # [B, 1, H]
@@ -299,7 +305,7 @@ class DecodeMultiStepGraph(_CachedDecoderBase):
     no kept token reads."""
 
     def __init__(self, lm, steps: int, head_weight=None):
-        from .fused_layer import layer_kernel, unfusable_reason
+        from .fused_layer import unfusable_reason
         if not isinstance(steps, (int, np.integer)) or steps < 2:
             raise ValueError(f"a multi-step decode graph needs steps >= 2, got {steps!r}")
         reasons = [unfusable_reason(layer) for layer in lm.model.layers]
@@ -308,11 +314,7 @@ class DecodeMultiStepGraph(_CachedDecoderBase):
                              f"{next(r for r in reasons if r)}")
         super().__init__(lm, borrow_layers=False, head_weight=head_weight)
         self.steps = int(steps)
-        names = {id(p): p.name for p in lm.get_parameters()}
-        scale = 1.0 / np.sqrt(self.head_dim)
-        self.layer_kernels = nn.CellList([layer_kernel(layer, scale, self.num_heads, write_cache=True)
-                                          for layer in lm.model.layers])
-        self._restore_names(lm, names)
+        self.layer_kernels = self._layer_kernels(lm, write_cache=True)
         self.argmax = P.Argmax(axis=-1, output_type=ms.int32)
 
     def construct(self, input_ids, positions, *cache):
