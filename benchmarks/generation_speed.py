@@ -291,16 +291,14 @@ def tokenizer_problem(shape, context):
 
 
 def llamacpp_columns(shape, ckpt, context, threads, args, work):
-    """{threads: llama-bench result} for a TQ2_0 export of the checkpoint, or a reason string."""
+    """{threads: llama-bench result} for a TQ2_0 export of the checkpoint (the tokenizer checked by
+    tokenizer_problem), or a reason string."""
     try:
         sys.path.insert(0, ROOT)
         from benchmarks import llamacpp
         from bitcpm_ms.app.gguf_export import export_gguf
     except ImportError as err:
         return f"skipped: {err} (needs benchmarks/llamacpp.py and bitcpm_ms.app.gguf_export from the GGUF work)"
-    problem = tokenizer_problem(shape, context)
-    if problem:
-        return f"skipped: {problem}"
     llamacpp.build()
     gguf = os.path.join(work, f"{shape}-tq2_0.gguf")
     export_gguf(config_for(shape, context), ckpt, gguf, gguf_type="tq2_0", embedding_type="f16", log=lambda m: None)
@@ -400,15 +398,15 @@ def main(argv=None):
     result = {"n_prompt": args.n_prompt, "n_gen": args.n_gen, "rounds": args.rounds, "group_size": GROUP,
               "cpu": _cpu_name(), "shapes": {}, "runs": {}, "llamacpp": {}}
     for shape in args.shapes.split(","):
-        problem = None if args.no_llamacpp else tokenizer_problem(shape, context)
-        if problem:                            # said now, not after the workers
-            print(f"the llama.cpp column of {shape} will be skipped: {problem}", file=sys.stderr, flush=True)
+        skip = "--no_llamacpp" if args.no_llamacpp else tokenizer_problem(shape, context)
+        if skip and not args.no_llamacpp:      # said now, not after the workers
+            print(f"the llama.cpp column of {shape} will be skipped: {skip}", file=sys.stderr, flush=True)
         result["shapes"][shape] = prep = prepare_checkpoint(shape, context, work)
         for t in threads:
             run = run_worker(shape, prep["checkpoint"], t, args)
             run["table"] = summarize(run["samples"])
             result["runs"][(shape, t)] = run
-        result["llamacpp"][shape] = ("skipped: --no_llamacpp" if args.no_llamacpp else
+        result["llamacpp"][shape] = (f"skipped: {skip}" if skip else
                                      llamacpp_columns(shape, prep["checkpoint"], context, threads, args, work))
     result["ratios"] = ratios(result)
     text = format_tables(result)

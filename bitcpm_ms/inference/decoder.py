@@ -52,6 +52,9 @@ def decoder_shape(lm) -> _Shape:
     return _Shape(lm)
 
 
+HALF_HEAD_NEEDS = "a float16 head needs the CPU FloatMatmulNT head (a bias-free float32 Linear lm_head)"
+
+
 def fast_head_ok(lm) -> bool:
     """True when the decoding graphs run lm's head as the FloatMatmulNT kernel (CPU, bias-free float32 Linear)."""
     head = lm.lm_head
@@ -65,7 +68,7 @@ def half_head_weight(lm):
     Logits then differ from the float32 model by the weight rounding (~1e-3 relative)."""
     from mindspore import Parameter
     if not fast_head_ok(lm):
-        raise ValueError("a float16 head needs the CPU FloatMatmulNT head (a bias-free float32 Linear lm_head)")
+        raise ValueError(HALF_HEAD_NEEDS)
     w = lm.lm_head.weight
     return Parameter(Tensor(w.asnumpy().astype(np.float16)), name=w.name + "_float16", requires_grad=False)
 
@@ -105,7 +108,7 @@ class _CachedDecoderBase(nn.Cell):
         head = lm.lm_head
         self.fast_head = fast_head_ok(lm)
         if head_weight is not None and not self.fast_head:
-            raise ValueError("a float16 head needs the CPU FloatMatmulNT head (a bias-free float32 Linear lm_head)")
+            raise ValueError(HALF_HEAD_NEEDS)
         if self.fast_head:
             from ..kernels.decode_ops import float_matmul_nt_cell
             self.head_kernel = float_matmul_nt_cell(head.weight if head_weight is None else head_weight)
@@ -134,6 +137,17 @@ class _CachedDecoderBase(nn.Cell):
         kernels = nn.CellList([layer_kernel(layer, scale, self.num_heads, write_cache) for layer in lm.model.layers])
         self._restore_names(lm, names)
         return kernels
+
+    def _layer_ops(self, h, positions, cache):
+        """h [B, H] through the L DecodeLayer ops (self.layer_kernels) at positions [B] -> (h [B, H],
+        ((k_rot, v) [B, KVH*D] of each layer))."""
+        cos = self.gather(self.freqs_cos, positions, 0)                     # [B, d]
+        sin = self.gather(self.freqs_sin, positions, 0)
+        kvs = ()
+        for i, kernel in enumerate(self.layer_kernels):
+            h, k_rot, v = kernel(h, cache[2 * i], cache[2 * i + 1], positions, cos, sin)
+            kvs += ((k_rot, v),)
+        return h, kvs
 
     def _rope(self, x, cos, sin):
         """x [..., d] * cos + rotate_half(x) * sin, with sin signed (see __init__); cos/sin broadcast."""
@@ -236,14 +250,9 @@ class DecodeStepGraph(_CachedDecoderBase):
 
     def _step_layers(self, h, positions, cache):
         bsz = h.shape[0]
-        h = ops.reshape(h, (bsz, self.hidden_size))                          # [B, H]
-        cos = self.gather(self.freqs_cos, positions, 0)                     # [B, d]
-        sin = self.gather(self.freqs_sin, positions, 0)
-        new_keys, new_values = (), ()
-        for i, kernel in enumerate(self.layer_kernels):
-            h, k_rot, v = kernel(h, cache[2 * i], cache[2 * i + 1], positions, cos, sin)
-            new_keys += (ops.reshape(k_rot, (bsz, self.kv_heads, 1, self.head_dim)),)
-            new_values += (ops.reshape(v, (bsz, self.kv_heads, 1, self.head_dim)),)
+        h, kvs = self._layer_ops(ops.reshape(h, (bsz, self.hidden_size)), positions, cache)
+        new_keys = tuple(ops.reshape(k_rot, (bsz, self.kv_heads, 1, self.head_dim)) for k_rot, _ in kvs)
+        new_values = tuple(ops.reshape(v, (bsz, self.kv_heads, 1, self.head_dim)) for _, v in kvs)
         return self._logits(h), ops.stack(new_keys), ops.stack(new_values)
 
     def _step_fused(self, h, positions, cache):
@@ -324,11 +333,7 @@ class DecodeMultiStepGraph(_CachedDecoderBase):
         tokens = ()
         for j in range(self.steps):
             h = ops.reshape(self.cast(self.embed(ids), ms.float32), (bsz, self.hidden_size))   # [B, H]
-            pos = ops.minimum(positions + j, last)                          # [B]
-            cos = self.gather(self.freqs_cos, pos, 0)                       # [B, d]
-            sin = self.gather(self.freqs_sin, pos, 0)
-            for i, kernel in enumerate(self.layer_kernels):
-                h, _, _ = kernel(h, cache[2 * i], cache[2 * i + 1], pos, cos, sin)
+            h, _ = self._layer_ops(h, ops.minimum(positions + j, last), cache)   # the ops write the cache
             token = self.argmax(self._logits(h))                            # [B]
             tokens += (token,)
             ids = ops.reshape(token, (bsz, 1))

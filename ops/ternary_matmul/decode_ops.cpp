@@ -222,30 +222,34 @@ __attribute__((target("avx2,fma,f16c"))) void half_gemv_rows_f16c(const float *x
 
 }  // namespace
 
-int half_matmul_nt_impl(const float *x, const uint16_t *W, float *y, int64_t M, int64_t K, int64_t N, int nthreads) {
+// Shared driver of the float and half-weight head kernels: argument check, one thread below 2^18
+// multiply-adds (a decode-size head is not worth a pool dispatch), rows split over threads, the SIMD
+// row function when the CPU has it (simd_ok) and the portable one otherwise.
+template <typename WT>
+int gemv_nt_driver(const float *x, const WT *W, float *y, int64_t M, int64_t K, int64_t N, int nthreads, bool simd_ok,
+                   void (*simd)(const float *, const WT *, float *, int64_t, int64_t, int64_t, int64_t, int64_t),
+                   void (*portable)(const float *, const WT *, float *, int64_t, int64_t, int64_t, int64_t, int64_t)) {
   if (M <= 0 || K <= 0 || N <= 0) return set_error(3, "FloatMatmulNT: need M, K, N > 0");
   const int nt = M * K * N < (int64_t(1) << 18) ? 1 : resolve_threads(nthreads);
-#if BITCPM_X86
-  if (!g_force_portable.load() && cpu_has_f16c()) {
-    parallel_for(N, nt, 16, [&](int64_t lo, int64_t hi) { half_gemv_rows_f16c(x, W, y, M, K, N, lo, hi); });
-    return 0;
-  }
-#endif
-  parallel_for(N, nt, 16, [&](int64_t lo, int64_t hi) { half_gemv_rows(x, W, y, M, K, N, lo, hi); });
+  const auto rows = simd_ok && !g_force_portable.load() ? simd : portable;
+  parallel_for(N, nt, 16, [&](int64_t lo, int64_t hi) { rows(x, W, y, M, K, N, lo, hi); });
   return 0;
 }
 
-int float_matmul_nt_impl(const float *x, const float *W, float *y, int64_t M, int64_t K, int64_t N, int nthreads) {
-  if (M <= 0 || K <= 0 || N <= 0) return set_error(3, "FloatMatmulNT: need M, K, N > 0");
-  const int nt = M * K * N < (int64_t(1) << 18) ? 1 : resolve_threads(nthreads);
+int half_matmul_nt_impl(const float *x, const uint16_t *W, float *y, int64_t M, int64_t K, int64_t N, int nthreads) {
 #if BITCPM_X86
-  if (!g_force_portable.load() && cpu_has_avx2()) {
-    parallel_for(N, nt, 16, [&](int64_t lo, int64_t hi) { gemv_rows_avx2(x, W, y, M, K, N, lo, hi); });
-    return 0;
-  }
+  return gemv_nt_driver<uint16_t>(x, W, y, M, K, N, nthreads, cpu_has_f16c(), half_gemv_rows_f16c, half_gemv_rows);
+#else
+  return gemv_nt_driver<uint16_t>(x, W, y, M, K, N, nthreads, false, half_gemv_rows, half_gemv_rows);
 #endif
-  parallel_for(N, nt, 16, [&](int64_t lo, int64_t hi) { gemv_rows(x, W, y, M, K, N, lo, hi); });
-  return 0;
+}
+
+int float_matmul_nt_impl(const float *x, const float *W, float *y, int64_t M, int64_t K, int64_t N, int nthreads) {
+#if BITCPM_X86
+  return gemv_nt_driver<float>(x, W, y, M, K, N, nthreads, cpu_has_avx2(), gemv_rows_avx2, gemv_rows);
+#else
+  return gemv_nt_driver<float>(x, W, y, M, K, N, nthreads, false, gemv_rows, gemv_rows);
+#endif
 }
 
 }  // namespace bitcpm
