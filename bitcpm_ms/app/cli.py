@@ -244,12 +244,18 @@ def convert_hf_parser():
     p = argparse.ArgumentParser(
         prog="bitcpm-convert-hf", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Convert checkpoints between Hugging Face MiniCPM format and bitcpm-ms (MindSpore).\n"
-                    "  from_hf: HF MiniCPM directory -> MindSpore .ckpt (e.g. to start QAT from full precision)\n"
+                    "  from_hf: HF MiniCPM / BitCPM-CANN directory -> OUT_DIR with model.ckpt, config.yaml, tokenizer/\n"
                     "  to_hf:   bitcpm-ms checkpoint -> HF directory (config.json + model.safetensors)")
     sub = p.add_subparsers(dest="cmd", required=True)
-    a = sub.add_parser("from_hf", help="HF MiniCPM directory -> MindSpore .ckpt")
-    a.add_argument("--hf_dir", required=True)
-    a.add_argument("--output", required=True)
+    a = sub.add_parser("from_hf", help="HF MiniCPM / BitCPM-CANN directory -> a ready-to-run directory")
+    a.add_argument("--hf_dir", required=True, help="config.json, *.safetensors (or index + shards, or "
+                   "pytorch_model.bin with torch), tokenizer files")
+    a.add_argument("--output", required=True, help="output directory (model.ckpt, config.yaml, tokenizer/)")
+    a.add_argument("--seq_length", type=int, default=512, help="training / eval sequence length of config.yaml")
+    a.add_argument("--quantized", choices=("auto", "yes", "no"), default="auto",
+                   help="pseudo-quantized (ternary x scale) weights: detect (auto), require, or import as float")
+    a.add_argument("--tokenizer_dir", default=None, help="tokenizer files, when not in --hf_dir")
+    a.add_argument("--overwrite", action="store_true", help="replace a non-empty --output")
     b = sub.add_parser("to_hf", help="bitcpm-ms checkpoint -> HF directory")
     b.add_argument("--config", required=True)
     b.add_argument("--checkpoint", required=True)
@@ -266,10 +272,15 @@ def convert_hf_main(argv):
     import_mindformers()
     from . import hf
     if args.cmd == "from_hf":
-        model_config = hf.from_hf(args.hf_dir, args.output)
-        import yaml
-        print(f"wrote {args.output}. model.model_config for your YAML:")
-        print(yaml.safe_dump({"model": {"model_config": model_config}}, sort_keys=False))
+        from .hf_import import from_hf
+        if args.seq_length < 1:
+            raise ConfigError(f"--seq_length must be >= 1, got {args.seq_length}")
+        s = from_hf(args.hf_dir, args.output, args.seq_length, args.quantized, args.tokenizer_dir, args.overwrite)
+        kind = f"pseudo-quantized, group size {s['group_size']}" if s["pseudo_quantized"] else "full precision"
+        print(f"wrote {s['output_dir']}: {s['tensors']} tensors ({kind}; {'tied' if s['tied'] else 'untied'} head; "
+              f"{'LongRoPE' if s['rope_scaling'] else 'plain RoPE'}). Run it with:\n"
+              f"  python3 run/run_bitcpm.py --config {os.path.join(s['output_dir'], 'config.yaml')} "
+              "--run_mode predict --chat \"Hello\"")
         return 0
     from .artifacts import resolve
     from .config import load_config

@@ -31,13 +31,14 @@ from ..layout import ffn_hidden_size
 from ..quant import QuantConfig, dequantize_weight, quantize_weight
 from .gguf_options import TERNARY_TYPES, check_export_args
 from .gguf_vocab import sentencepiece_vocab, write_vocab
-from .hf import ms_to_hf_name
+from ..models.hf_adapter import ms_to_hf_name
 
 def minicpm_hparams(mc) -> dict:
     """llama.cpp `minicpm` hyper-parameters from a BitCPMConfig (the built model's config)."""
     hidden, layers, heads = int(mc.hidden_size), int(mc.num_layers), int(mc.num_heads)
     if str(getattr(mc, "extend_method", "None")) not in ("None", "none", ""):
-        raise ConversionError(f"RoPE extension {mc.extend_method!r} has no GGUF mapping here (only plain RoPE)")
+        raise ConversionError(f"RoPE extension {mc.extend_method!r} has no GGUF mapping here (LongRoPE goes in "
+                              "rope_scaling)")
     return {"context_length": int(mc.max_position_embedding or mc.seq_length), "embedding_length": hidden,
             "block_count": layers, "feed_forward_length": ffn_hidden_size(mc), "head_count": heads,
             "head_count_kv": int(mc.n_kv_heads or heads), "rms_norm_eps": float(mc.rms_norm_eps),
@@ -46,7 +47,26 @@ def minicpm_hparams(mc) -> dict:
             "residual_scale": float(mc.scale_depth) / layers ** 0.5,
             "logit_scale": hidden / float(mc.dim_model_base),
             "tie_word_embeddings": bool(getattr(mc, "tie_word_embeddings", False)),
-            "bos_token_id": mc.bos_token_id, "eos_token_id": mc.eos_token_id}
+            "bos_token_id": mc.bos_token_id, "eos_token_id": mc.eos_token_id,
+            "rope_scaling": longrope_for_gguf(getattr(mc, "rope_scaling", None), hidden // heads,
+                                              int(mc.max_position_embedding or mc.seq_length))}
+
+
+def longrope_for_gguf(rope_scaling, head_dim: int, context_length: int):
+    """The LongRoPE factors as llama.cpp's minicpm converter writes them (`rope_factors_long` /
+    `rope_factors_short`, scaling type longrope; llama.cpp picks the long ones only past the
+    original context), or None. llama.cpp's minicpm graph applies no cos/sin multiplier, so a
+    config whose multiplier is not 1 (max_position_embeddings != original) is refused."""
+    from ..models.rope import check_rope_scaling, longrope_mscale
+    scaling = check_rope_scaling(rope_scaling, head_dim)
+    if scaling is None:
+        return None
+    mscale = longrope_mscale(context_length, scaling["original_max_position_embeddings"])
+    if abs(mscale - 1.0) > 1e-12:
+        raise ConversionError(f"LongRoPE with max_position_embeddings {context_length} != original "
+                              f"{scaling['original_max_position_embeddings']} scales cos/sin by {mscale:.4f}, "
+                              "which llama.cpp's minicpm graph does not do; export refused")
+    return scaling
 
 
 def rope_row_order(out_features: int, n_head: int) -> np.ndarray:
@@ -55,6 +75,18 @@ def rope_row_order(out_features: int, n_head: int) -> np.ndarray:
     idx = np.arange(out_features)
     # [n_head, 2 halves, head_dim/2] -> [n_head, head_dim/2, 2]: (x_i, x_{i+d/2}) become neighbours
     return idx.reshape(n_head, 2, out_features // n_head // 2).swapaxes(1, 2).reshape(out_features)
+
+
+def rope_factor_tensors(hp: dict):
+    """(gguf name, float32 [head_dim / 2]) of the LongRoPE factors, as llama.cpp's converter names them."""
+    import gguf
+    if hp["rope_scaling"] is None:
+        return []
+    names = gguf.TENSOR_NAMES
+    return [(names[gguf.MODEL_TENSOR.ROPE_FACTORS_LONG] + ".weight",
+             np.asarray(hp["rope_scaling"]["long_factor"], np.float32)),
+            (names[gguf.MODEL_TENSOR.ROPE_FACTORS_SHORT] + ".weight",
+             np.asarray(hp["rope_scaling"]["short_factor"], np.float32))]
 
 
 def _gguf_name(hf_name: str, name_map) -> str:
@@ -184,6 +216,9 @@ def export_gguf(config, checkpoint: str, out_path: str, gguf_type: str = "tq2_0"
         writer.add_layer_norm_rms_eps(hp["rms_norm_eps"])
         writer.add_rope_freq_base(hp["rope_freq_base"])
         writer.add_rope_dimension_count(hp["rope_dimension_count"])
+        if hp["rope_scaling"] is not None:
+            writer.add_rope_scaling_type(gguf.RopeScalingType.LONGROPE)
+            writer.add_rope_scaling_orig_ctx_len(hp["rope_scaling"]["original_max_position_embeddings"])
         writer.add_vocab_size(hp["vocab_size"])
         writer.add_embedding_scale(hp["embedding_scale"])
         writer.add_residual_scale(hp["residual_scale"])
@@ -193,6 +228,9 @@ def export_gguf(config, checkpoint: str, out_path: str, gguf_type: str = "tq2_0"
             writer.add_string("bitcpm.quantization.space", quant.quant_space)
         write_vocab(writer, vocab)
         ternary = {f"{layer}.weight" for layer in layers}
+        for gname, factors in rope_factor_tensors(hp):
+            writer.add_tensor(gname, factors)
+            summary["tensors"] += 1
         for name, gname, arr, raw, requantized in gguf_tensors(params, layers, quant, hp, gguf_type,
                                                                embedding_type, requantize):
             writer.add_tensor(gname, arr, raw_dtype=raw)

@@ -12,7 +12,6 @@ is read only when torch is installed.
 """
 import json
 import os
-import re
 import shutil
 from typing import Dict
 
@@ -20,123 +19,34 @@ import numpy as np
 
 from ..errors import ConversionError
 from ..fileio import atomic_dir
-from ..layout import PROJECTIONS, ffn_hidden_size
+from ..layout import ffn_hidden_size
+from ..models.hf_adapter import CONFIG_MAP, hf_config_to_model_config, hf_to_ms_name, ms_to_hf_name  # noqa: F401
+from ..models.hf_adapter import model_config_to_hf_config as adapter_hf_config
 from ..quant import QuantConfig, fake_quant_weight
 from ..quant.api import default_filter
-
-# (HF name, bitcpm-ms / MindFormers name) inside decoder layer i ("model.layers.<i>.<name>")
-_LAYER_MAP = [(f"{p.hf_name}.weight", f"{p.name}.weight") for p in PROJECTIONS] + [
-    ("input_layernorm.weight", "attention_norm.weight"),
-    ("post_attention_layernorm.weight", "ffn_norm.weight"),
-]
-_GLOBAL_MAP = [
-    ("model.embed_tokens.weight", "model.tok_embeddings.embedding_weight"),
-    ("model.norm.weight", "model.norm_out.weight"),
-    ("lm_head.weight", "lm_head.weight"),
-]
-_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
-
-# HF config.json key -> BitCPMConfig key
-_CONFIG_MAP = {
-    "hidden_size": "hidden_size", "num_hidden_layers": "num_layers", "num_attention_heads": "num_heads",
-    "num_key_value_heads": "n_kv_heads", "intermediate_size": "intermediate_size", "vocab_size": "vocab_size",
-    "rms_norm_eps": "rms_norm_eps", "scale_emb": "scale_emb", "scale_depth": "scale_depth",
-    "dim_model_base": "dim_model_base", "tie_word_embeddings": "tie_word_embeddings",
-    "bos_token_id": "bos_token_id", "eos_token_id": "eos_token_id", "pad_token_id": "pad_token_id",
-    "rope_theta": "theta", "max_position_embeddings": "max_position_embedding",
-}
-
-
-def _rename(name: str, src: int):
-    """Map a parameter name through the tables; src 0: HF -> ours, 1: ours -> HF. None if unknown."""
-    dst = 1 - src
-    for pair in _GLOBAL_MAP:
-        if name == pair[src]:
-            return pair[dst]
-    m = _LAYER.match(name)            # both sides name layers "model.layers.<i>.<rest>"
-    if m:
-        for pair in _LAYER_MAP:
-            if m.group(2) == pair[src]:
-                return f"model.layers.{m.group(1)}.{pair[dst]}"
-    return None
-
-
-def hf_to_ms_name(name: str) -> str:
-    out = _rename(name, 0)
-    if out is None:
-        raise ConversionError(f"unknown Hugging Face parameter {name!r} (not a MiniCPM/LLaMA weight)")
-    return out
-
-
-def ms_to_hf_name(name: str) -> str:
-    out = _rename(name, 1)
-    if out is None:
-        raise ConversionError(f"parameter {name!r} has no Hugging Face MiniCPM name")
-    return out
-
-
-def hf_config_to_model_config(hf: dict) -> dict:
-    """HF MiniCPM config.json -> keys of BitCPMConfig (model.model_config in our YAML)."""
-    missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size") if k not in hf]
-    if missing:
-        raise ConversionError(f"config.json lacks {missing}: not a MiniCPM/LLaMA config")
-    out = {ours: hf[theirs] for theirs, ours in _CONFIG_MAP.items() if theirs in hf and hf[theirs] is not None}
-    if isinstance(out.get("eos_token_id"), list):
-        out["eos_token_id"] = out["eos_token_id"][0]
-    return out
-
+from .hf_weights import HFWeights
 
 def resolved_model_config(model_config) -> dict:
-    """The BitCPMConfig keys of _CONFIG_MAP with the values the built model uses (a built model's
+    """The BitCPMConfig keys of CONFIG_MAP with the values the built model uses (a built model's
     `net.config`, so MindFormers' defaults such as theta = 10000 and max_position_embedding =
     seq_length are filled in), plus the SwiGLU width MindFormers derives when it is not set."""
     get = (lambda k: model_config.get(k)) if isinstance(model_config, dict) else \
         (lambda k: getattr(model_config, k, None))
-    mc = {ours: get(ours) for ours in _CONFIG_MAP.values()}
+    mc = {ours: get(ours) for ours in CONFIG_MAP.values()}
     mc["num_heads"], mc["seq_length"] = get("num_heads"), get("seq_length")
     mc["intermediate_size"] = ffn_hidden_size(model_config)
     return mc
 
 
 def model_config_to_hf_config(mc: dict, quant: QuantConfig = None, flavour: str = "latent") -> dict:
-    """config.json of a MiniCPM model. Every key llama.cpp's convert_hf_to_gguf.py and HF's MiniCPM
-    loader read must be present: a missing context length or rope theta makes llama.cpp refuse the
-    converted file, so MindFormers' defaults (seq_length, 10000) fill them when `mc` lacks them."""
-    hf = {theirs: mc[ours] for theirs, ours in _CONFIG_MAP.items() if mc.get(ours) is not None}
-    hf.setdefault("num_key_value_heads", mc.get("num_heads"))
-    hf.setdefault("max_position_embeddings", mc.get("seq_length"))
-    hf.setdefault("rope_theta", 10000.0)
-    hf.setdefault("tie_word_embeddings", False)
-    hf.update({"architectures": ["MiniCPMForCausalLM"], "model_type": "minicpm", "hidden_act": "silu",
-               "torch_dtype": "float32", "rope_scaling": None, "attention_bias": False, "use_cache": True})
-    if quant is not None and quant.enabled:
-        hf["bitcpm_quantization"] = {**quant.to_dict(), "format": flavour}
-    return hf
+    """config.json of a MiniCPM model (`models.hf_adapter`), with our quantizer recorded."""
+    return adapter_hf_config(mc, quant.to_dict() if quant is not None and quant.enabled else None, flavour)
 
 
 def read_hf_weights(model_dir: str) -> Dict[str, np.ndarray]:
-    """All tensors of a HF model directory (*.safetensors, or pytorch_model*.bin with torch)."""
-    if not os.path.isdir(model_dir):
-        raise ConversionError(f"Hugging Face model directory {model_dir} does not exist")
-    files = sorted(f for f in os.listdir(model_dir) if f.endswith(".safetensors"))
-    tensors = {}
-    if files:
-        from safetensors.numpy import load_file
-        for f in files:
-            tensors.update(load_file(os.path.join(model_dir, f)))
-        return tensors
-    bins = sorted(f for f in os.listdir(model_dir) if re.match(r"pytorch_model.*\.bin$", f))
-    if not bins:
-        raise ConversionError(f"no *.safetensors or pytorch_model*.bin in {model_dir}")
-    try:
-        import torch
-    except ImportError:
-        raise ConversionError(f"{model_dir} holds pytorch_model.bin; reading it needs torch "
-                              "(pip install torch), or convert it to safetensors first") from None
-    for f in bins:
-        for k, v in torch.load(os.path.join(model_dir, f), map_location="cpu").items():
-            tensors[k] = v.float().numpy()
-    return tensors
+    """All tensors of a HF model directory as float32 (small models; `from_hf` streams instead)."""
+    weights = HFWeights(model_dir)
+    return {name: weights.get(name) for name in weights.names()}
 
 
 def hf_to_ms_params(tensors: Dict[str, np.ndarray], dtype=np.float32) -> Dict[str, np.ndarray]:
@@ -201,27 +111,6 @@ def write_hf_dir(out_dir: str, tensors: Dict[str, np.ndarray], hf_config: dict, 
         for name, obj in files.items():
             with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
                 json.dump(obj, f, indent=2)
-
-
-def from_hf(hf_dir: str, output: str) -> dict:
-    """HF MiniCPM directory -> MindSpore .ckpt (full precision, e.g. to start QAT from, as
-    BitCPM-CANN does). Returns the model_config keys for the YAML."""
-    import mindspore as ms
-    from ..training.checkpoint_files import publish_checkpoint
-    cfg_path = os.path.join(hf_dir, "config.json")
-    if not os.path.isfile(cfg_path):
-        raise ConversionError(f"{hf_dir} has no config.json")
-    with open(cfg_path, encoding="utf-8") as f:
-        model_config = hf_config_to_model_config(json.load(f))
-    if not output.endswith(".ckpt"):
-        raise ConversionError(f"--output {output} must end with .ckpt")
-    params = hf_to_ms_params(read_hf_weights(hf_dir))
-    # temporary name, fsync, rename, with a sidecar (size, sha256, architecture) for later checks
-    publish_checkpoint(lambda tmp: ms.save_checkpoint([{"name": k, "data": ms.Tensor(v)} for k, v in params.items()],
-                                                      tmp),
-                       os.path.dirname(os.path.abspath(output)), os.path.basename(output),
-                       {"step": 0, "source": os.path.abspath(hf_dir), "model": model_config})
-    return model_config
 
 
 def to_hf(config, checkpoint: str, output: str, tokenizer_file: str = None, flavour: str = "pseudo_quantized",

@@ -5,7 +5,8 @@ in where MiniCPM differs:
   * `model.tok_embeddings` -> ScaleOutput(embedding, scale_emb)
   * each decoder layer's residual `add` primitive -> ScaledResidualAdd (x + branch * c)
   * `model.norm_out` -> ScaleOutput(norm, dim_model_base / hidden_size), so lm_head sees the
-    scaled hidden state.
+    scaled hidden state;
+  * with `rope_scaling` (MiniCPM4's LongRoPE), the rotary tables of `model.freqs_mgr`.
 Parameter names are restored afterwards, so checkpoints keep MindFormers' LLaMA names and map
 1:1 to Hugging Face names. When the config carries a `qat_config`, the constructor ends by
 calling the one quantization entry point, `quantize_model`, so that MindFormers' builders (and
@@ -13,7 +14,7 @@ calling the one quantization entry point, `quantize_model`, so that MindFormers'
 quantization code. Likewise `cpu_fused_ops` calls the one fusion entry point, `apply_cpu_fusions`
 (CPU only; see bitcpm_ms/fused).
 """
-from mindspore import nn
+from mindspore import Tensor, nn
 from mindspore.ops import operations as P
 from mindformers.models.llama.llama import LlamaForCausalLM
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
@@ -22,6 +23,7 @@ from ..fused import apply_cpu_fusions
 from ..quant import QuantConfig, quantize_model
 from ..quant.linear import in_strategy
 from .bitcpm_config import BitCPMConfig
+from .rope import rope_tables
 
 
 class ScaleOutput(nn.Cell):
@@ -78,6 +80,19 @@ def norm_output_strategy(norm):
     return None
 
 
+def install_rope_tables(freqs_mgr, config: BitCPMConfig):
+    """Replace MindFormers' FreqsMgr cos/sin tables with the config's (LongRoPE, models/rope.py).
+
+    Every consumer reads these two tensors: the training / eval graph (FreqsMgr's slices), the fused
+    CPU attention (it receives them as freqs_cis), the KV-cache decoders and their MindIR export."""
+    head_dim = config.hidden_size // config.num_heads
+    rows = int(freqs_mgr.freqs_cos.shape[0])
+    cos, sin = rope_tables(head_dim, rows, config.theta, config.rope_scaling, config.max_position_embedding)
+    dtype = freqs_mgr.freqs_cos.dtype
+    freqs_mgr.freqs_cos = Tensor(cos, dtype=dtype)
+    freqs_mgr.freqs_sin = Tensor(sin, dtype=dtype)
+
+
 @MindFormerRegister.register(MindFormerModuleType.MODELS)
 class BitCPMForCausalLM(LlamaForCausalLM):
     """MiniCPM-architecture causal LM on MindFormers' LLaMA; ternary QAT when `qat_config` enables it."""
@@ -89,6 +104,8 @@ class BitCPMForCausalLM(LlamaForCausalLM):
         super().__init__(config=config)   # by keyword: MindFormers' @lazy_inline reads kwargs["config"]
         names = {id(p): p.name for p in self.get_parameters()}
         model = self.model
+        if config.rope_scaling:
+            install_rope_tables(model.freqs_mgr, config)
         if config.scale_emb != 1.0:
             model.tok_embeddings = ScaleOutput(model.tok_embeddings, config.scale_emb,
                                                embedding_output_strategy(model.tok_embeddings))

@@ -13,6 +13,8 @@ import mindspore as ms
 from mindformers.models.llama.llama_config import LlamaConfig
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
+from .rope import check_rope_scaling
+
 logger = logging.getLogger(__name__)
 
 # Settings MindFormers' LLaMA needs to run on CPU (platform notes): no fused Ascend kernels,
@@ -25,6 +27,15 @@ CPU_SAFE_SETTINGS = {
 }
 _DTYPE_FIELDS = ("compute_dtype", "layernorm_compute_type", "softmax_compute_type", "rotary_dtype",
                  "param_init_type", "residual_dtype", "embedding_init_type")
+
+
+def _plain(value):
+    """A MindFormerConfig / nested dict-like as plain dicts and lists (YAML sections arrive wrapped)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 @MindFormerRegister.register(MindFormerModuleType.CONFIG)
@@ -44,11 +55,15 @@ class BitCPMConfig(LlamaConfig):
         cpu_fused_ops (bool, list or dict): fused CPU training ops to swap in (`bitcpm_ms.fused.
             FusionConfig`: true = all); ignored off CPU. Default off: the unfused model is
             bit-identical to MindFormers' LLaMA, the fused one equal within float32 rounding.
+        rope_scaling (dict): Hugging Face's `rope_scaling` (MiniCPM4: `{rope_type: longrope,
+            short_factor, long_factor, original_max_position_embeddings}`; see models/rope.py).
+            None is plain RoPE.
     """
     model_type = "bitcpm"
 
     def __init__(self, scale_emb: float = 1.0, scale_depth: float = None, dim_model_base: int = None,
-                 qat_config: dict = None, cpu_safe: bool = None, cpu_fused_ops=False, **kwargs):
+                 qat_config: dict = None, cpu_safe: bool = None, cpu_fused_ops=False,
+                 rope_scaling: dict = None, **kwargs):
         super().__init__(**kwargs)
         self.scale_emb = float(scale_emb)
         self.scale_depth = float(scale_depth) if scale_depth is not None else math.sqrt(self.num_layers)
@@ -57,6 +72,7 @@ class BitCPMConfig(LlamaConfig):
         self.cpu_safe = cpu_safe
         self.cpu_fused_ops = cpu_fused_ops
         self._validate()
+        self.rope_scaling = check_rope_scaling(_plain(rope_scaling), self.hidden_size // self.num_heads)
         if cpu_safe or (cpu_safe is None and ms.get_context("device_target") == "CPU"):
             self._apply_cpu_safe()
 
@@ -69,6 +85,9 @@ class BitCPMConfig(LlamaConfig):
         n_kv = self.n_kv_heads or self.num_heads
         if self.num_heads % n_kv:
             raise ValueError(f"num_heads={self.num_heads} is not divisible by n_kv_heads={n_kv}")
+        if getattr(self, "extend_method", "None") not in (None, "None"):
+            raise ValueError(f"extend_method={self.extend_method!r}: BitCPM models extend RoPE with "
+                             "rope_scaling (Hugging Face's keys), not MindFormers' extend_method")
 
     @property
     def residual_scale(self) -> float:
