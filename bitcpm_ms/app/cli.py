@@ -262,6 +262,8 @@ def convert_hf_parser():
     b.add_argument("--output", required=True)
     b.add_argument("--flavour", choices=("latent", "pseudo_quantized"), default="pseudo_quantized")
     b.add_argument("--dtype", choices=("float32", "float16"), default="float32")
+    b.add_argument("--tokenizer", default=None, help="tokenizer.model or HF tokenizer directory to ship "
+                   "(default: the config's processor.tokenizer.vocab_file or prepared dataset)")
     return p
 
 
@@ -285,6 +287,7 @@ def convert_hf_main(argv):
     from .artifacts import resolve
     from .config import load_config
     config = load_config(args.config)
-    n = hf.to_hf(config, args.checkpoint, args.output, resolve(config).tokenizer_file, args.flavour, args.dtype)
+    n = hf.to_hf(config, args.checkpoint, args.output, args.tokenizer or resolve(config).tokenizer_file,
+                 args.flavour, args.dtype)
     print(f"wrote {args.output}: {n} tensors ({args.flavour}, {args.dtype})")
     return 0

@@ -33,7 +33,7 @@ def resolved_model_config(model_config) -> dict:
     get = (lambda k: model_config.get(k)) if isinstance(model_config, dict) else \
         (lambda k: getattr(model_config, k, None))
     mc = {ours: get(ours) for ours in CONFIG_MAP.values()}
-    mc["num_heads"], mc["seq_length"] = get("num_heads"), get("seq_length")
+    mc["num_heads"], mc["seq_length"], mc["pad_token_id"] = get("num_heads"), get("seq_length"), get("pad_token_id")
     mc["intermediate_size"] = ffn_hidden_size(model_config)
     return mc
 

@@ -14,6 +14,8 @@ Real checkpoints come in two kinds, told apart by the weights themselves (`quant
     share of non-zero codes), so that with `quant: {enabled: true, group_size: <detected>}` our
     quantizer computes the published weights and continued QAT starts at the published loss.
     A projection that is not ternary in such a file is a named error.
+  * our own latent exports (`to_hf --flavour latent`, config.json `bitcpm_quantization`): copied
+    as they are, with the recorded quantizer switched on.
 Tying follows HF semantics (config.json without tie_word_embeddings means tied, as MiniCPMConfig
 says). Weights are read and written one tensor at a time (bf16 widened exactly), so peak memory
 stays near the largest tensor, not the model. Everything is built under a temporary name and
@@ -92,7 +94,7 @@ def _tokenizer_source(hf_dir: str, tokenizer_dir):
     return src
 
 
-def run_config(model_config: dict, out_dir: str, group_size, seq_length: int) -> dict:
+def run_config(model_config: dict, out_dir: str, quant: dict, seq_length: int) -> dict:
     """config.yaml: the tiny CPU config's run settings around the imported model."""
     import yaml
     if not os.path.isfile(TEMPLATE):
@@ -104,7 +106,7 @@ def run_config(model_config: dict, out_dir: str, group_size, seq_length: int) ->
     mc = {k: v for k, v in cfg["model"]["model_config"].items() if k not in ("dim_model_base",)}
     mc.update(model_config)
     mc.update(seq_length=int(seq_length), batch_size=1)
-    quant = dict(cfg["quant"], enabled=group_size is not None, group_size=-1 if group_size is None else group_size)
+    quant = dict(cfg["quant"], **quant)
     mc["qat_config"] = quant
     name = os.path.basename(os.path.normpath(out_dir))
     data_dir = os.path.join(out_dir, "data")
@@ -146,22 +148,29 @@ def from_hf(hf_dir: str, output_dir: str, seq_length: int = 512, quantized: str 
     for name in names:                                  # unknown names fail before anything is written
         if not (name.endswith("rotary_emb.inv_freq") or (tied and name == "lm_head.weight")):
             hf_to_ms_name(name)
-    group_size, per_tensor = detect_quantization(weights, names, quantized)
+    recorded = hf.get("bitcpm_quantization") or {}        # our own exports say what they hold
+    if recorded.get("format") == "latent" and quantized != "no":
+        group_size, per_tensor, recover = int(recorded["group_size"]), {}, None
+    else:
+        group_size, per_tensor = detect_quantization(weights, names, quantized)
+        recover = group_size
+    quant = {k: v for k, v in recorded.items() if k != "format"} if recorded else {}
+    quant.update(enabled=group_size is not None, group_size=-1 if group_size is None else group_size)
     out_dir = os.path.abspath(output_dir)
     summary = {"source": os.path.abspath(hf_dir), "output_dir": out_dir, "tied": tied,
-               "pseudo_quantized": group_size is not None, "group_size": group_size,
+               "pseudo_quantized": recover is not None, "quantized": group_size is not None, "group_size": group_size,
                "dtypes": sorted({weights.dtype(n) for n in names}), "rope_scaling": "rope_scaling" in model_config}
     with atomic_dir(out_dir, overwrite=overwrite, error=ConversionError) as tmp:
         info = {"step": 0, "source": summary["source"], "model": model_config}
         publish_checkpoint(lambda path: summary.update(tensors=write_ckpt_stream(
-            path, _converted(weights, names, tied, group_size))), tmp, CHECKPOINT, info)
+            path, _converted(weights, names, tied, recover))), tmp, CHECKPOINT, info)
         os.makedirs(os.path.join(tmp, "tokenizer"))
         for f in TOKENIZER_FILES:
             for src in (tok_src, hf_dir):
                 if os.path.isfile(os.path.join(src, f)):
                     shutil.copyfile(os.path.join(src, f), os.path.join(tmp, "tokenizer", f))
                     break
-        cfg = run_config(model_config, out_dir, group_size, seq_length)
+        cfg = run_config(model_config, out_dir, quant, seq_length)
         with open(os.path.join(tmp, "config.yaml"), "w", encoding="utf-8") as f:
             f.write("# written by convert_hf.py from_hf; see docs/hf_models.md\n")
             yaml.safe_dump(cfg, f, sort_keys=False, allow_unicode=True)

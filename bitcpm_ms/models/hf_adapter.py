@@ -9,7 +9,12 @@ Semantics that matter for real checkpoints (MiniCPM4, BitCPM-CANN):
     to 10000, `rms_norm_eps` to 1e-6 (`reference.HF_DEFAULTS`);
   * `eos_token_id` may be a list ([2, 73440]: `</s>` and `<|im_end|>`); the model config keeps the
     whole list, MindFormers reads only its first entry;
-  * `rope_scaling` (LongRoPE) is carried over and checked (models/rope.py).
+  * `rope_scaling` (LongRoPE) is carried over and checked (models/rope.py);
+  * `pad_token_id` is NOT carried over: MindFormers' LLaMA hides every key position whose token
+    equals pad_token_id (and drops it from the loss), while HF's model masks nothing without an
+    explicit attention mask. MiniCPM4-8B's pad id is 2 = `</s>`, which real text holds between
+    documents, so imports get NO_PAD_ID (-1, a token that never occurs): the MindFormers forward
+    then equals HF's on every input.
 """
 import re
 from typing import Optional
@@ -37,10 +42,11 @@ CONFIG_MAP = {
     "num_key_value_heads": "n_kv_heads", "intermediate_size": "intermediate_size", "vocab_size": "vocab_size",
     "rms_norm_eps": "rms_norm_eps", "scale_emb": "scale_emb", "scale_depth": "scale_depth",
     "dim_model_base": "dim_model_base", "tie_word_embeddings": "tie_word_embeddings",
-    "bos_token_id": "bos_token_id", "eos_token_id": "eos_token_id", "pad_token_id": "pad_token_id",
+    "bos_token_id": "bos_token_id", "eos_token_id": "eos_token_id",
     "rope_theta": "theta", "max_position_embeddings": "max_position_embedding", "rope_scaling": "rope_scaling",
 }
 # keys whose absence means MiniCPMConfig's default (filled on import so the semantics survive)
+NO_PAD_ID = -1
 _DEFAULTED = ("tie_word_embeddings", "rope_theta", "rms_norm_eps", "scale_emb", "scale_depth", "dim_model_base")
 
 
@@ -96,6 +102,7 @@ def hf_config_to_model_config(hf: dict) -> dict:
         raise ConversionError(f"config.json: {err}") from None
     if out["rope_scaling"] is None:
         out.pop("rope_scaling")
+    out["pad_token_id"] = NO_PAD_ID
     eos = eos_ids(hf.get("eos_token_id"))
     if len(eos) > 1:
         out["eos_token_id"] = list(eos)
@@ -112,6 +119,8 @@ def model_config_to_hf_config(mc: dict, quant_dict: Optional[dict] = None, flavo
     hf.setdefault("rope_theta", HF_DEFAULTS["rope_theta"])
     hf["tie_word_embeddings"] = bool(mc.get("tie_word_embeddings") or False)
     hf.setdefault("rope_scaling", None)
+    if mc.get("pad_token_id") is not None and int(mc["pad_token_id"]) >= 0:
+        hf["pad_token_id"] = int(mc["pad_token_id"])
     if isinstance(hf.get("eos_token_id"), tuple):
         hf["eos_token_id"] = list(hf["eos_token_id"])
     hf.update({"architectures": ["MiniCPMForCausalLM"], "model_type": "minicpm", "hidden_act": "silu",

@@ -64,25 +64,31 @@ def test_pseudo_quantized_export_runs_as_plain_model_with_qat_logits(tmp_path):
                                   _params(qat)["model.tok_embeddings.embedding_weight"])
 
 
-def test_cli_round_trip_through_hf(tmp_path):
+def test_cli_round_trip_through_hf(small_dataset, tmp_path):
+    """to_hf (latent) -> from_hf -> the same weights, with the recorded quantizer switched back on."""
     from bitcpm_ms.app.config import load_config
     from bitcpm_ms.app.artifacts import build_model
+    ds = small_dataset[0]
+    ov = ["--tokenizer", os.path.join(str(ds), "tokenizer.model")]
     net = build_model(load_config(TINY_YAML))
     ckpt = tmp_path / "qat.ckpt"
     ms.save_checkpoint(net, str(ckpt))
     run = lambda *a: subprocess.run([sys.executable, os.path.join(ROOT, "run", "convert_hf.py"), *a],
                                     capture_output=True, text=True, cwd=ROOT)
     res = run("to_hf", "--config", TINY_YAML, "--checkpoint", str(ckpt), "--output", str(tmp_path / "hf"),
-              "--flavour", "latent")
+              "--flavour", "latent", *ov)
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.load(open(tmp_path / "hf" / "config.json"))["architectures"] == ["MiniCPMForCausalLM"]
-    res = run("from_hf", "--hf_dir", str(tmp_path / "hf"), "--output", str(tmp_path / "back.ckpt"))
+    res = run("from_hf", "--hf_dir", str(tmp_path / "hf"), "--output", str(tmp_path / "back"))
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "num_layers: 4" in res.stdout
-    back = ms.load_checkpoint(str(tmp_path / "back.ckpt"))
+    assert "run_bitcpm.py --config" in res.stdout
+    back = ms.load_checkpoint(str(tmp_path / "back" / "model.ckpt"))
     for p in net.get_parameters():
         np.testing.assert_array_equal(back[p.name].asnumpy(), p.asnumpy())
-    res = run("to_hf", "--config", TINY_YAML, "--checkpoint", str(ckpt), "--output", str(tmp_path / "hf"))
+    imported = load_config(str(tmp_path / "back" / "config.yaml"))
+    assert imported.quant.enabled is True and imported.quant.group_size == load_config(TINY_YAML).quant.group_size
+    assert imported.model.model_config.num_layers == 4
+    res = run("to_hf", "--config", TINY_YAML, "--checkpoint", str(ckpt), "--output", str(tmp_path / "hf"), *ov)
     assert res.returncode == 2 and "not empty" in res.stderr
 
 

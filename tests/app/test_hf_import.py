@@ -36,7 +36,7 @@ def tokenizer_dir(small_dataset, tmp_path_factory):
 
 def _import(tmp, tokenizer_dir, pseudo=False, group_size=-1, dtype="F32", shards=1, **over):
     cfg = shrunk_config(REAL_05B, vocab=VOCAB)
-    cfg.update(over)
+    cfg.update(pad_token_id=2, **over)
     weights = random_hf_weights(cfg, seed=3, pseudo_quantized=pseudo, group_size=group_size)
     if dtype == "BF16":            # what the file holds, exactly
         weights = {k: bf16_to_f32(f32_to_bf16(v)) for k, v in weights.items()}
@@ -57,6 +57,7 @@ def _rel(ours, ref):
 
 
 IDS = np.random.default_rng(7).integers(0, VOCAB, SEQ)
+IDS[5::7], IDS[3::11] = 2, 0        # </s> (MiniCPM4-8B's pad id) and <unk> are attended to, as in HF
 
 
 @pytest.fixture(scope="module")
