@@ -11,9 +11,12 @@ import pytest
 from mindformers.tools.register import MindFormerConfig
 
 from bitcpm_ms.app.config import load_config
+from bitcpm_ms.models.hf_adapter import hf_config_to_model_config
 from bitcpm_ms.models.flops import count_params
 from bitcpm_ms.parallel import check_tp_divisibility
 from bitcpm_ms.quant import QuantConfig
+
+from ..app.hf_fixtures import REAL_05B, REAL_8B
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 YAMLS = sorted(glob.glob(os.path.join(ROOT, "yaml_configs", "pretrain_bitcpm_*_910b.yaml")))
@@ -51,8 +54,7 @@ def test_config_loads_and_is_consistent(path):
     assert mc.compute_dtype == "bfloat16" and mc.param_init_type == "float32"
     assert mc.use_flash_attention is True and mc.fused_rms_norm is True and mc.qkv_concat is False
     assert mc.cpu_safe is False
-    assert (mc.vocab_size, mc.scale_emb, mc.scale_depth, mc.dim_model_base, mc.rms_norm_eps) == \
-        (73448, 12, 1.4, 256, 1e-6)
+    assert (mc.vocab_size, mc.scale_emb, mc.scale_depth, mc.dim_model_base) == (73448, 12, 1.4, 256)
     assert cfg.runner_config.batch_size == cfg.train_dataset.batch_size == mc.batch_size
     if _size(path) == 0.5e9:
         assert cfg.lr_schedule.learning_rate == pytest.approx(1e-2)          # report, Table 6
@@ -89,8 +91,31 @@ def test_parallel_layout_and_divisibility(path):
         assert mc.hidden_size % g == 0 and mc.intermediate_size % g == 0
 
 
+# the sizes whose config.json is public: their YAMLs must be MiniCPM4's model exactly
+REAL = {"0.5b": REAL_05B, "8b": REAL_8B}
+ARCH_KEYS = ("hidden_size", "num_layers", "num_heads", "n_kv_heads", "intermediate_size", "vocab_size", "rms_norm_eps",
+             "theta", "max_position_embedding", "scale_emb", "scale_depth", "dim_model_base", "tie_word_embeddings",
+             "bos_token_id", "eos_token_id", "rope_scaling")
+
+
 @pytest.mark.parametrize("path", YAMLS, ids=NAMES)
+def test_real_sizes_equal_the_real_minicpm4_configs(path):
+    size = re.search(r"pretrain_bitcpm_([0-9.]+b)", os.path.basename(path)).group(1)
+    mc = load_config(path).model.model_config
+    if size not in REAL:
+        assert mc.get("rope_scaling") is None      # 1B / 3B: our own dims, said so in the header
+        pytest.skip(f"no public MiniCPM4-{size} config")
+    want = hf_config_to_model_config(REAL[size])
+    got = {k: mc.get(k) for k in ARCH_KEYS}
+    got["eos_token_id"] = list(got["eos_token_id"])
+    got["rope_scaling"] = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in got["rope_scaling"].items()}
+    assert got == {k: want[k] for k in ARCH_KEYS}
+    assert mc.pad_token_id == -1
+
+
+@pytest.mark.parametrize("path", [p for p in YAMLS if "0.5b" not in p], ids=[n for n in NAMES if "0.5b" not in n])
 def test_parameter_count_matches_the_name(path):
+    """(MiniCPM4-0.5B is the real model: 0.434B with its tied head; its count is not ours to choose.)"""
     mc = load_config(path).model.model_config
     n = count_params(mc).total
     assert abs(n / _size(path) - 1) < 0.05, f"{os.path.basename(path)}: {n / 1e9:.3f}B"
