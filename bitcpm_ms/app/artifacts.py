@@ -2,7 +2,9 @@
 
 `resolve(config)` answers, once per run, the questions every mode asks: the output directory,
 the prepared dataset the run's data comes from (and whether it fits the model), and the
-tokenizer file. `load_model(config, checkpoint)` builds the configured network and loads a
+tokenizer: `processor.tokenizer.vocab_file` (a SentencePiece `tokenizer.model`, or a Hugging Face
+tokenizer directory such as MiniCPM4's; `data.hf_tokenizer.load_tokenizer` opens either), else the
+prepared dataset's `tokenizer.model`. `load_model(config, checkpoint)` builds the configured network and loads a
 checkpoint's weights into it. Train, eval, predict, export and conversion all use these two.
 """
 import os
@@ -21,7 +23,7 @@ class Artifacts:
     output_dir: str
     dataset_dir: Optional[str]       # prepared dataset root (holds manifest.json) that fits the model
     dataset_problem: Optional[str]   # why dataset_dir is None
-    tokenizer_file: Optional[str]
+    tokenizer_file: Optional[str]    # a tokenizer.model file or a Hugging Face tokenizer directory
 
     def need_dataset(self) -> str:
         if self.dataset_dir is None:
@@ -29,6 +31,7 @@ class Artifacts:
         return self.dataset_dir
 
     def need_tokenizer(self) -> str:
+        """The tokenizer path (file or HF directory: open it with data.hf_tokenizer.load_tokenizer)."""
         if self.tokenizer_file is None:
             looked = os.path.join(self.dataset_dir or "<prepared dataset>", TOKENIZER_FILE)
             raise ConfigError("no tokenizer: set processor.tokenizer.vocab_file or prepare data "
@@ -67,7 +70,7 @@ def _prepared_dataset(config):
 def resolve(config) -> Artifacts:
     dataset_dir, problem = _prepared_dataset(config)
     tokenizer = ((config.get("processor") or {}).get("tokenizer") or {}).get("vocab_file")
-    if not (tokenizer and os.path.isfile(tokenizer)):
+    if not (tokenizer and (os.path.isfile(tokenizer) or os.path.isdir(tokenizer))):
         tokenizer = os.path.join(dataset_dir, TOKENIZER_FILE) if dataset_dir else None
         if tokenizer and not os.path.isfile(tokenizer):
             tokenizer = None

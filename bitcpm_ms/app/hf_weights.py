@@ -23,7 +23,7 @@ from ..errors import ConversionError
 _ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,
               "I64": np.int64, "I32": np.int32}
 INDEX_FILE = "model.safetensors.index.json"
-SLICE_BYTES = 1 << 30            # largest protobuf record of a written checkpoint
+SLICE_BYTES = 64 << 20           # largest protobuf record of a written checkpoint (bounds the copies)
 
 
 def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
@@ -118,7 +118,8 @@ class HFWeights:
         return tuple(self._where[name][1]["shape"])
 
     def get(self, name: str) -> np.ndarray:
-        """The tensor as float32 (bf16 / f16 widened exactly)."""
+        """The tensor as float32 (bf16 / f16 widened exactly). F32 tensors come back as a read-only
+        view of the mapped file (no copy: pages are read as the caller touches them)."""
         if name in self._torch:
             import torch
             return self._torch[name].to(torch.float32).numpy()
@@ -129,6 +130,8 @@ class HFWeights:
         arr = np.frombuffer(raw, dtype=_ST_DTYPES[meta["dtype"]]).reshape(meta["shape"])
         if meta["dtype"] == "BF16":
             return bf16_to_f32(arr)
+        if meta["dtype"] == "F32":
+            return arr
         return np.array(arr, dtype=np.float32)
 
     def __contains__(self, name: str) -> bool:
@@ -143,7 +146,7 @@ def write_ckpt_stream(path: str, tensors: Iterator[Tuple[str, np.ndarray]]) -> i
     count = 0
     with open(path, "wb") as f:
         for name, value in tensors:
-            value = np.ascontiguousarray(value, np.float32)
+            value = np.asarray(value, np.float32)
             rows = max(1, value.shape[0] if value.ndim else 1)
             per_row = max(1, value.nbytes // rows)
             step = max(1, slice_bytes // per_row)

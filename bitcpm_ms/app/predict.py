@@ -4,6 +4,13 @@
 graphs, sampling, streaming; `--packed true` runs the packed ternary kernels, `--decode_graphs DIR`
 the exported MindIR graphs) and prints prefill / decode tokens per second on stderr.
 
+The tokenizer is `load_tokenizer(art.need_tokenizer())`: our SentencePiece model (no BOS, stop at
+`</s>`) or a Hugging Face tokenizer directory (MiniCPM4: BOS added, chat tokens parsed, stop at any of
+its eos ids, e.g. `</s>` and `<|im_end|>`). `--chat` / `--chat_file` render the messages with the
+tokenizer's chat template (with the generation prompt), encode that text as the tokenizer encodes
+any text (BOS as it says, as vLLM and llama.cpp do), and print only the reply: the prompt is not
+echoed, special tokens are not printed, generation ends at the first eos id.
+
 `greedy_generate` is the plain full-recompute decoder it replaced, kept as the reference the tests
 compare against: the prompt is right-padded to the model's seq_length so one graph serves every
 step; causal masking makes padding invisible to the positions that are read.
@@ -16,7 +23,7 @@ import mindspore as ms
 
 from ..errors import ConfigError
 from .artifacts import Artifacts, load_model
-from .predict_args import add_predict_arguments, generation_config, read_prompts
+from .predict_args import add_predict_arguments, generation_config, is_chat, read_chat, read_prompts
 
 
 def greedy_generate(net, prompt_ids, max_new_tokens, seq_length, eos_id=None, pad_id=0):
@@ -66,26 +73,43 @@ def _decoder(config, art, args):
 
 
 def run_predict(config, art: Artifacts, prompt: str, max_new_tokens: int = 32, args=None) -> int:
-    """Generate for --prompt (streamed) or each line of --prompt_file (printed per batch)."""
-    from ..data.tokenizer import EOS_ID, PAD_ID, SPTokenizer
+    """Generate for --prompt (streamed), each line of --prompt_file (printed per batch), or the reply to
+    --chat / --chat_file (streamed, without the prompt)."""
+    from ..data.hf_tokenizer import load_tokenizer
+    from ..data.tokenizer import PAD_ID
     from ..inference import TextStreamer, generate, generate_batches
     args = args if args is not None else _default_args(prompt, max_new_tokens)
-    tok = SPTokenizer(art.need_tokenizer())
-    cfg = generation_config(args, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
-    texts = read_prompts(args)
+    path = art.need_tokenizer()
+    tok = load_tokenizer(path)
+    cfg = generation_config(args, eos_token_id=list(tok.eos_token_ids), pad_token_id=PAD_ID)
+
+    def decode(ids):
+        return tok.decode(ids, skip_special_tokens=True)
+
+    chat = is_chat(args)
+    if chat:
+        if not getattr(tok, "chat_template", None):
+            raise ConfigError(f"--chat needs a tokenizer with a chat template; {path} has none (a Hugging Face "
+                              "tokenizer directory whose tokenizer_config.json has a chat_template)")
+        texts = [tok.apply_chat_template(read_chat(args), add_generation_prompt=True)]
+    else:
+        texts = read_prompts(args)
     prompts = [tok.encode(t) for t in texts]
     lm = _decoder(config, art, args)
-    if args.prompt_file is None:
+    if chat:
+        out = generate(lm, prompts, cfg, streamer=TextStreamer(), decode=decode)
+    elif args.prompt_file is None:
         print(texts[0], end="", flush=True)
-        out = generate(lm, prompts, cfg, streamer=TextStreamer(), decode=tok.decode)
+        out = generate(lm, prompts, cfg, streamer=TextStreamer(), decode=decode)
     else:
         def show(start, batch):
             for i, text in enumerate(batch.texts):
                 print(f"[{start + i}] {texts[start + i]}{text}", flush=True)
-        out = generate_batches(lm, prompts, args.predict_batch_size, cfg, decode=tok.decode, on_batch=show)
+        out = generate_batches(lm, prompts, args.predict_batch_size, cfg, decode=decode, on_batch=show)
     s = out.stats
     print(f"prefill: {s.prompt_tokens} tokens, {s.prefill_tokens_per_s:,.0f} tok/s | decode: {s.decode_tokens} tokens, "
           f"{s.decode_tokens_per_s:,.1f} tok/s in {s.decode_steps} graph calls | graph compile {s.compile_seconds:.1f} s | "
-          f"{'packed' if args.packed else 'MindIR' if args.decode_graphs else 'fake-quant'} | seed {out.seed}",
+          f"{'packed' if args.packed else 'MindIR' if args.decode_graphs else 'fake-quant'} | seed {out.seed}"
+          + (f" | {out.finish_reasons[0]}" if chat else ""),
           file=sys.stderr, flush=True)
     return 0

@@ -137,7 +137,14 @@ def load_sentencepiece(model_path: str, strict_special_ids: bool = True) -> spm.
 
 
 class SPTokenizer:
-    """Thin, picklable wrapper used by the packing workers."""
+    """Thin, picklable wrapper used by the packing workers.
+
+    Also the plain-file side of ``hf_tokenizer.load_tokenizer``'s common interface: no BOS is added
+    (``add_bos`` False: our documents never start with one), generation stops at ``</s>`` only
+    (``eos_token_ids``), and there is no chat template."""
+
+    add_bos = False
+    chat_template = None
 
     def __init__(self, model_path: str):
         self.model_path = model_path
@@ -145,10 +152,19 @@ class SPTokenizer:
         self.eos_id = self.sp.eos_id()
         self.vocab_size = self.sp.get_piece_size()
 
+    @property
+    def bos_id(self) -> int:
+        return self.sp.bos_id()
+
+    @property
+    def eos_token_ids(self):
+        return (self.eos_id,)
+
     def encode(self, text: str) -> List[int]:
         return self.sp.encode(text)
 
-    def decode(self, ids: Sequence[int]) -> str:
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        """Control pieces (<s>, </s>, <pad>) decode to nothing either way (SentencePiece's rule)."""
         return self.sp.decode([int(i) for i in ids])
 
     def __getstate__(self):

@@ -3,6 +3,7 @@
     from bitcpm_ms.inference import CachedLM, generate
     out = generate(CachedLM(model), [ids_a, ids_b], max_new_tokens=64, temperature=0.7, top_p=0.7,
                    seed=0, eos_token_id=2, decode=tokenizer.decode, stop_strings=["\\n\\n"])
+    # eos_token_id may be a list: a row ends at the first of them (MiniCPM4: [2, 73440])
     out.tokens, out.texts, out.finish_reasons, out.stats.decode_tokens_per_s
 
 Prompts of different lengths share one batch: they are right-padded to the prompt bucket, each row
@@ -174,7 +175,7 @@ def _take(b, token, cfg, new, seen, texts, streamer) -> Optional[str]:
     """Append row b's token; returns its finish reason, or None while it goes on."""
     new[b].append(token)
     seen[b].append(token)
-    is_eos = cfg.eos_token_id is not None and token == cfg.eos_token_id
+    is_eos = token in cfg.eos_token_ids
     piece = ""
     if texts is not None and not is_eos:
         piece = texts[b].push(token)

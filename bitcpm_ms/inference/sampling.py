@@ -18,7 +18,7 @@ Semantics that differ between libraries, chosen here and tested:
     the same text alone or in any batch.
 """
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -38,13 +38,22 @@ class GenerationConfig:
     top_p: float = 1.0                     # 1.0: off
     repetition_penalty: float = 1.0        # 1.0: off
     seed: Optional[int] = None             # None: a fresh seed, reported in the result
-    eos_token_id: Optional[int] = None
+    eos_token_id: Union[int, Sequence[int], None] = None    # one id or several (any of them ends a row)
     pad_token_id: int = 0
     stop_strings: Tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self):
         self.stop_strings = tuple(self.stop_strings or ())
         self.validate()
+
+    @property
+    def eos_token_ids(self) -> Tuple[int, ...]:
+        """The stop ids as a tuple (MiniCPM4 chat models stop at </s> and <|im_end|>)."""
+        if self.eos_token_id is None:
+            return ()
+        if isinstance(self.eos_token_id, (int, np.integer)):
+            return (int(self.eos_token_id),)
+        return tuple(int(i) for i in self.eos_token_id)
 
     @property
     def greedy(self) -> bool:
@@ -65,6 +74,11 @@ class GenerationConfig:
             raise GenerationError(f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty}")
         if self.seed is not None and (not isinstance(self.seed, (int, np.integer)) or self.seed < 0):
             raise GenerationError(f"seed must be an integer >= 0, got {self.seed!r}")
+        eos = self.eos_token_id
+        eos = [] if eos is None else [eos] if isinstance(eos, (int, np.integer)) else eos
+        if not isinstance(eos, (list, tuple)) or \
+                any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) or i < 0 for i in eos):
+            raise GenerationError(f"eos_token_id must be an id >= 0 or a list of them, got {self.eos_token_id!r}")
         if any(not isinstance(s, str) or not s for s in self.stop_strings):
             raise GenerationError(f"stop strings must be non-empty strings, got {self.stop_strings!r}")
         return self

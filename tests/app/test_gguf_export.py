@@ -177,3 +177,141 @@ def test_gguf_named_errors(exported, tmp_path, capsys):
     assert "exists (pass --overwrite" in capsys.readouterr().err
     assert export_main(base + ["--output_dir", str(tmp_path / "d")]) == 2
     assert "--output FILE.gguf" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- Hugging Face tokenizers
+def llamacpp_spm_tokenize(vocab, text, parse_special=False):
+    """A Python transcription of llama.cpp's SPM tokenization of `text` with a GGUFVocab
+    (src/llama-vocab.cpp: tokenizer_st_partition, then llm_tokenizer_spm_session per text fragment;
+    add_space_prefix false): USER_DEFINED tokens (and CONTROL / UNKNOWN ones with parse_special) are
+    split out of the text first, longest first; each remaining fragment has its spaces escaped to "▁",
+    starts as UTF-8 characters and merges the adjacent pair of best score that is a token, then symbols
+    that are not tokens become <0xXX> byte tokens."""
+    import heapq
+    from bitcpm_ms.app.gguf_vocab import CONTROL, UNKNOWN, USER_DEFINED
+    texts = [p.decode("utf-8") for p in vocab.pieces]
+    to_id = {t: i for i, t in enumerate(texts)}
+    kinds = (USER_DEFINED, CONTROL, UNKNOWN) if parse_special else (USER_DEFINED,)
+    special = sorted((i for i, k in enumerate(vocab.types) if k in kinds), key=lambda i: -len(texts[i]))
+    frags = [text]
+    for i in special:
+        out = []
+        for f in frags:
+            if isinstance(f, int):
+                out.append(f)
+                continue
+            parts = f.split(texts[i])
+            for j, part in enumerate(parts):
+                if part:
+                    out.append(part)
+                if j + 1 < len(parts):
+                    out.append(i)
+        frags = out
+    ids = []
+    for f in frags:
+        if isinstance(f, int):
+            ids.append(f)
+            continue
+        syms = list(f.replace(" ", "\u2581"))
+        alive = list(range(len(syms)))
+        while True:                               # best score first, then leftmost
+            best = []
+            for a, b in zip(alive, alive[1:]):
+                merged = syms[a] + syms[b]
+                if merged in to_id:
+                    heapq.heappush(best, (-vocab.scores[to_id[merged]], a, b))
+            if not best:
+                break
+            _, a, b = best[0]
+            syms[a] += syms[b]
+            alive.remove(b)
+        for a in alive:
+            if syms[a] in to_id:
+                ids.append(to_id[syms[a]])
+            else:
+                ids += [to_id[f"<0x{byte:02X}>"] for byte in syms[a].encode("utf-8")]
+    return ids
+
+
+@pytest.fixture(scope="module")
+def hf_tokenizer_dir(tmp_path_factory):
+    from ..data.test_hf_tokenizer import make_hf_tokenizer_dir
+    return make_hf_tokenizer_dir(tmp_path_factory.mktemp("hftok") / "tok")
+
+
+def test_gguf_vocab_of_an_hf_tokenizer(hf_tokenizer_dir):
+    """MiniCPM4-shaped directory: pieces, then the 8 chat tokens with their text as CONTROL (score -1000),
+    user-defined pieces ("\\n", "...", "<img>") USER_DEFINED, padding to the embedding; BOS added as the
+    tokenizer says, no space prefix, EOS </s> and EOT <|im_end|> (the two stops of generation_config),
+    the chat template."""
+    from bitcpm_ms.app.gguf_vocab import CONTROL, UNUSED, USER_DEFINED, tokenizer_vocab
+    from bitcpm_ms.data.hf_tokenizer import load_tokenizer
+    from ..data.test_hf_tokenizer import ADDED, CHATML, IM_END, PIECES
+    tok = load_tokenizer(hf_tokenizer_dir)
+    v = tokenizer_vocab(tok, 512, bos_id=1, eos_id=2)
+    assert len(v.pieces) == 512 and v.padded == 512 - 408
+    assert [p.decode() for p in v.pieces[PIECES:408]] == ADDED and v.types[PIECES:408] == [CONTROL] * 8
+    assert v.scores[PIECES:408] == [-1000.0] * 8 and v.types[408:] == [UNUSED] * 104
+    assert [v.pieces[i] for i in (3, 4, 5)] == [b"\n", b"...", b"<img>"] and v.types[3:6] == [USER_DEFINED] * 3
+    assert (v.bos_id, v.eos_id, v.eot_id, v.unk_id, v.pad_id) == (1, 2, IM_END, 0, -1)
+    assert (v.add_bos, v.add_space_prefix, v.chat_template) == (True, False, CHATML)
+    assert tokenizer_vocab(hf_tokenizer_dir, 512).pieces == v.pieces           # a path works too
+    with pytest.raises(ConversionError, match=r"has 408 tokens \(400 pieces \+ added tokens\).*400 rows"):
+        tokenizer_vocab(tok, 400)
+    with pytest.raises(ConversionError, match=r"model config's EOS id is 5, the tokenizer .* stops at \[400, 2\]"):
+        tokenizer_vocab(tok, 512, eos_id=5)
+    with pytest.raises(ConversionError, match="BOS id is 3"):
+        tokenizer_vocab(tok, 512, bos_id=3)
+
+
+def test_llamacpp_tokenization_of_an_hf_vocab_equals_the_tokenizer(hf_tokenizer_dir):
+    """With the types we write, llama.cpp's algorithm (transcribed above) gives the HF tokenizer's ids:
+    text with user-defined pieces always, chat tokens when special tokens are parsed (as llama.cpp does
+    for prompts). llama.cpp's converter types user-defined pieces NORMAL: then "..." is never built
+    (".." is not a piece) and the ids differ, which is why we do not."""
+    from bitcpm_ms.app.gguf_vocab import NORMAL, USER_DEFINED, tokenizer_vocab
+    from bitcpm_ms.data.hf_tokenizer import HFTokenizer
+    tok = HFTokenizer(hf_tokenizer_dir)
+    v = tokenizer_vocab(tok, 512)
+    rng = np.random.default_rng(0)
+    atoms = ["the", " horse", " water", "  ", " ", "\n", "...", ".", "<img>", "12", "中文", "é", "x"]
+    texts = ["a...b <img>\n\n the horse."] + ["".join(rng.choice(atoms, 8)) for _ in range(60)]
+    for t in texts:
+        assert llamacpp_spm_tokenize(v, t) == tok.encode(t, add_special_tokens=False), t
+    chat = tok.apply_chat_template([{"role": "user", "content": "Which horse...?"}])
+    assert [v.bos_id] + llamacpp_spm_tokenize(v, chat, parse_special=True) == tok.encode(chat)
+    v.types = [NORMAL if k == USER_DEFINED else k for k in v.types]
+    assert llamacpp_spm_tokenize(v, "a...b") != tok.encode("a...b", add_special_tokens=False)
+
+
+def test_gguf_export_with_an_hf_tokenizer_directory(exported, hf_tokenizer_dir):
+    """processor.tokenizer.vocab_file = an HF tokenizer directory: the GGUF holds its added tokens,
+    add_bos_token true, EOS / EOT and the chat template."""
+    from ..data.test_hf_tokenizer import CHATML, IM_END
+    ds, tmp, models = exported
+    path = str(tmp / "hf-tok.gguf")
+    export_gguf(_config(ds, **{"quant.group_size": 256, "processor.tokenizer.vocab_file": hf_tokenizer_dir}),
+                models[256][0], path, gguf_type="f32", embedding_type="f32")
+    fields, _ = _read(path)
+    assert fields["tokenizer.ggml.tokens"][IM_END:IM_END + 2] == ["<|im_end|>", "<|im_start|>"]
+    assert fields["tokenizer.ggml.token_type"][IM_END] == 3 and fields["tokenizer.ggml.token_type"][3] == 4
+    assert (fields["tokenizer.ggml.add_bos_token"], fields["tokenizer.ggml.add_space_prefix"]) == (True, False)
+    assert (fields["tokenizer.ggml.eos_token_id"], fields["tokenizer.ggml.eot_token_id"]) == (2, IM_END)
+    assert fields["tokenizer.chat_template"] == CHATML
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isfile("/work/refs/minicpm4_8b/tokenizer.model"), reason="no MiniCPM4 tokenizer")
+def test_gguf_vocab_of_the_real_minicpm4_tokenizer():
+    """The real tokenizer passes the BPE / identity / whitespace checks; its 1,086 user-defined pieces and
+    8 chat tokens are typed as llama.cpp needs them, and llama.cpp's algorithm gives its ids."""
+    from collections import Counter
+    from bitcpm_ms.app.gguf_vocab import tokenizer_vocab
+    from bitcpm_ms.data.hf_tokenizer import HFTokenizer
+    tok = HFTokenizer("/work/refs/minicpm4_8b")
+    v = tokenizer_vocab(tok, 73448, bos_id=1, eos_id=[2, 73440])
+    assert Counter(v.types) == {1: 72095, 4: 1086, 6: 256, 3: 10, 2: 1} and v.padded == 0
+    assert (v.bos_id, v.eos_id, v.eot_id, v.add_bos, v.add_space_prefix) == (1, 2, 73440, True, False)
+    texts = ["a...b <img> 1+1=2\n\n\tx", "你好，世界！今天天气很好。", "MiniCPM4 在 2025 年发布  (two  spaces)"]
+    for t in texts:
+        assert llamacpp_spm_tokenize(v, t) == tok.encode(t, add_special_tokens=False), t
