@@ -41,7 +41,7 @@ def graph_logits(config_path: str, ids: np.ndarray, fused: bool) -> np.ndarray:
     from bitcpm_ms.app.artifacts import load_model
     from bitcpm_ms.app.config import load_config
     config = load_config(config_path, {"model.model_config.cpu_fused_ops": fused})
-    net, _ = load_model(config, config.load_checkpoint)
+    net, _ = load_model(config, config.init_from_checkpoint)
     net.set_train(False)
     return net(ms.Tensor(ids[None].astype(np.int32)))[0].asnumpy().reshape(len(ids), -1)
 
@@ -65,7 +65,7 @@ def decoders(config_path: str, ternary: bool):
     from bitcpm_ms.app.config import load_config
     from bitcpm_ms.inference import CachedLM
     config = load_config(config_path)
-    net, _ = load_model(config, config.load_checkpoint)
+    net, _ = load_model(config, config.init_from_checkpoint)
     seq = int(config.model.model_config.seq_length)
     yield "decode_fake_quant" if ternary else "decode", CachedLM(net, context=seq)
     if ternary:
@@ -82,7 +82,7 @@ def gguf_rows(config_path: str, ids: np.ndarray, theirs: np.ndarray, ternary: bo
     for kind in (["f32", "tq2_0"] if ternary else ["f32"]):
         path = os.path.join(tmp, f"model-{kind}.gguf")
         config = load_config(config_path)
-        export_gguf(config, config.load_checkpoint, path, gguf_type=kind, embedding_type="f32", log=lambda *a: None)
+        export_gguf(config, config.init_from_checkpoint, path, gguf_type=kind, embedding_type="f32", log=lambda *a: None)
         rows[f"gguf_{kind}_llamacpp"] = compare(llamacpp.logits(path, [int(i) for i in ids]), theirs)
     return rows
 

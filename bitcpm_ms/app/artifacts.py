@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..data.manifest import read_manifest_file
-from ..errors import ConfigError
+from ..errors import BitCPMError, ConfigError
 from .checkpoints import find_checkpoint, load_weights
 
 TOKENIZER_FILE = "tokenizer.model"
@@ -83,6 +83,19 @@ def build_model(config):
     from mindformers.models import build_network
     from .. import models  # noqa: F401  (registration)
     return build_network(config.model)
+
+
+def model_checkpoint(config, art: Artifacts) -> str:
+    """The weights eval / predict use when no --load_checkpoint is given: the run's own newest
+    checkpoint, else `init_from_checkpoint` (the weights the run starts from: an imported model's
+    config.yaml points there, so it predicts before any training), else the output dir (whose
+    error then says where it looked)."""
+    if config.get("load_checkpoint"):
+        return config.load_checkpoint
+    try:
+        return find_checkpoint(art.output_dir)
+    except BitCPMError:
+        return config.get("init_from_checkpoint") or art.output_dir
 
 
 def load_model(config, checkpoint: str):

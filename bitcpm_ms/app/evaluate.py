@@ -8,11 +8,11 @@ counts (definitions: `bitcpm_ms.training.evaluation`).
 import os
 
 from ..training.evaluation import evaluate_on_prepared, write_eval_json
-from .artifacts import Artifacts, load_model
+from .artifacts import Artifacts, load_model, model_checkpoint
 
 
 def run_eval(config, art: Artifacts, max_batches=None, checkpoint=None) -> int:
-    net, ckpt = load_model(config, checkpoint or config.load_checkpoint or art.output_dir)
+    net, ckpt = load_model(config, checkpoint or model_checkpoint(config, art))
     batch = int((config.get("eval_dataset") or {}).get("batch_size") or config.runner_config.batch_size)
     metrics = evaluate_on_prepared(net, art.need_dataset(), batch_size=batch, max_batches=max_batches)
     metrics["checkpoint"] = os.path.abspath(ckpt)

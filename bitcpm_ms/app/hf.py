@@ -12,7 +12,6 @@ is read only when torch is installed.
 """
 import json
 import os
-import shutil
 from typing import Dict
 
 import numpy as np
@@ -20,7 +19,7 @@ import numpy as np
 from ..errors import ConversionError
 from ..fileio import atomic_dir
 from ..layout import ffn_hidden_size
-from ..models.hf_adapter import CONFIG_MAP, hf_config_to_model_config, hf_to_ms_name, ms_to_hf_name  # noqa: F401
+from ..models.hf_adapter import CONFIG_MAP, eos_ids, hf_config_to_model_config, hf_to_ms_name, ms_to_hf_name  # noqa: F401,E501
 from ..models.hf_adapter import model_config_to_hf_config as adapter_hf_config
 from ..quant import QuantConfig, fake_quant_weight
 from ..quant.api import default_filter
@@ -75,40 +74,26 @@ def ms_to_hf_params(params: Dict[str, np.ndarray], quant: QuantConfig = None, fl
     return out
 
 
-def tokenizer_config(tokenizer_file: str, hf_config: dict) -> dict:
-    """tokenizer_config.json for our SentencePiece model as a LlamaTokenizer: no BOS/EOS added
-    (our data has none at document starts) and a prefix space only if the model adds one."""
-    from .gguf_vocab import sentencepiece_vocab
-    vocab = sentencepiece_vocab(tokenizer_file, int(hf_config["vocab_size"]), hf_config.get("bos_token_id"),
-                                hf_config.get("eos_token_id"))
-    n = len(vocab.pieces) - vocab.padded
-    special = {i: vocab.pieces[i].decode("utf-8") for i in (vocab.pad_id, vocab.bos_id, vocab.eos_id, vocab.unk_id)
-               if 0 <= i < n}
-    named = {"pad_token": vocab.pad_id, "bos_token": vocab.bos_id, "eos_token": vocab.eos_id, "unk_token": vocab.unk_id}
-    return {"tokenizer_class": "LlamaTokenizer", "add_bos_token": vocab.add_bos, "add_eos_token": False,
-            "add_prefix_space": vocab.add_space_prefix, "legacy": True, "clean_up_tokenization_spaces": False,
-            "split_special_tokens": True,          # a literal "</s>" in text is text, as in our data
-            "model_max_length": int(hf_config.get("max_position_embeddings") or 0) or None, "sp_model_kwargs": {},
-            **{k: special[i] for k, i in named.items() if i in special},
-            "added_tokens_decoder": {str(i): {"content": t, "special": True, "normalized": False, "lstrip": False,
-                                              "rstrip": False, "single_word": False} for i, t in sorted(special.items())}}
-
-
-def write_hf_dir(out_dir: str, tensors: Dict[str, np.ndarray], hf_config: dict, tokenizer_file: str = None):
-    """config.json, generation_config.json, model.safetensors (+ tokenizer.model, tokenizer_config.json,
-    special_tokens_map.json), written to a temp dir then renamed."""
+def write_hf_dir(out_dir: str, tensors: Dict[str, np.ndarray], hf_config: dict, tokenizer_path: str = None):
+    """config.json, generation_config.json, model.safetensors and the tokenizer's files (a tokenizer.model
+    of ours, or an HF tokenizer directory with its added tokens and chat template), written to a temp
+    dir then renamed. The eos list of the tokenizer (MiniCPM4: [2, 73440]) goes into both configs."""
     from safetensors.numpy import save_file
-    tok_cfg = tokenizer_config(tokenizer_file, hf_config) if tokenizer_file else None    # checked first
+    from ..data.hf_tokenizer import load_tokenizer, write_tokenizer_files
+    tok = load_tokenizer(tokenizer_path) if tokenizer_path else None           # checked first
+    if tok is not None:
+        n_tok, rows = int(getattr(tok, "vocab_size")), int(hf_config["vocab_size"])
+        if n_tok > rows:
+            raise ConversionError(f"vocabulary mismatch: the tokenizer {tokenizer_path} has {n_tok} tokens but the "
+                                  f"model's embedding has {rows} rows")
+        eos = sorted(set(eos_ids(hf_config.get("eos_token_id"))) | set(tok.eos_token_ids))
+        hf_config = dict(hf_config, eos_token_id=eos[0] if len(eos) == 1 else eos)
     gen_cfg = {k: hf_config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in hf_config}
     with atomic_dir(out_dir, error=ConversionError) as tmp:
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, os.path.join(tmp, "model.safetensors"))
-        files = {"config.json": hf_config, "generation_config.json": gen_cfg}
-        if tok_cfg:
-            shutil.copyfile(tokenizer_file, os.path.join(tmp, "tokenizer.model"))
-            files["tokenizer_config.json"] = tok_cfg
-            files["special_tokens_map.json"] = {k: v for k, v in tok_cfg.items() if k.endswith("_token")
-                                                and isinstance(v, str)}
-        for name, obj in files.items():
+        if tok is not None:
+            write_tokenizer_files(tok, tmp)
+        for name, obj in (("config.json", hf_config), ("generation_config.json", gen_cfg)):
             with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
                 json.dump(obj, f, indent=2)
 

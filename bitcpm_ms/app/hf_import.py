@@ -110,8 +110,10 @@ def run_config(model_config: dict, out_dir: str, quant: dict, seq_length: int) -
     mc["qat_config"] = quant
     name = os.path.basename(os.path.normpath(out_dir))
     data_dir = os.path.join(out_dir, "data")
-    cfg.update(output_dir=os.path.join(out_dir, "run"), load_checkpoint=os.path.join(out_dir, CHECKPOINT),
-               quant=quant)
+    # weights only: training starts from them (fresh optimizer) and resumes from its own checkpoints;
+    # eval / predict use them until the run has a checkpoint of its own (artifacts.model_checkpoint)
+    cfg.update(output_dir=os.path.join(out_dir, "run"), init_from_checkpoint=os.path.join(out_dir, CHECKPOINT),
+               load_checkpoint="", quant=quant)
     cfg["model"]["model_config"] = mc
     cfg["data"].update(output_dir=data_dir, tokenizer={"model_file": os.path.join(tok_dir, "tokenizer.model")})
     cfg["processor"]["tokenizer"] = {"type": "BitCPMTokenizer", "vocab_file": tok_dir}

@@ -22,7 +22,7 @@ import numpy as np
 import mindspore as ms
 
 from ..errors import ConfigError
-from .artifacts import Artifacts, load_model
+from .artifacts import Artifacts, load_model, model_checkpoint
 from .predict_args import add_predict_arguments, generation_config, is_chat, read_chat, read_prompts
 
 
@@ -63,7 +63,7 @@ def _decoder(config, art, args):
     if args.decode_graphs:
         return load_decode_graphs(args.decode_graphs)
     config.model.model_config.batch_size = 1
-    net, _ = load_model(config, config.load_checkpoint or art.output_dir)
+    net, _ = load_model(config, model_checkpoint(config, art))
     if args.packed:
         if not config.model.model_config.qat_config.enabled:
             raise ConfigError("--packed true needs a ternary model, but quant.enabled is false")

@@ -47,7 +47,7 @@ def _import(tmp, tokenizer_dir, pseudo=False, group_size=-1, dtype="F32", shards
 
 def _logits(config_path, ids, **overrides):
     config = load_config(config_path, overrides)
-    net, _ = load_model(config, config.load_checkpoint)
+    net, _ = load_model(config, config.init_from_checkpoint)
     net.set_train(False)
     return net, net(ms.Tensor(np.asarray(ids, np.int32)[None]))[0].asnumpy().reshape(len(ids), -1)
 
@@ -115,7 +115,7 @@ def test_decode_paths_with_longrope_equal_the_reference(tmp_path, tokenizer_dir)
     from bitcpm_ms.quant.convert import convert_model
     cfg, weights, _, path = _import(tmp_path, tokenizer_dir, pseudo=True, dtype="BF16")
     config = load_config(path)
-    net, _ = load_model(config, config.load_checkpoint)
+    net, _ = load_model(config, config.init_from_checkpoint)
     prompt = [int(i) for i in IDS[:180]]
 
     def check(lm, n=20):
@@ -216,3 +216,49 @@ def test_hf_semantics_of_absent_keys_and_eos_lists():
     assert back["tie_word_embeddings"] is True and back["eos_token_id"] == [2, 73440]
     assert back["rope_scaling"]["rope_type"] == "longrope" and len(back["rope_scaling"]["long_factor"]) == 32
     assert json.loads(json.dumps(back)) == back
+
+
+# ---------------------------------------------------------------- out again: HF and GGUF keep the semantics
+def test_round_trip_keeps_longrope_tying_eos_and_the_chat_tokenizer(tmp_path):
+    """A MiniCPM4-shaped directory (LongRoPE, no tie key, eos [2, <|im_end|>], tokenizer with 8 chat tokens
+    and a template) -> from_hf -> to_hf and GGUF: every one of those survives."""
+    import gguf
+    from bitcpm_ms.app.gguf_export import export_gguf
+    from bitcpm_ms.app.hf import to_hf
+    from ..data.test_hf_tokenizer import ADDED, CHATML, PIECES, make_hf_tokenizer_dir
+    tok = make_hf_tokenizer_dir(str(tmp_path / "tok"))
+    cfg = shrunk_config(REAL_05B, hidden=256, intermediate=512, vocab=512)     # TQ2_0 rows: 256 weights
+    cfg["eos_token_id"] = [2, PIECES]
+    weights = random_hf_weights(cfg, pseudo_quantized=True)
+    write_hf_model(str(tmp_path / "hf"), cfg, weights, tokenizer_dir=tok)
+    from_hf(str(tmp_path / "hf"), str(tmp_path / "out"), seq_length=64)
+    path = str(tmp_path / "out" / "config.yaml")
+    config = load_config(path)
+    to_hf(config, config.init_from_checkpoint, str(tmp_path / "back"), str(tmp_path / "out" / "tokenizer"))
+    back = json.load(open(tmp_path / "back" / "config.json"))
+    assert back["rope_scaling"] == cfg["rope_scaling"] and back["tie_word_embeddings"] is True
+    assert back["eos_token_id"] == [2, PIECES] and "lm_head.weight" not in weights
+    assert json.load(open(tmp_path / "back" / "generation_config.json"))["eos_token_id"] == [2, PIECES]
+    tc = json.load(open(tmp_path / "back" / "tokenizer_config.json"))
+    assert tc["chat_template"] == CHATML and tc["add_bos_token"] is True
+    assert json.load(open(tmp_path / "back" / "added_tokens.json")) == {t: PIECES + i for i, t in enumerate(ADDED)}
+    # pseudo-quantized export of the import = the published weights (no x0.69 shrink)
+    from bitcpm_ms.app.hf_weights import HFWeights
+    out = HFWeights(str(tmp_path / "back"))
+    w = weights["model.layers.1.mlp.down_proj.weight"]
+    np.testing.assert_allclose(out.get("model.layers.1.mlp.down_proj.weight"), w, rtol=1e-6, atol=0)
+
+    export_gguf(load_config(path), config.init_from_checkpoint, str(tmp_path / "m.gguf"), gguf_type="tq2_0",
+                log=lambda *a: None)
+    reader = gguf.GGUFReader(str(tmp_path / "m.gguf"))
+    tensors = {t.name: t for t in reader.tensors}
+    for kind in ("long", "short"):
+        np.testing.assert_array_equal(np.asarray(tensors[f"rope_factors_{kind}.weight"].data),
+                                      np.asarray(cfg["rope_scaling"][f"{kind}_factor"], np.float32))
+    field = reader.fields["minicpm.rope.scaling.type"]
+    assert bytes(field.parts[field.data[0]]).decode() == "longrope"
+    assert "output.weight" not in tensors                        # tied: llama.cpp reuses token_embd
+    types = reader.fields["tokenizer.ggml.token_type"]
+    assert [int(types.parts[i][0]) for i in types.data[PIECES:PIECES + 8]] == [3] * 8       # CONTROL
+    bos = reader.fields["tokenizer.ggml.add_bos_token"]
+    assert bool(bos.parts[bos.data[0]][0]) is True
