@@ -111,7 +111,7 @@ def run_model(ref_dir: str, work: str, with_gguf: bool) -> dict:
     for name, lm in decoders(config_path, ternary):
         row[name] = compare(decode_logits(lm, ids), theirs_decode[PREFILL - 1:-1])
     if with_gguf:
-        row.update(gguf_rows(config_path, ids, theirs, ternary, work))
+        row.update(gguf_rows(config_path, ids, theirs, ternary, out_dir))
     return row
 
 
