@@ -79,7 +79,13 @@ def gguf_rows(config_path: str, ids: np.ndarray, theirs: np.ndarray, ternary: bo
     from bitcpm_ms.app.config import load_config
     from bitcpm_ms.app.gguf_export import export_gguf
     rows = {}
-    for kind in (["f32", "tq2_0"] if ternary else ["f32"]):
+    config = load_config(config_path)
+    mc = config.model.model_config
+    tq_rows = int(mc.hidden_size) % 256 == 0 and int(mc.intermediate_size) % 256 == 0
+    if ternary and not tq_rows:
+        rows["gguf_tq2_0_llamacpp"] = {"skipped": "TQ2_0 blocks need rows of 256 weights; this model has "
+                                                  f"hidden {mc.hidden_size}, intermediate {mc.intermediate_size}"}
+    for kind in (["f32", "tq2_0"] if ternary and tq_rows else ["f32"]):
         path = os.path.join(tmp, f"model-{kind}.gguf")
         config = load_config(config_path)
         export_gguf(config, config.init_from_checkpoint, path, gguf_type=kind, embedding_type="f32", log=lambda *a: None)
@@ -138,6 +144,8 @@ def main(argv=None):
         for path, r in row.items():
             if isinstance(r, dict) and "max_rel" in r:
                 print(f"{name:<18} {path:<30} {r['max_rel']:>10.2e} {r['top1']:>7.1%}")
+            elif isinstance(r, dict) and "skipped" in r:
+                print(f"{name:<18} {path:<30} skipped: {r['skipped']}")
     import mindspore
     doc = {"models": results, "threshold_max_rel": 1e-4, "machine": {"cpu": platform.processor() or platform.machine(),
            "python": platform.python_version(), "mindspore": mindspore.__version__}, "time": time.time()}

@@ -89,6 +89,8 @@ def _read_run_config(path: str) -> dict:
 
 def _tokenizer_file(run_config: dict) -> Optional[str]:
     path = (((run_config or {}).get("processor") or {}).get("tokenizer") or {}).get("vocab_file")
+    if path and os.path.isdir(path):              # an HF tokenizer directory: its SentencePiece model
+        path = os.path.join(path, "tokenizer.model")
     return path if path and os.path.isfile(path) else None
 
 
