@@ -13,17 +13,17 @@ The output is the float32 .ckpt, so for bf16 input it is twice the input.
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
-import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from benchmarks.machine import write_results  # noqa: E402
 
 SHAPE = dict(hidden_size=1536, num_hidden_layers=24, num_attention_heads=12, num_key_value_heads=2,
              intermediate_size=5632, vocab_size=73448)
@@ -54,7 +54,6 @@ def write_model(out: str, layers: int, pseudo: bool, dtype: str, shards: int = 4
         json.dump({"metadata": {}, "weight_map": weight_map}, f)
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(cfg, f)
-    import sentencepiece  # noqa: F401  (a tokenizer.model is required: any SentencePiece model will do)
     return sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out) if f.endswith(".safetensors"))
 
 
@@ -110,13 +109,7 @@ def main(argv=None):
     for name, r in rows.items():
         print(f"{name:<24} {r['input_bytes'] / 1e9:>9.2f} {r['output_bytes'] / 1e9:>10.2f} "
               f"{r['peak_rss_bytes'] / 1e9:>12.2f} {r['peak_over_larger']:>12.2f} {'met' if r['target_met'] else 'MISSED':>12}")
-    doc = {"shape": dict(SHAPE, num_hidden_layers=args.layers), "variants": rows,
-           "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
-                       "load": os.getloadavg()}, "time": time.time()}
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(doc, f, indent=1)
-    print(f"wrote {args.json}")
+    write_results({"shape": dict(SHAPE, num_hidden_layers=args.layers), "variants": rows}, args.json)
 
 
 if __name__ == "__main__":

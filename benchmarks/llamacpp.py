@@ -154,13 +154,14 @@ def tool(name: str) -> Path:
     return out / "bin" / name
 
 
-def tokenize(gguf: str, text: str) -> list:
+def tokenize(gguf: str, text: str, parse_special: bool = False) -> list:
     """Token ids of `text` by llama.cpp's tokenizer for this GGUF (add_special=True: BOS and a
-    space prefix appear exactly when the GGUF's metadata asks for them)."""
+    space prefix appear exactly when the GGUF's metadata asks for them; parse_special: control
+    tokens written in the text become their ids, as in a rendered chat)."""
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp, "text"), Path(tmp, "ids")
         src.write_bytes(text.encode("utf-8"))
-        _run([tool("dump"), "tokenize", gguf, src, dst])
+        _run([tool("dump"), "tokenize_special" if parse_special else "tokenize", gguf, src, dst])
         return np.fromfile(dst, dtype=np.int32).tolist()
 
 

@@ -18,7 +18,6 @@ Metric: max |ours - theirs| / max |theirs| over all positions, and top-1 agreeme
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,6 +25,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.machine import write_results  # noqa: E402
 
 PREFILL = 160
 
@@ -93,6 +94,72 @@ def gguf_rows(config_path: str, ids: np.ndarray, theirs: np.ndarray, ternary: bo
     return rows
 
 
+# plain, Chinese, mixed and chat text (the reference tokenizer gives the expected ids)
+TEXTS = [
+    "Hello world! The quick brown fox jumps over the lazy dog.",
+    "你好，世界！今天天气很好。",
+    "<|im_start|>user\nhi<|im_end|>",
+    "MiniCPM4 在 2025 年发布，有 0.5B 和 8B 两个版本  (two  spaces)\tand a tab; 价格 3.14 元。",
+    "  leading spaces, trailing spaces   \n\nnew paragraphs... and an ellipsis...",
+    "三元量化（ternary quantization）把权重限制为 {-1, 0, 1} 乘以一个分组缩放因子。",
+    "def f(x):\n    return x ** 2  # 平方\n",
+    "Emoji 🙂 and rare characters: 𝔘𝔫𝔦𝔠𝔬𝔡𝔢, ½, ©, naïve café, Ångström.",
+    "URL https://example.org/a?b=c&d=e, e-mail someone@example.com, 1,234,567.89",
+    "</s> and <s> written as text, <unk> too, <|im_end|> in the middle",
+    {"chat": [{"role": "system", "content": "You are a helpful assistant."},
+              {"role": "user", "content": "用一句话介绍 BitCPM。"}]},
+    {"chat": [{"role": "user", "content": "What is 1.58-bit quantization?"},
+              {"role": "assistant", "content": "Weights in {-1, 0, 1} times a scale."},
+              {"role": "user", "content": "为什么它能省内存？"}]},
+]
+
+
+def reference_tokenization(tok_dir: str, ref_python: str, work: str):
+    """The real slow LlamaTokenizer's ids for TEXTS (minicpm_reference.py tokenize, scratch interpreter)."""
+    import subprocess
+    texts, out = os.path.join(work, "texts.json"), os.path.join(work, "tokenize_ref.json")
+    with open(texts, "w") as f:
+        json.dump(TEXTS, f, ensure_ascii=False)
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "minicpm_reference.py")
+    res = subprocess.run([ref_python, script, "tokenize", "--tok_dir", tok_dir, "--texts", texts, "--out", out],
+                         capture_output=True, text=True)
+    if res.returncode:
+        raise SystemExit(f"reference tokenizer failed: {res.stderr[-2000:]}")
+    with open(out) as f:
+        return json.load(f)["items"]
+
+
+def tokenization_rows(tok_dir: str, gguf_path, ref_python: str, work: str) -> dict:
+    """Our HFTokenizer and (with a GGUF of the real vocabulary) llama.cpp against the real tokenizer:
+    plain text with BOS as configured, and rendered chats with their control tokens."""
+    from bitcpm_ms.data.hf_tokenizer import HFTokenizer
+    ours = HFTokenizer(tok_dir)
+    rows = {"ours": {"agree": 0, "total": 0, "mismatches": []}}
+    if gguf_path:
+        from benchmarks import llamacpp
+        rows["llamacpp"] = {"agree": 0, "total": 0, "mismatches": []}
+    for item in reference_tokenization(tok_dir, ref_python, work):
+        if "chat" in item:
+            text, want = item["chat_text"], [ours.bos_id] + item["chat_ids"]   # llama.cpp adds BOS as configured
+            checks = {"ours": ([ours.bos_id] + ours.encode(text, add_special_tokens=False))
+                      if ours.apply_chat_template(item["chat"]) == text else ["chat template differs"]}
+            if gguf_path:
+                checks["llamacpp"] = llamacpp.tokenize(gguf_path, text, parse_special=True)
+        else:
+            text, want = item["text"], item["ids"]
+            checks = {"ours": ours.encode(text)}
+            if gguf_path:
+                # transformers parses special-token strings in any text: llama.cpp's parse_special does that
+                checks["llamacpp"] = llamacpp.tokenize(gguf_path, text, parse_special=True)
+        for who, got in checks.items():
+            rows[who]["total"] += 1
+            if got == want:
+                rows[who]["agree"] += 1
+            else:
+                rows[who]["mismatches"].append({"text": text, "want": want, "got": got})
+    return rows
+
+
 def run_model(ref_dir: str, work: str, with_gguf: bool) -> dict:
     from bitcpm_ms.app.hf_import import from_hf
     from bitcpm_ms.app.hf_weights import HFWeights
@@ -118,7 +185,7 @@ def run_model(ref_dir: str, work: str, with_gguf: bool) -> dict:
         row[name] = compare(decode_logits(lm, ids), theirs_decode[PREFILL - 1:-1])
     if with_gguf:
         row.update(gguf_rows(config_path, ids, theirs, ternary, out_dir))
-    return row
+    return row, out_dir
 
 
 def main(argv=None):
@@ -126,19 +193,26 @@ def main(argv=None):
     p.add_argument("--refs", default=os.environ.get("BITCPM_MS_MINICPM_REFS", "/work/refs/models"),
                    help="directories made by minicpm_reference.py make/logits (each with ref_logits.npy)")
     p.add_argument("--gguf", action="store_true", help="also run the GGUF exports in llama.cpp (builds it once)")
+    p.add_argument("--ref_python", default="/work/refenv/bin/python",
+                   help="interpreter with transformers 4.46.3 for the tokenization check (skipped when missing)")
     p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "minicpm_fidelity.json"))
     args = p.parse_args(argv)
     models = sorted(d for d in os.listdir(args.refs) if os.path.isfile(os.path.join(args.refs, d, "ref_logits.npy")))
     if not models:
         raise SystemExit(f"no reference models in {args.refs}: make them with benchmarks/minicpm_reference.py")
-    results = {}
+    results, tokenization = {}, None
     with tempfile.TemporaryDirectory() as work:
         for name in models:
             t = time.time()
-            results[name] = run_model(os.path.join(args.refs, name), work, args.gguf)
+            results[name], out_dir = run_model(os.path.join(args.refs, name), work, args.gguf)
             results[name]["seconds"] = round(time.time() - t, 1)
             with open(os.path.join(args.refs, name, "reference_meta.json")) as f:
                 results[name]["reference"] = {k: v for k, v in json.load(f).items() if k != "init"}
+            tok_dir = os.path.join(out_dir, "tokenizer")
+            if tokenization is None and os.path.isfile(args.ref_python) and \
+                    os.path.isfile(os.path.join(tok_dir, "tokenizer_config.json")):
+                gguf_path = os.path.join(out_dir, "model-f32.gguf") if args.gguf else None
+                tokenization = tokenization_rows(tok_dir, gguf_path, args.ref_python, work)
     print(f"{'model':<18} {'path':<30} {'max rel':>10} {'top-1':>7}")
     for name, row in results.items():
         for path, r in row.items():
@@ -146,13 +220,9 @@ def main(argv=None):
                 print(f"{name:<18} {path:<30} {r['max_rel']:>10.2e} {r['top1']:>7.1%}")
             elif isinstance(r, dict) and "skipped" in r:
                 print(f"{name:<18} {path:<30} skipped: {r['skipped']}")
-    import mindspore
-    doc = {"models": results, "threshold_max_rel": 1e-4, "machine": {"cpu": platform.processor() or platform.machine(),
-           "python": platform.python_version(), "mindspore": mindspore.__version__}, "time": time.time()}
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(doc, f, indent=1)
-    print(f"wrote {args.json}")
+    for who, r in (tokenization or {}).items():
+        print(f"tokenization {who:<9} {r['agree']}/{r['total']} texts give the real tokenizer's ids")
+    write_results({"models": results, "tokenization": tokenization, "threshold_max_rel": 1e-4}, args.json)
 
 
 if __name__ == "__main__":

@@ -269,7 +269,10 @@ def convert_hf_parser():
 
 @cli_main
 def convert_hf_main(argv):
-    args = convert_hf_parser().parse_args(argv)
+    args, rest = convert_hf_parser().parse_known_args(argv)
+    if rest and args.cmd != "to_hf":
+        raise ConfigError(f"unrecognized arguments: {' '.join(rest)}")
+    overrides = parse_overrides(rest)           # to_hf: --quant.enabled true, as for bitcpm-train
     from .console import import_mindformers
     import_mindformers()
     from . import hf
@@ -286,7 +289,7 @@ def convert_hf_main(argv):
         return 0
     from .artifacts import resolve
     from .config import load_config
-    config = load_config(args.config)
+    config = load_config(args.config, overrides)
     n = hf.to_hf(config, args.checkpoint, args.output, args.tokenizer or resolve(config).tokenizer_file,
                  args.flavour, args.dtype)
     print(f"wrote {args.output}: {n} tensors ({args.flavour}, {args.dtype})")

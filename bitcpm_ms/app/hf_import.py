@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 
-import numpy as np
 
 from ..errors import ConversionError
 from ..fileio import atomic_dir, atomic_json

@@ -19,6 +19,7 @@ from bitcpm_ms.app.hf_weights import bf16_to_f32, f32_to_bf16
 from bitcpm_ms.errors import ConversionError
 from bitcpm_ms.models.reference import minicpm_logits
 
+from ..inference.test_decoding import Recording
 from .hf_fixtures import REAL_05B, random_hf_weights, shrunk_config, write_hf_model
 
 SEQ = 320
@@ -119,7 +120,7 @@ def test_decode_paths_with_longrope_equal_the_reference(tmp_path, tokenizer_dir)
     prompt = [int(i) for i in IDS[:180]]
 
     def check(lm, n=20):
-        rec = _Recording(lm)
+        rec = Recording(lm)
         out = generate(rec, [prompt], max_new_tokens=n)
         seq = prompt + out.tokens[0]
         ref = minicpm_logits(cfg, weights, seq)
@@ -135,27 +136,6 @@ def test_decode_paths_with_longrope_equal_the_reference(tmp_path, tokenizer_dir)
     multi = generate(CachedLM(net, context=SEQ, decode_steps=4), [prompt], max_new_tokens=20).tokens[0]
     assert multi == packed_tokens == fake_tokens
     assert [int(t) for t in ref[len(prompt) - 1:-1].argmax(-1)] == multi
-
-
-class _Recording:
-    """A CachedLM that keeps the logits of every prefill / step call (one token per call)."""
-    decode_steps = 1
-
-    def __init__(self, lm):
-        self.lm, self.logits = lm, []
-
-    def __getattr__(self, name):
-        return getattr(self.lm, name)
-
-    def prefill(self, *args):
-        out = self.lm.prefill(*args)
-        self.logits.append(out[0])
-        return out
-
-    def step(self, *args):
-        out = self.lm.step(*args)
-        self.logits.append(out[0])
-        return out
 
 
 # ---------------------------------------------------------------- bad input: named errors, nothing written
