@@ -209,8 +209,8 @@ def test_round_trip_keeps_longrope_tying_eos_and_the_chat_tokenizer(tmp_path):
     tok = make_hf_tokenizer_dir(str(tmp_path / "tok"))
     cfg = shrunk_config(REAL_05B, hidden=256, intermediate=512, vocab=512)     # TQ2_0 rows: 256 weights
     cfg["eos_token_id"] = [2, PIECES]
-    weights = random_hf_weights(cfg, pseudo_quantized=True)
-    write_hf_model(str(tmp_path / "hf"), cfg, weights, tokenizer_dir=tok)
+    weights = {k: bf16_to_f32(f32_to_bf16(v)) for k, v in random_hf_weights(cfg, pseudo_quantized=True).items()}
+    write_hf_model(str(tmp_path / "hf"), cfg, weights, dtype="BF16", tokenizer_dir=tok)
     from_hf(str(tmp_path / "hf"), str(tmp_path / "out"), seq_length=64)
     path = str(tmp_path / "out" / "config.yaml")
     config = load_config(path)
@@ -235,6 +235,10 @@ def test_round_trip_keeps_longrope_tying_eos_and_the_chat_tokenizer(tmp_path):
     for kind in ("long", "short"):
         np.testing.assert_array_equal(np.asarray(tensors[f"rope_factors_{kind}.weight"].data),
                                       np.asarray(cfg["rope_scaling"][f"{kind}_factor"], np.float32))
+    # a bf16 per-row scale is an fp16 number: TQ2_0's blocks hold the published weights exactly
+    down = tensors["blk.1.ffn_down.weight"]
+    np.testing.assert_array_equal(gguf.quants.dequantize(np.asarray(down.data), down.tensor_type),
+                                  weights["model.layers.1.mlp.down_proj.weight"])
     field = reader.fields["minicpm.rope.scaling.type"]
     assert bytes(field.parts[field.data[0]]).decode() == "longrope"
     assert "output.weight" not in tensors                        # tied: llama.cpp reuses token_embd
