@@ -246,3 +246,13 @@ def test_round_trip_keeps_longrope_tying_eos_and_the_chat_tokenizer(tmp_path):
     assert [int(types.parts[i][0]) for i in types.data[PIECES:PIECES + 8]] == [3] * 8       # CONTROL
     bos = reader.fields["tokenizer.ggml.add_bos_token"]
     assert bool(bos.parts[bos.data[0]][0]) is True
+
+
+def test_packed_mindir_export_of_a_longrope_import_keeps_its_logits(tmp_path, tokenizer_dir):
+    """The exported MindIR (packed kernels, LongRoPE tables as constants) computes the imported model."""
+    from bitcpm_ms.app.export import export_packed
+    cfg, weights, _, path = _import(tmp_path, tokenizer_dir, pseudo=True, dtype="BF16")
+    config = load_config(path, {"model.model_config.seq_length": 96})
+    s = export_packed(config, config.init_from_checkpoint, str(tmp_path / "packed"))
+    assert s["max_abs_diff_mindir_vs_fake_quant"] <= 1e-4 * s["logit_scale"]
+    assert s["max_abs_diff_packed_vs_fake_quant"] <= 1e-4 * s["logit_scale"]
