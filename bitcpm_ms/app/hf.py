@@ -79,7 +79,8 @@ def write_hf_dir(out_dir: str, tensors: Dict[str, np.ndarray], hf_config: dict, 
     of ours, or an HF tokenizer directory with its added tokens and chat template), written to a temp
     dir then renamed. The eos list of the tokenizer (MiniCPM4: [2, 73440]) goes into both configs."""
     from safetensors.numpy import save_file
-    from ..data.hf_tokenizer import load_tokenizer, write_tokenizer_files
+    from ..data.hf_tokenizer import load_tokenizer
+    from ..data.hf_tokenizer_files import write_tokenizer_files
     tok = load_tokenizer(tokenizer_path) if tokenizer_path else None           # checked first
     if tok is not None:
         n_tok, rows = int(getattr(tok, "vocab_size")), int(hf_config["vocab_size"])

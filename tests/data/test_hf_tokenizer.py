@@ -18,7 +18,8 @@ import pytest
 import sentencepiece as spm
 
 from bitcpm_ms.data.errors import DataError
-from bitcpm_ms.data.hf_tokenizer import HFTokenizer, load_tokenizer, write_tokenizer_files
+from bitcpm_ms.data.hf_tokenizer import HFTokenizer, load_tokenizer
+from bitcpm_ms.data.hf_tokenizer_files import write_tokenizer_files
 from bitcpm_ms.data.tokenizer import SPTokenizer, train_tokenizer
 
 from .corpora import english_doc
