@@ -16,6 +16,7 @@ from .overrides import plain
 from .preflight import check_training_data
 from .resume import configure_checkpoint_monitor, prepare_start, remove_resume_view
 from .train_network import build_train_network, check_init_policy
+from .trainer_rules import effective_gradient_accumulation
 
 
 def ensure_prepared_data(config) -> None:
@@ -54,7 +55,8 @@ def dataset_files(section, name):
 
 def prepare_callbacks(config) -> None:
     """Point our metrics callback at output_dir; `--max_steps` (runner_config.stop_step) sets
-    the StopAtStep callback, which the metrics callback uses for its progress display.
+    the StopAtStep callback, which the metrics callback uses for its progress display; the metrics
+    callback also gets the micro-batch / accumulation counts its loss divisor needs.
 
     (MindFormers 1.9.0 builds a TrainCallBack for runner_config.stop_step but never adds it to
     the callback list, and it would count from 0 again in a resumed run.)
@@ -74,6 +76,12 @@ def prepare_callbacks(config) -> None:
             cb.setdefault("output_dir", config.output_dir)
             if stops:
                 cb["total_steps"] = int(stops[0]["stop_step"])
+            # what the step's loss output sums over (pipeline micro-batches, accumulation,
+            # interleave), as MindFormers passes them to its MFLossMonitor (training/metrics.py)
+            cb["micro_batch_num"] = int((config.get("parallel_config") or {}).get("micro_batch_num") or 1)
+            cb["gradient_accumulation_steps"] = effective_gradient_accumulation(config)
+            cb["micro_batch_interleave_num"] = int(config.get("micro_batch_interleave_num") or 1)
+            cb["calculate_per_token_loss"] = bool(config.get("calculate_per_token_loss", False))
 
 
 def train(config, verify_data: bool = False) -> int:

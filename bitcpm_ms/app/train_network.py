@@ -17,7 +17,8 @@ resumes, its own checkpoint wins and `init_from_checkpoint` is not applied.
 
 Plain configs are untouched: the Trainer builds the network from `model:` as before. With an init
 checkpoint or a `distill:` section, this module builds it the way the Trainer would (same seed,
-same default arguments) and hands the instance to `Trainer(model=...)`.
+same default arguments, lazy inline off where the Trainer turns it off) and hands the instance to
+`Trainer(model=...)`.
 """
 import copy
 import os
@@ -26,6 +27,7 @@ from typing import Optional
 
 from ..errors import ConfigError
 from .distill import DistillConfig, build_teacher
+from .trainer_rules import apply_lazy_inline_rule
 
 DEFAULT_KEYS = {"init_from_checkpoint": "", "require_init_checkpoint": False, "allow_random_init": False,
                 "distill": None}
@@ -99,6 +101,9 @@ def build_train_network(config):
     from ..training.distill import BitCPMDistillForCausalLM
     from .checkpoints import find_checkpoint, load_weights
     init_file = find_checkpoint(init) if init else None      # a bad path fails before any building
+    # The Trainer switches lazy inline off for pipeline 1 without gradient accumulation, but only for
+    # networks it builds itself (trainer_rules.py); this one is built here, so apply its rule first.
+    apply_lazy_inline_rule(config)
     default_args = _trainer_default_args(config)
     teacher = None
     if dcfg is not None:

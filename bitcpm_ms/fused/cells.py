@@ -18,6 +18,15 @@ from .ops import FusedAttention, FusedCrossEntropy, FusedRMSNorm, FusedSwiGLU
 _F32 = ms.float32
 
 
+def _inherit_prim_recompute(target, *replaced) -> None:
+    """Set `target`'s `recompute` primitive attribute to the first one set among the primitives
+    it replaces (select recompute on, or False from select_recompute_exclude)."""
+    for prim in replaced:
+        if prim is not None and "recompute" in prim.attrs:
+            target.add_prim_attr("recompute", prim.attrs["recompute"])
+            return
+
+
 class FusedCrossEntropyLoss(nn.Cell):
     """MindFormers' CrossEntropyLoss(logits [N, V], labels [N], input_mask [N]) -> scalar:
     sum(loss_i * mask_i) / (sum(mask) + 1e-8), the per-token loss from one fused pass.
@@ -75,7 +84,12 @@ class FusedLlamaFeedForward(nn.Cell):
         self.w1.activation_flag = False
         self.dtype = ffn.dtype
         self.cast = P.Cast()
+        self.mul = P.Mul()                  # LlamaFeedForward's `mul` (fallback path)
         self.op = FusedSwiGLU()
+        # Select recompute (MindFormers' default targets feed_forward.mul and
+        # feed_forward.w1.activation.silu) marks primitives the fused op replaces; the op's output
+        # is their product, so it takes their setting (the swap itself copies `mul`'s to `mul`).
+        _inherit_prim_recompute(self.op.fwd, ffn.mul, getattr(ffn.w1.activation, "silu", None))
 
     def construct(self, x):
         x = self.cast(x, self.dtype)
@@ -84,7 +98,7 @@ class FusedLlamaFeedForward(nn.Cell):
         if gate.dtype == _F32:
             hidden = self.op(gate, up)
         else:
-            hidden = up * self.silu(gate)
+            hidden = self.mul(up, self.silu(gate))
         return self.w2(hidden)
 
 
@@ -101,6 +115,11 @@ class FusedLlamaAttention(nn.Cell):
         self.dtype = attn.dtype
         self.n_head, self.n_kv_head, self.head_dim = attn.n_head, attn.n_kv_head, attn.head_dim
         self.op = FusedAttention(attn.n_head, attn.n_kv_head, attn.head_dim)
+        # LLamaAttention marks its core ops for select recompute (rotary, scores, softmax, weighted
+        # values; llama_transformer.py, `select_recompute and not use_flash_attention`); the fused
+        # op computes all of them and takes their setting.
+        _inherit_prim_recompute(self.op.fwd, getattr(attn, "softmax", None), getattr(attn, "batch_matmul", None),
+                                getattr(attn, "batch_matmul_q_k", None))
         self.cast = P.Cast()
         self.reshape = P.Reshape()
 

@@ -18,7 +18,7 @@ from mindformers.models.llama.llama_layer import LlamaFeedForward, LlamaRMSNorm,
 from mindformers.models.llama.llama_transformer import LLamaAttention
 from mindformers.modules.layers import Linear
 
-from ..quant.swap import replace_cells
+from ..quant.swap import replace_cells, swap_child
 from . import library
 from .cells import FusedCrossEntropyLoss, FusedLlamaAttention, FusedLlamaFeedForward, FusedLlamaRMSNorm
 from .config import FusionConfig
@@ -96,7 +96,7 @@ def _swap_linear_matmuls(net: nn.Cell) -> List[str]:
             if why:
                 logger.info("cpu fusions: %s keeps MindSpore's MatMul: %s", name, why)
                 continue
-            cell.matmul = BlasLinearMatMul()
+            swap_child(cell, "matmul", BlasLinearMatMul())     # keeps the MatMul's recompute settings
             swapped.append(f"{name}.matmul")
     return swapped
 

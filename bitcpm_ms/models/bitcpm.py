@@ -22,6 +22,7 @@ from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 from ..fused import apply_cpu_fusions
 from ..quant import QuantConfig, quantize_model
 from ..quant.linear import in_strategy
+from ..quant.swap import swap_child
 from .bitcpm_config import BitCPMConfig
 from .rope import rope_tables
 
@@ -106,14 +107,17 @@ class BitCPMForCausalLM(LlamaForCausalLM):
         model = self.model
         if config.rope_scaling:
             install_rope_tables(model.freqs_mgr, config)
+        # every swap goes through swap_child: the new cell keeps the recompute settings
+        # MindFormers gave the replaced one while building the layers (quant/swap.py)
         if config.scale_emb != 1.0:
-            model.tok_embeddings = ScaleOutput(model.tok_embeddings, config.scale_emb,
-                                               embedding_output_strategy(model.tok_embeddings))
+            swap_child(model, "tok_embeddings", ScaleOutput(model.tok_embeddings, config.scale_emb,
+                                                            embedding_output_strategy(model.tok_embeddings)))
         if config.residual_scale != 1.0:
             for layer in model.layers:
-                layer.add = ScaledResidualAdd(config.residual_scale, in_strategy(layer.add))
+                swap_child(layer, "add", ScaledResidualAdd(config.residual_scale, in_strategy(layer.add)))
         if config.logit_scale != 1.0:
-            model.norm_out = ScaleOutput(model.norm_out, config.logit_scale, norm_output_strategy(model.norm_out))
+            swap_child(model, "norm_out", ScaleOutput(model.norm_out, config.logit_scale,
+                                                      norm_output_strategy(model.norm_out)))
         if config.qat_config:
             quantize_model(self, QuantConfig.from_dict(config.qat_config))
         if getattr(config, "cpu_fused_ops", False):

@@ -5,6 +5,13 @@ model TFLOP/s (per device, formula in `bitcpm_ms.models.flops.train_flops_per_to
 skipped (non-finite) steps, step time. Throughput is measured between consecutive logged steps
 (wall clock, data loading included); the first step, which includes graph compilation, is
 reported separately as `first_step_s` and excluded from throughput.
+
+One rank writes (`metrics_rank`): the one holding the valid loss. With pipeline parallelism only
+the last stage computes the loss (the other stages return 0 or a partial value), and the
+pipeline wrapper returns the *sum* over the micro-batches; MindFormers' MFLossMonitor therefore
+reports the last stage's loss divided by micro_batch_num (and by the gradient-accumulation /
+micro-batch-interleave counts, whose wrappers sum too; mindformers/core/callback/callback.py
+`_fix_loss_for_parallel`). This callback does the same (`loss_divisor`).
 """
 import json
 import math
@@ -13,6 +20,7 @@ import sys
 import time
 
 import numpy as np
+import mindspore as ms
 from mindspore.train.callback import Callback
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
@@ -51,6 +59,42 @@ def restored_step_offset(cb_params) -> int:
     return int(_scalar(step)) + (int(_scalar(skipped)) if skipped is not None else 0) - int(cb_params.cur_step_num)
 
 
+def metrics_rank(world_size: int, pipeline_stages: int, pipeline_scheduler=None) -> int:
+    """The rank that holds the valid loss and writes metrics: the first rank of the last pipeline
+    stage (MindSpore gives stage s the ranks s*N/P .. (s+1)*N/P - 1); rank 0 without pipeline, and
+    with the zero_bubble_v schedule, whose V layout puts the last layer on stage 0 (MindFormers:
+    "When zero_bubble_v is enabled, loss is valid only on rank 0")."""
+    world_size, pipeline_stages = int(world_size), int(pipeline_stages or 1)
+    if pipeline_stages <= 1 or pipeline_scheduler == "zero_bubble_v" or world_size % pipeline_stages:
+        return 0            # (a world that does not split into the stages runs no pipeline at all)
+    return world_size - world_size // pipeline_stages
+
+
+def loss_divisor(pipeline_stages: int, micro_batch_num: int = 1, gradient_accumulation_steps: int = 1,
+                 micro_batch_interleave_num: int = 1, calculate_per_token_loss: bool = False) -> int:
+    """What the step's loss output is divided by to give the mean loss, as MFLossMonitor does
+    (`_fix_loss_for_parallel`): micro_batch_num under pipeline parallelism, the interleave count,
+    the gradient-accumulation steps (the last two as the Trainer runs them: see
+    app/trainer_rules.py); per-token loss (a ratio already) is not divided by the first and last."""
+    divisor = 1
+    if int(pipeline_stages or 1) > 1 and not calculate_per_token_loss:
+        divisor *= int(micro_batch_num or 1)
+    if int(micro_batch_interleave_num or 1) > 1:
+        divisor *= int(micro_batch_interleave_num)
+    if int(gradient_accumulation_steps or 1) > 1 and not calculate_per_token_loss:
+        divisor *= int(gradient_accumulation_steps)
+    return divisor
+
+
+def _pipeline_context():
+    stages = int(ms.get_auto_parallel_context("pipeline_stages") or 1)
+    try:
+        scheduler = ms.get_auto_parallel_context("pipeline_scheduler")
+    except (ValueError, KeyError):
+        scheduler = None
+    return stages, scheduler
+
+
 def _fmt_time(seconds):
     seconds = int(max(seconds, 0))
     h, rem = divmod(seconds, 3600)
@@ -64,14 +108,21 @@ class BitCPMMetricsMonitor(Callback):
 
     Args:
         log_interval: log every N optimizer steps.
-        output_dir: where `metrics.jsonl` goes (rank 0 only writes it).
+        output_dir: where `metrics.jsonl` goes (only `metrics_rank` writes it and the console line).
         total_steps: for the progress display; default: epochs x steps per epoch.
         device_num: number of devices, default MS_WORKER_NUM (tokens/s counts the global batch,
             `throughput.py`; TFLOP/s is per device).
+        micro_batch_num, gradient_accumulation_steps, micro_batch_interleave_num,
+            calculate_per_token_loss: the run's values for `loss_divisor` (`app/train.py` fills them
+            from the config; the pipeline stage count comes from the auto-parallel context). Left
+            out (MindFormers' own run_mindformer.py builds this callback from the YAML alone), the
+            first two come from the train network at train begin: MindFormers' pipeline /
+            accumulation wrapper (MFPipelineWithLossScaleCell) sums its loss over `micro_size`.
     """
 
     def __init__(self, log_interval=1, output_dir="./output", total_steps=None, device_num=None, rank_id=None,
-                 **kwargs):
+                 micro_batch_num=None, gradient_accumulation_steps=None, micro_batch_interleave_num=1,
+                 calculate_per_token_loss=None, **kwargs):
         super().__init__()
         if int(log_interval) < 1:
             raise ValueError(f"BitCPMMetricsMonitor.log_interval must be >= 1, got {log_interval}")
@@ -80,6 +131,10 @@ class BitCPMMetricsMonitor(Callback):
         self.total_steps = total_steps
         self.device_num = int(device_num or os.environ.get("MS_WORKER_NUM", 1) or 1)
         self.rank_id = int(rank_id if rank_id is not None else os.environ.get("RANK_ID", 0) or 0)
+        self._loss_args = dict(micro_batch_num=micro_batch_num, gradient_accumulation_steps=gradient_accumulation_steps,
+                               micro_batch_interleave_num=micro_batch_interleave_num,
+                               calculate_per_token_loss=calculate_per_token_loss)
+        self._configure_pipeline()
         self.path = os.path.join(output_dir, "metrics.jsonl")
         self._flops_per_token = None
         self._t_last = None
@@ -91,8 +146,27 @@ class BitCPMMetricsMonitor(Callback):
         self._step_tokens = None
 
     # ------------------------------------------------------------------ helpers
+    def _configure_pipeline(self, network=None):
+        """Writer rank and loss divisor from the auto-parallel context (read again at train begin:
+        build_context sets it before the Trainer builds the callbacks, tests may set it later)."""
+        stages, scheduler = _pipeline_context()
+        self.metrics_rank = metrics_rank(self.device_num, stages, scheduler)
+        args = dict(self._loss_args)
+        micro_size = getattr(network, "micro_size", None)     # MFPipelineWithLossScaleCell's count
+        if args["micro_batch_num"] is None:
+            args["micro_batch_num"] = micro_size if micro_size and stages > 1 else 1
+        if args["gradient_accumulation_steps"] is None:
+            args["gradient_accumulation_steps"] = micro_size if micro_size and stages == 1 else 1
+        if args["calculate_per_token_loss"] is None:
+            args["calculate_per_token_loss"] = bool(getattr(network, "calculate_per_token_loss", False))
+        self.loss_divisor = loss_divisor(stages, **args)
+
+    @property
+    def is_writer(self) -> bool:
+        return self.rank_id == self.metrics_rank
+
     def _write(self, record):
-        if self.rank_id != 0:
+        if not self.is_writer:
             return
         os.makedirs(self.output_dir, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:
@@ -108,6 +182,7 @@ class BitCPMMetricsMonitor(Callback):
     # ------------------------------------------------------------------ callbacks
     def on_train_begin(self, run_context):
         cb_params = run_context.original_args()
+        self._configure_pipeline(cb_params.train_network)
         cfg = _find_model_config(cb_params.train_network)
         if cfg is not None:
             self._flops_per_token = train_flops_per_token(cfg)
@@ -118,7 +193,8 @@ class BitCPMMetricsMonitor(Callback):
         self._step_last = self._step_prev = self._offset + int(cb_params.cur_step_num)
         self._write({"event": "train_begin", "time": self._t_begin, "initial_step": self._step_last,
                      "total_steps": self.total_steps, "device_num": self.device_num,
-                     "flops_per_token": self._flops_per_token})
+                     "flops_per_token": self._flops_per_token, "metrics_rank": self.metrics_rank,
+                     "loss_divisor": self.loss_divisor})
 
     def on_train_step_end(self, run_context):
         cb_params = run_context.original_args()
@@ -147,7 +223,10 @@ class BitCPMMetricsMonitor(Callback):
             loss, overflow, lr, gnorm = outputs, None, None, None
         network = cb_params.train_network
         skipped = getattr(network, "skipped_steps", None)
-        rec = {"step": step, "loss": _scalar(loss), "lr": _scalar(lr), "grad_norm": _scalar(gnorm),
+        loss = _scalar(loss)
+        if loss is not None and self.loss_divisor != 1:
+            loss = loss / self.loss_divisor          # pipeline / accumulation wrappers sum micro-batch losses
+        rec = {"step": step, "loss": loss, "lr": _scalar(lr), "grad_norm": _scalar(gnorm),
                "overflow": bool(_scalar(overflow)) if overflow is not None else None,
                "skipped_steps": int(_scalar(skipped)) if skipped is not None else None,
                "tokens_seen": self._tokens_seen, "time": time.time()}
@@ -164,7 +243,7 @@ class BitCPMMetricsMonitor(Callback):
         if rec["loss"] is not None and not math.isfinite(rec["loss"]):
             rec["loss"] = str(rec["loss"])          # keep the JSON valid
         self._write(rec)
-        if self.rank_id == 0:
+        if self.is_writer:
             print(self._console_line(rec), file=sys.stdout, flush=True)
 
     def _console_line(self, rec):
