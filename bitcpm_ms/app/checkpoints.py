@@ -110,7 +110,8 @@ def _load_streaming(network, ckpt_path: str, wanted: dict) -> None:
         e = entries[name]
         shape = () if e.dims == (0,) else tuple(e.dims)
         if shape != tuple(p.shape):
-            raise CheckpointError(f"checkpoint {ckpt_path}: {name} has shape {shape}, the model expects {tuple(p.shape)}")
+            raise CheckpointError(f"checkpoint {ckpt_path}: {name} has shape {shape}, "
+                                  f"the model expects {tuple(p.shape)}")
         dtype = tensor_to_ms_type.get(e.tensor_type)
         if dtype != p.dtype:
             raise CheckpointError(f"checkpoint {ckpt_path}: {name} is {e.tensor_type}, the model expects {p.dtype}")

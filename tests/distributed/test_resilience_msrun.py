@@ -144,7 +144,8 @@ def test_sigterm_stops_every_rank_at_the_next_agreement_step(tmp_path):
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 75, tail(stdout + stderr)
-    k = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl")) if '"preempted"' in line][0]["after_step"]
+    with open(os.path.join(out, "metrics.jsonl"), encoding="utf-8") as f:
+        k = [json.loads(line) for line in f if '"preempted"' in line][0]["after_step"]
     assert k % 4 == 0 and k < steps, k
     for rank in (0, 1):
         names = sorted(p for p in os.listdir(os.path.join(out, "checkpoint", f"rank_{rank}")) if p.endswith(".ckpt"))
