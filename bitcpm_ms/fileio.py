@@ -39,9 +39,11 @@ fsync_dir = _fsync_dir
 
 
 @contextlib.contextmanager
-def atomic_write(path: str, mode: str = "wb", encoding: str = None):
-    """`with atomic_write(p, "w") as f: f.write(...)`: the file appears at `p` complete or not at all."""
-    tmp = tmp_name(path)
+def atomic_write(path: str, mode: str = "wb", encoding: str = None, tmp: str = None):
+    """`with atomic_write(p, "w") as f: f.write(...)`: the file appears at `p` complete or not at all.
+    `tmp`: the temporary name, when `tmp_name`'s (path + pid) is not unique enough, e.g. for a file
+    that processes on several hosts of a shared file system may write at once."""
+    tmp = tmp or tmp_name(path)
     try:
         with open(tmp, mode, encoding=encoding) as f:
             yield f
@@ -72,9 +74,9 @@ def _json_default(o):
     return str(o)
 
 
-def atomic_json(obj, path: str, indent: int = 2) -> str:
-    """Write `obj` as JSON to `path` atomically; returns `path`."""
-    with atomic_write(path, "w", encoding="utf-8") as f:
+def atomic_json(obj, path: str, indent: int = 2, tmp: str = None) -> str:
+    """Write `obj` as JSON to `path` atomically (`tmp`: see `atomic_write`); returns `path`."""
+    with atomic_write(path, "w", encoding="utf-8", tmp=tmp) as f:
         json.dump(obj, f, indent=indent, sort_keys=True, ensure_ascii=False, default=_json_default)
         f.write("\n")
     return path

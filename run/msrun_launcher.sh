@@ -222,7 +222,11 @@ while kill -0 "$MSRUN_PID" 2>/dev/null; do
     echo "msrun_launcher: job failed (rank logs: $LOG_DIR/worker_*.log, msrun: $MSRUN_LOG)" >&2
     exit 1
   fi
-  if [ "$SECONDS" -lt 10 ]; then sleep 0.2; else sleep "$WATCHDOG_INTERVAL"; fi
+  # sleep in the background and `wait` for it: bash runs a trap only once the foreground command
+  # ends, and `wait` (unlike `sleep`) returns as soon as a trapped signal arrives, so SIGTERM is
+  # forwarded to the workers at once instead of up to WATCHDOG_INTERVAL later
+  if [ "$SECONDS" -lt 10 ]; then sleep 0.2 & else sleep "$WATCHDOG_INTERVAL" & fi
+  wait $! 2>/dev/null
 done
 [ "$PREEMPTED" == 1 ] && finish_preempted
 wait "$MSRUN_PID"

@@ -131,7 +131,7 @@ def build_teacher(dcfg: DistillConfig, student_config, default_args: dict):
     from mindformers.tools.register import MindFormerConfig
 
     from ..errors import CheckpointError
-    from .checkpoints import find_checkpoint, load_weights
+    from .checkpoints import load_weights, verified_checkpoint, verify_once_per_node
     tmc = teacher_model_config(dcfg, student_config)
     try:
         teacher = build_network(MindFormerConfig(model_config=tmc, arch={"type": "BitCPMForCausalLM"}),
@@ -139,8 +139,8 @@ def build_teacher(dcfg: DistillConfig, student_config, default_args: dict):
     except (TypeError, ValueError) as err:
         raise ConfigError(f"distill: cannot build the teacher from its model_config: {err}") from None
     try:
-        ckpt = find_checkpoint(dcfg.teacher_checkpoint)
-        load_weights(teacher, ckpt)
+        ckpt = verified_checkpoint(dcfg.teacher_checkpoint, verify_once_per_node)   # every rank builds a teacher
+        load_weights(teacher, ckpt, verify=None)
     except CheckpointError as err:
         raise CheckpointError(f"distill teacher: {err}") from None
     return teacher, ckpt

@@ -13,6 +13,7 @@ from typing import Optional
 from ..data.integrity import stale_sources, verify_dataset
 from ..data.manifest import read_manifest_file
 from ..errors import ConfigError, DataError
+from ..parallel.once_per_node import verdict_once_per_node
 
 
 def _number(value, where: str, low: float = None, high: float = None, low_open=False, integer=False):
@@ -64,7 +65,7 @@ def check_config_values(config) -> None:
         if kind in limits and cb.get(limits[kind][0]) is not None:
             _number(cb[limits[kind][0]], f"callbacks.{kind}.{limits[kind][0]}", limits[kind][1], integer=True)
         if kind in ("CheckpointMonitor", "BitCPMCheckpointMonitor"):
-            for key, low in (("save_checkpoint_steps", 1), ("keep_checkpoint_max", 0)):
+            for key, low in (("save_checkpoint_steps", 1), ("keep_checkpoint_max", 0), ("preemption_check_steps", 1)):
                 if cb.get(key) is not None:
                     _number(cb[key], f"callbacks.{kind}.{key}", low, integer=True)
     mc = config.model.model_config
@@ -104,7 +105,9 @@ def check_training_data(config, files, verify_data: bool = False) -> None:
 
     A prepared dataset (with manifest.json) is checked against its manifest: shapes from it, shard
     hashes on first use (cached) or always with `verify_data`, and its corpus for changes since.
-    Data without a manifest only gets the sample-length check (from its first row)."""
+    Under msrun the hashing is done by one rank per node and every rank raises the same DataError
+    (`parallel.once_per_node`); call this on every rank. Data without a manifest only gets the
+    sample-length check (from its first row)."""
     loader = config.train_dataset.data_loader
     path = loader.get("dataset_dir") or loader.get("dataset_files")
     root = _dataset_root(path) if isinstance(path, str) else None
@@ -126,8 +129,16 @@ def check_training_data(config, files, verify_data: bool = False) -> None:
         raise ConfigError(f"prepared dataset {root} has a {man['vocab_size']}-token vocabulary, larger than "
                           f"model.model_config.vocab_size {mc.vocab_size}: token ids would be out of range")
     split = os.path.basename(os.path.normpath(path)) if os.path.normpath(path) != os.path.normpath(root) else None
-    verify_dataset(root, splits=(split,) if split in ("train", "validation") else ("train",), force=verify_data)
-    changed = stale_sources(root) if config.get("data") else []
-    if changed:
-        raise DataError(f"the corpus changed after {root} was prepared: {'; '.join(changed)}; prepare it again "
-                        f"(python3 run/prepare_data.py --config CONFIG --overwrite)")
+    splits = (split,) if split in ("train", "validation") else ("train",)
+
+    def check(tick):
+        verify_dataset(root, splits=splits, force=verify_data, tick=tick)      # DataError: becomes the verdict
+        changed = stale_sources(root, tick) if config.get("data") else []
+        if changed:
+            return (f"the corpus changed after {root} was prepared: {'; '.join(changed)}; prepare it again "
+                    f"(python3 run/prepare_data.py --config CONFIG --overwrite)")
+        return None
+
+    problem = verdict_once_per_node(check)        # under msrun: hashed by one rank per node, not by every rank
+    if problem:
+        raise DataError(problem)

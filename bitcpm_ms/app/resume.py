@@ -274,6 +274,7 @@ def prepare_start(config) -> Optional[StartPoint]:
 
 SAFE_MONITOR = "BitCPMCheckpointMonitor"
 _MONITOR_KEYS = ("type", "prefix", "save_checkpoint_steps", "keep_checkpoint_max", "integrated_save", "async_save")
+_OUR_KEYS = _MONITOR_KEYS + ("preemption_check_steps",)      # ours only: MindFormers' CheckpointMonitor lacks it
 
 
 def configure_checkpoint_monitor(config, start: Optional[StartPoint]) -> None:
@@ -294,10 +295,11 @@ def configure_checkpoint_monitor(config, start: Optional[StartPoint]) -> None:
                   "verified checkpoints)", file=sys.stderr, flush=True)
     monitors = [cb for cb in callbacks if cb.get("type") == SAFE_MONITOR]
     for cb in monitors:
-        unknown = sorted(set(cb) - set(_MONITOR_KEYS))
+        unknown = sorted(set(cb) - set(_OUR_KEYS))
         if unknown:
             raise ConfigError(f"callbacks.{SAFE_MONITOR}: unknown argument(s) {unknown} (supported: prefix, "
-                              "save_checkpoint_steps, keep_checkpoint_max, integrated_save, async_save)")
+                              "save_checkpoint_steps, keep_checkpoint_max, integrated_save, async_save, "
+                              "preemption_check_steps)")
         cb["directory"] = config.output_dir
         cb["run_info"] = run_info(config)
         cb["resume_checkpoint"] = start.path if (start is not None and config.get("resume_training")) else None

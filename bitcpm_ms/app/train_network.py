@@ -9,7 +9,9 @@ Top-level YAML keys (defaults added to every config, so the flags work with any 
 
 `init_from_checkpoint` loads **weights only** (the latent full-precision weights of our runs, or a
 checkpoint converted with `run/convert_hf.py from_hf`): every model parameter must be in the file
-with its shape (`checkpoints.load_weights`, a CheckpointError names the parameter). Optimizer
+with its shape (`checkpoints.load_weights`, a CheckpointError names the parameter). Under msrun the
+file's sha256 is checked by one rank per node (`checkpoints.verify_once_per_node`), and each rank
+reads only the model's parameters, one at a time (`training/checkpoint_reader.py`). Optimizer
 moments, `global_step` and `skipped_steps` are not read: the optimizer is fresh, the run starts at
 step 0 and the schedule's warmup runs again from 0 (re-warmup). `load_checkpoint` +
 `--resume_training` is the other thing: continuing a run, optimizer and step included. When a run
@@ -99,8 +101,9 @@ def build_train_network(config):
     from mindformers.trainer.utils import set_seed
 
     from ..training.distill import BitCPMDistillForCausalLM
-    from .checkpoints import find_checkpoint, load_weights
-    init_file = find_checkpoint(init) if init else None      # a bad path fails before any building
+    from .checkpoints import load_weights, verified_checkpoint, verify_once_per_node
+    # a bad path or a corrupt file fails before any building; hashed by one rank per node
+    init_file = verified_checkpoint(init, verify_once_per_node) if init else None
     # The Trainer switches lazy inline off for pipeline 1 without gradient accumulation, but only for
     # networks it builds itself (trainer_rules.py); this one is built here, so apply its rule first.
     apply_lazy_inline_rule(config)
@@ -125,7 +128,7 @@ def build_train_network(config):
         _log(f"distill: teacher {n / 1e6:.2f}M parameters from {teacher_ckpt} (frozen, not saved), "
              f"T={dcfg.temperature}, loss = {1 - dcfg.alpha:g} CE + {dcfg.alpha:g} KD")
     if init_file:
-        load_weights(network, init_file)
+        load_weights(network, init_file, verify=None)        # verified above; read one parameter at a time
         _log(f"init: weights from {init_file} (weights only: fresh optimizer, step 0, warmup from 0)")
     return network
 

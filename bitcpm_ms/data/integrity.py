@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from typing import Dict, List, Optional
 
 from ..fileio import atomic_json
@@ -34,8 +35,13 @@ def _load_cache(dataset_dir: str) -> Dict[str, dict]:
 
 
 def _save_cache(dataset_dir: str, cache: Dict[str, dict]) -> None:
+    """Atomically, under a temporary name unique across hosts: under msrun one rank per node
+    verifies (`parallel.once_per_node`), and nodes sharing the dataset directory may write at
+    once (containers on two nodes can have the same pid). The last writer wins; the writers
+    verified the same files, so at worst an entry is missing and that file is hashed again."""
+    path = os.path.join(dataset_dir, CACHE_FILE)
     try:
-        atomic_json(cache, os.path.join(dataset_dir, CACHE_FILE), indent=1)
+        atomic_json(cache, path, indent=1, tmp=f"{path}.tmp-{socket.gethostname()}-{os.getpid()}")
     except OSError:
         pass          # a read-only dataset is verified again next time
 
@@ -45,22 +51,24 @@ def _stat_key(path: str) -> dict:
     return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _matches(path: str, sha256: str, cache: Dict[str, dict], key: str, force: bool) -> Optional[str]:
+def _matches(path: str, sha256: str, cache: Dict[str, dict], key: str, force: bool, tick=None) -> Optional[str]:
     """None when `path` has `sha256` (from the cache when size and mtime are unchanged), else its sha256."""
     stat = _stat_key(path)
     hit = cache.get(key)
     if not force and hit and hit.get("sha256") == sha256 and all(hit.get(k) == v for k, v in stat.items()):
         return None
-    actual = file_sha256(path)
+    actual = file_sha256(path, tick)
     if actual != sha256:
         return actual
     cache[key] = dict(stat, sha256=sha256)
     return None
 
 
-def verify_dataset(dataset_dir: str, splits=SPLITS, force: bool = False, tokenizer: bool = True) -> int:
+def verify_dataset(dataset_dir: str, splits=SPLITS, force: bool = False, tokenizer: bool = True,
+                   tick=None) -> int:
     """Check the shards of `splits` (and the tokenizer) of a prepared dataset against its manifest.
-    Returns the number of files checked; raises DataError naming the first bad file."""
+    Returns the number of files checked; raises DataError naming the first bad file. `tick()` is
+    called while hashing (`parallel.once_per_node`)."""
     man = read_manifest(dataset_dir)
     wanted = []
     for split in splits:
@@ -81,7 +89,7 @@ def verify_dataset(dataset_dir: str, splits=SPLITS, force: bool = False, tokeniz
         if size is not None and actual_size != int(size):
             raise DataError(f"{what} {path} has {actual_size:,} bytes, the manifest records {int(size):,} "
                             f"(truncated or replaced); {fix}")
-        actual = _matches(path, sha, cache, rel, force)
+        actual = _matches(path, sha, cache, rel, force, tick)
         if actual is not None:
             raise DataError(f"{what} {path} is corrupt or was modified: sha256 {actual[:12]}... does not match "
                             f"the manifest ({sha[:12]}...); {fix}")
@@ -89,7 +97,7 @@ def verify_dataset(dataset_dir: str, splits=SPLITS, force: bool = False, tokeniz
     return len(wanted)
 
 
-def stale_sources(dataset_dir: str) -> List[str]:
+def stale_sources(dataset_dir: str, tick=None) -> List[str]:
     """Source corpus files that changed (size or sha256) since the dataset was prepared; a source
     that no longer exists is not reported (a prepared dataset does not need its corpus)."""
     man = read_manifest(dataset_dir)
@@ -102,7 +110,7 @@ def stale_sources(dataset_dir: str) -> List[str]:
         if os.path.getsize(path) != int(src.get("bytes", -1)):
             changed.append(f"{path} ({os.path.getsize(path):,} bytes, the manifest records {int(src['bytes']):,})")
             continue
-        actual = _matches(path, src["sha256"], cache, "source:" + os.path.abspath(path), False)
+        actual = _matches(path, src["sha256"], cache, "source:" + os.path.abspath(path), False, tick)
         if actual is not None:
             changed.append(f"{path} (sha256 {actual[:12]}..., the manifest records {src['sha256'][:12]}...)")
     _save_cache(dataset_dir, cache)

@@ -35,11 +35,14 @@ PAD_PIECE, BOS_PIECE, EOS_PIECE, UNK_PIECE = "<pad>", "<s>", "</s>", "<unk>"
 MAX_SENTENCE_BYTES = 1 << 16
 
 
-def file_sha256(path: str) -> str:
+def file_sha256(path: str, tick=None) -> str:
+    """sha256 hex of a file; `tick()` after each 1 MiB block (see `parallel.once_per_node`)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
+            if tick is not None:
+                tick()
     return h.hexdigest()
 
 

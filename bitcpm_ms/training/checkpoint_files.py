@@ -27,7 +27,7 @@ import re
 import shutil
 import time
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from ..fileio import atomic_json, fsync_dir, pid_alive
 
@@ -45,14 +45,17 @@ def checkpoint_name(prefix: str, rank: int, epoch: int, step_in_epoch: int) -> s
     return f"{prefix}_rank_{rank}-{epoch}_{step_in_epoch}.ckpt"
 
 
-def file_digest(path: str):
-    """(size in bytes, sha256 hex) of a file, read in 4 MiB blocks."""
+def file_digest(path: str, tick: Optional[Callable[[], None]] = None):
+    """(size in bytes, sha256 hex) of a file, read in 4 MiB blocks; `tick()` is called after each
+    block (`parallel.once_per_node` keeps the waiting ranks' collectives alive through it)."""
     h = hashlib.sha256()
     size = 0
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
             size += len(block)
+            if tick is not None:
+                tick()
     return size, h.hexdigest()
 
 
@@ -66,9 +69,10 @@ def read_sidecar(ckpt: str) -> Optional[dict]:
     return info if isinstance(info, dict) and "sha256" in info and "bytes" in info else None
 
 
-def verify_checkpoint(ckpt: str, sidecar: Optional[dict] = None) -> Optional[str]:
+def verify_checkpoint(ckpt: str, sidecar: Optional[dict] = None, tick: Optional[Callable[[], None]] = None
+                      ) -> Optional[str]:
     """None when `ckpt` matches its sidecar (size and sha256), else what is wrong, as a phrase that
-    follows the file name: "is truncated: 1,024 of 4,096 bytes"."""
+    follows the file name: "is truncated: 1,024 of 4,096 bytes". `tick`: see `file_digest`."""
     if not os.path.isfile(ckpt):
         return "is missing"
     info = sidecar if sidecar is not None else read_sidecar(ckpt)
@@ -84,7 +88,7 @@ def verify_checkpoint(ckpt: str, sidecar: Optional[dict] = None) -> Optional[str
         return f"is truncated: {size:,} of {want:,} bytes"
     if size != want:
         return f"has {size:,} bytes, its sidecar records {want:,}"
-    _, sha = file_digest(ckpt)
+    _, sha = file_digest(ckpt, tick)
     if sha != info["sha256"]:
         return f"is corrupt: sha256 {sha[:12]}... does not match its sidecar ({info['sha256'][:12]}...)"
     return None

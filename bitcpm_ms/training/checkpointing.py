@@ -13,7 +13,9 @@ This callback keeps its YAML arguments (prefix, save_checkpoint_steps, keep_chec
 integrated_save, async_save) and instead: writes through `checkpoint_files.publish_checkpoint`
 (temporary name, fsync, sha256 sidecar, rename), prunes only after the new checkpoint is in place,
 names every file by the run's global step under one prefix, restores `skipped_steps` when
-resuming, and on SIGTERM / SIGINT saves after the current step and stops (`preemption`).
+resuming, and on SIGTERM / SIGINT saves and stops after the step at which the ranks agree on the
+signal (every step in one process; under msrun every `preemption_check_steps` steps and at every
+checkpoint step, `preemption`).
 """
 import json
 import os
@@ -74,27 +76,37 @@ class BitCPMCheckpointMonitor(Callback):
         integrated_save: merge sliced parameters when saving (auto-parallel); as CheckpointMonitor.
         async_save: accepted for YAML compatibility; saving is always synchronous, because a
             checkpoint is published only once complete and hashed.
+        preemption_check_steps: under msrun, the ranks agree whether any of them received
+            SIGTERM / SIGINT every N steps and at every checkpoint step (the agreement is an
+            AllGather plus a host sync; one process checks its own flag every step). Training
+            therefore stops at most N steps after a signal; lower N when N steps plus a
+            checkpoint save do not fit in the cluster's grace period before SIGKILL.
         resume_checkpoint: the checkpoint this run resumes from (set by bitcpm-train), whose
             skipped_steps is restored into the train-step wrapper.
         run_info: extra fields for every sidecar (e.g. the config fingerprint, set by bitcpm-train).
     """
 
     def __init__(self, prefix="CKP", directory=None, save_checkpoint_steps=1, keep_checkpoint_max=5,
-                 integrated_save=True, async_save=False, resume_checkpoint=None, run_info=None, **kwargs):
+                 integrated_save=True, async_save=False, preemption_check_steps=10, resume_checkpoint=None,
+                 run_info=None, **kwargs):
         super().__init__()
         unsupported = sorted(k for k, v in kwargs.items() if v not in (None, False, 0, "", "ckpt"))
         if unsupported:
             raise ConfigError(f"BitCPMCheckpointMonitor: unsupported argument(s) {unsupported}; supported: prefix, "
-                              "save_checkpoint_steps, keep_checkpoint_max, integrated_save, async_save")
+                              "save_checkpoint_steps, keep_checkpoint_max, integrated_save, async_save, "
+                              "preemption_check_steps")
         if not isinstance(prefix, str) or not prefix or "/" in prefix:
             raise ConfigError(f"BitCPMCheckpointMonitor.prefix must be a non-empty name without '/', got {prefix!r}")
         for name, value, low in (("save_checkpoint_steps", save_checkpoint_steps, 1),
-                                 ("keep_checkpoint_max", keep_checkpoint_max, 0)):
+                                 ("keep_checkpoint_max", keep_checkpoint_max, 0),
+                                 ("preemption_check_steps", preemption_check_steps, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"BitCPMCheckpointMonitor.{name} must be an integer >= {low}, got {value!r}")
         self.prefix = prefix
         self.directory = directory
         self.save_steps = int(save_checkpoint_steps)
+        self.check_steps = int(preemption_check_steps)
+        self._last_check = 0
         self.keep = int(keep_checkpoint_max)
         self.integrated_save = bool(integrated_save)
         if async_save:
@@ -161,12 +173,25 @@ class BitCPMCheckpointMonitor(Callback):
         self._restore_skipped_steps(cb_params.train_network)
         self._offset = restored_step_offset(cb_params)
         self._last_saved_step = None
+        self._last_check = self._offset
         preemption.install()
+
+    def _stop_check_due(self, step: int) -> bool:
+        """Whether the ranks exchange their preemption flags after `step`: every step in one process
+        (no communication), else at every checkpoint step and whenever `check_steps` steps have
+        passed since the previous exchange, so no two exchanges are more than N steps apart. It
+        depends only on the step, which all ranks share, so all ranks call the collective at the
+        same steps; counting from the last exchange (not `step % N`) keeps the interval when sink
+        mode reports several steps at once."""
+        if self.world_size == 1 or step % self.save_steps == 0 or step - self._last_check >= self.check_steps:
+            self._last_check = step
+            return True
+        return False
 
     def on_train_step_end(self, run_context):
         cb_params = run_context.original_args()
         step = self._offset + int(cb_params.cur_step_num)
-        if preemption.stop_agreed():
+        if self._stop_check_due(step) and preemption.stop_agreed():
             path = self.last_checkpoint if self._last_saved_step == step else self._save(cb_params, step)
             steps = gather_ints([step])[:, 0]           # every rank has published its file
             if len(set(steps.tolist())) != 1:

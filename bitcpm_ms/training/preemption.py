@@ -9,9 +9,14 @@ again"), and `--resume_training true` continues exactly from that step. A second
 the default handler and re-sends itself: Ctrl-C twice stops at once.
 
 Under msrun the launcher forwards the signal to every worker, but they may receive it on either
-side of a step boundary. `stop_agreed()` therefore exchanges the flag between ranks every step
-(`parallel.agreement.gather_ints`): every rank stops after the same step, so no rank waits in a
-collective that its peers have left.
+side of a step boundary, and a signal sent to one worker reaches only that one. A rank therefore
+never stops on its own flag: `stop_agreed()` exchanges the flags (`parallel.agreement.gather_ints`,
+an AllGather and a host sync) and every rank stops after the same step, so no rank waits in a
+collective that its peers have left and the checkpoints of all ranks are of one step. The
+exchange is not done every step (it stalled the device pipeline once per step, issue 23):
+`BitCPMCheckpointMonitor` calls `stop_agreed()` at steps every rank can compute alike, every
+`preemption_check_steps` steps and at checkpoint steps. A check only when a signal has arrived
+would not do: the ranks without a signal would not join the collective.
 """
 import os
 import signal

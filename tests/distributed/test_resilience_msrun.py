@@ -1,5 +1,6 @@
 """2 msrun workers: one rank kill -9'd in the middle of a checkpoint write, and SIGTERM to the
-launcher; each resumed run ends with the weights and Adam moments of an uninterrupted 2-worker run."""
+launcher (flags exchanged every step, and every 4 steps); each resumed run ends with the weights
+and Adam moments of an uninterrupted 2-worker run."""
 import json
 import os
 import signal
@@ -8,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+import yaml
 
 from ._util import (LAUNCHER, REPO, RUNNER, SMALL_MODEL, _env, free_port, load_arrays, make_mindrecord,
                     model_and_optimizer, run_msrun, tail, write_config)
@@ -96,8 +98,8 @@ def test_sigterm_to_the_launcher_saves_on_every_rank_then_resumes(setup):
     out = str(root / "term")
     proc = _popen(cfg, str(root / "log_t"), "--output_dir", out, "--max_steps", STEPS)
     deadline = time.time() + 400
-    while time.time() < deadline and proc.poll() is None and _max_step(out) < 3:
-        time.sleep(0.05)
+    while time.time() < deadline and proc.poll() is None and _max_step(out) < 1:
+        time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 75, tail(stdout + stderr)
@@ -111,3 +113,49 @@ def test_sigterm_to_the_launcher_saves_on_every_rank_then_resumes(setup):
                         "--resume_training", "true")
     assert resumed.returncode == 0, tail(resumed.stdout + resumed.stderr)
     _assert_same(out, setup["ref"])
+
+
+
+@pytest.mark.slow          # 3 msrun launches
+def test_sigterm_stops_every_rank_at_the_next_agreement_step(tmp_path):
+    """preemption_check_steps 4 and a checkpoint only at the end: the ranks exchange their flags
+    after steps 4, 8, 12, ... only. A SIGTERM after step 1 stops both at the same multiple of 4,
+    each with one checkpoint of that step, and the resumed run ends bit-identical to an
+    uninterrupted one (32 steps: ~50 ms each here, so the signal lands well before the end)."""
+    steps = 32
+    data = make_mindrecord(str(tmp_path / "data" / "train.mindrecord"), 4 * steps + 16, SMALL_MODEL["seq_length"],
+                           SMALL_MODEL["vocab_size"])
+    cfg_path = write_config(str(tmp_path / "dp.yaml"), data, str(tmp_path / "unused"), 2, data_parallel=2,
+                            total_steps=steps)
+    with open(cfg_path, encoding="utf-8") as f:
+        cfg = yaml.safe_load(f)
+    for cb in cfg["callbacks"]:
+        if cb["type"] == "BitCPMCheckpointMonitor":
+            cb.update(save_checkpoint_steps=steps, preemption_check_steps=4)
+    with open(cfg_path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    ref, out = str(tmp_path / "ref"), str(tmp_path / "interval")
+    proc = run_msrun(cfg_path, 2, str(tmp_path / "log_ref"), "--output_dir", ref, "--max_steps", steps)
+    assert proc.returncode == 0, tail(proc.stdout + proc.stderr)
+    proc = _popen(cfg_path, str(tmp_path / "log_i"), "--output_dir", out, "--max_steps", steps)
+    deadline = time.time() + 400
+    while time.time() < deadline and proc.poll() is None and _max_step(out) < 1:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 75, tail(stdout + stderr)
+    with open(os.path.join(out, "metrics.jsonl"), encoding="utf-8") as f:
+        k = [json.loads(line) for line in f if '"preempted"' in line][0]["after_step"]
+    assert k % 4 == 0 and k < steps, k
+    for rank in (0, 1):
+        names = sorted(p for p in os.listdir(os.path.join(out, "checkpoint", f"rank_{rank}")) if p.endswith(".ckpt"))
+        assert names == [f"dp_rank_{rank}-1_{k}.ckpt"], names
+    resumed = run_msrun(cfg_path, 2, str(tmp_path / "log_i2"), "--output_dir", out, "--max_steps", steps,
+                        "--resume_training", "true")
+    assert resumed.returncode == 0, tail(resumed.stdout + resumed.stderr)
+    for rank in (0, 1):
+        name = os.path.join("checkpoint", f"rank_{rank}", f"dp_rank_{rank}-1_{steps}.ckpt")
+        a, b = (model_and_optimizer(load_arrays(os.path.join(d, name))) for d in (out, ref))
+        assert sorted(a) == sorted(b)
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"rank {rank} {key}")
