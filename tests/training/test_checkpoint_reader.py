@@ -73,7 +73,7 @@ def test_truncated_and_foreign_files(tmp_path):
 
 
 _MEMORY = r"""
-import resource, sys
+import sys
 import numpy as np, mindspore as ms
 from mindspore import Tensor
 from bitcpm_ms.training import checkpoint_reader as reader
@@ -83,10 +83,12 @@ if mode == "make":
     ms.save_checkpoint([{"name": f"{kind}.w{i}", "data": Tensor(rng.standard_normal((1024, 1024), dtype=np.float32))}
                         for kind in ("model", "adam_m", "adam_v") for i in range(16)], path)
     sys.exit()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# VmHWM: this process's own peak (ru_maxrss would carry over the parent's peak across fork + exec)
+hwm = lambda: next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+before = hwm()
 weights = lambda name: name.startswith("model.")
 got = reader.load(path, weights) if mode == "ours" else ms.load_checkpoint(path, choice_func=weights)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+print((hwm() - before) / 1024)
 """
 
 
