@@ -10,6 +10,15 @@ from .data.corpora import mixed_docs
 ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
 
 
+@pytest.fixture
+def parallel_context():
+    """parallel_context(**kw) sets MindSpore's auto-parallel context for one test, reset afterwards."""
+    def set_ctx(**kw):
+        ms.set_auto_parallel_context(**kw)
+    yield set_ctx
+    ms.reset_auto_parallel_context()
+
+
 @pytest.fixture(params=[ms.PYNATIVE_MODE, ms.GRAPH_MODE], ids=["pynative", "graph"])
 def mode(request):
     """Run a test in PyNative and in graph mode, restoring graph mode afterwards."""

@@ -92,16 +92,21 @@ def _newest_good(rank_dir):
     return max(good)
 
 
+def _sigterm_after_first_step(proc, out):
+    """SIGTERM to the launcher once the run logged step 1; (stdout, stderr) after it exits."""
+    deadline = time.time() + 400
+    while time.time() < deadline and proc.poll() is None and _max_step(out) < 1:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    return proc.communicate(timeout=300)
+
+
 @pytest.mark.slow          # 2 msrun launches
 def test_sigterm_to_the_launcher_saves_on_every_rank_then_resumes(setup):
     root, cfg = setup["root"], setup["cfg"]
     out = str(root / "term")
     proc = _popen(cfg, str(root / "log_t"), "--output_dir", out, "--max_steps", STEPS)
-    deadline = time.time() + 400
-    while time.time() < deadline and proc.poll() is None and _max_step(out) < 1:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=300)
+    stdout, stderr = _sigterm_after_first_step(proc, out)
     assert proc.returncode == 75, tail(stdout + stderr)
     assert "all 2 ranks saved a checkpoint" in stderr
     stopped = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl")) if '"preempted"' in line]
@@ -138,11 +143,7 @@ def test_sigterm_stops_every_rank_at_the_next_agreement_step(tmp_path):
     proc = run_msrun(cfg_path, 2, str(tmp_path / "log_ref"), "--output_dir", ref, "--max_steps", steps)
     assert proc.returncode == 0, tail(proc.stdout + proc.stderr)
     proc = _popen(cfg_path, str(tmp_path / "log_i"), "--output_dir", out, "--max_steps", steps)
-    deadline = time.time() + 400
-    while time.time() < deadline and proc.poll() is None and _max_step(out) < 1:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=300)
+    stdout, stderr = _sigterm_after_first_step(proc, out)
     assert proc.returncode == 75, tail(stdout + stderr)
     with open(os.path.join(out, "metrics.jsonl"), encoding="utf-8") as f:
         k = [json.loads(line) for line in f if '"preempted"' in line][0]["after_step"]

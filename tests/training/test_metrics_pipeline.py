@@ -18,21 +18,13 @@ from bitcpm_ms.testing import REPO
 YAML_32K = os.path.join(REPO, "yaml_configs", "pretrain_bitcpm_8b_32k_910b.yaml")
 
 
-@pytest.fixture
-def context():
-    def set_ctx(**kw):
-        ms.set_auto_parallel_context(**kw)
-    yield set_ctx
-    ms.reset_auto_parallel_context()
-
-
 @pytest.mark.parametrize("stages", [1, 2, 4])
 @pytest.mark.parametrize("micro", [1, 8, 32])
 @pytest.mark.parametrize("accumulation", [1, 4])
 @pytest.mark.parametrize("interleave", [1, 2])
 @pytest.mark.parametrize("per_token", [False, True])
-def test_divisor_equals_mindformers_own(context, stages, micro, accumulation, interleave, per_token):
-    context(pipeline_stages=stages)
+def test_divisor_equals_mindformers_own(parallel_context, stages, micro, accumulation, interleave, per_token):
+    parallel_context(pipeline_stages=stages)
     holder = SimpleNamespace(print_warning_flag=False, micro_batch_interleave_num=interleave, mirco_size=micro,
                              calculate_per_token_loss=per_token, gradient_accumulation_steps=accumulation)
     fixed = MFLossMonitor._fix_loss_for_parallel(holder, 1.0)        # pylint: disable=protected-access
@@ -78,10 +70,10 @@ def _records(out_dir):
         return [json.loads(line) for line in f]
 
 
-def test_32k_config_logs_the_last_stage_loss_divided_by_the_micro_batches(context, tmp_path, capsys):
+def test_32k_config_logs_the_last_stage_loss_divided_by_the_micro_batches(parallel_context, tmp_path, capsys):
     """The 32K YAML's callback as app/train.py prepares it, 16 ranks, pp 2: rank 8 writes the
     per-token mean loss (the pipeline wrapper's sum / 32); rank 0 (stage 0) writes nothing."""
-    context(parallel_mode="semi_auto_parallel", full_batch=True, pipeline_stages=2)
+    parallel_context(parallel_mode="semi_auto_parallel", full_batch=True, pipeline_stages=2)
     config = load_config(YAML_32K, {"output_dir": str(tmp_path)})
     prepare_callbacks(config)
     (args,) = [dict(cb) for cb in config.callbacks if cb["type"] == "BitCPMMetricsMonitor"]
@@ -103,18 +95,18 @@ def test_32k_config_logs_the_last_stage_loss_divided_by_the_micro_batches(contex
             assert begin["metrics_rank"] == 8 and begin["loss_divisor"] == 32
 
 
-def test_without_prepared_arguments_the_wrapper_micro_size_is_used(context, tmp_path):
+def test_without_prepared_arguments_the_wrapper_micro_size_is_used(parallel_context, tmp_path):
     """run_mindformer.py builds the callback from the YAML alone: the divisor comes from
     MFPipelineWithLossScaleCell's micro_size (pipeline) at train begin."""
-    context(parallel_mode="semi_auto_parallel", pipeline_stages=2)
+    parallel_context(parallel_mode="semi_auto_parallel", pipeline_stages=2)
     monitor = BitCPMMetricsMonitor(output_dir=str(tmp_path), device_num=8, rank_id=4)
     _run_one_step(monitor, 16 * 3.0, _Net(micro_size=16))
     assert monitor.loss_divisor == 16
     assert [r for r in _records(tmp_path) if "step" in r][0]["loss"] == pytest.approx(3.0)
 
 
-def test_without_pipeline_rank_0_logs_the_loss_unchanged(context, tmp_path):
-    context(parallel_mode="data_parallel")
+def test_without_pipeline_rank_0_logs_the_loss_unchanged(parallel_context, tmp_path):
+    parallel_context(parallel_mode="data_parallel")
     monitor = BitCPMMetricsMonitor(output_dir=str(tmp_path), device_num=2, rank_id=0, micro_batch_num=8)
     _run_one_step(monitor, 2.75, _Net())
     assert monitor.metrics_rank == 0 and monitor.loss_divisor == 1

@@ -4,8 +4,6 @@ parallel without it (BitCPMMetricsMonitor used to multiply what rank 0 saw by th
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
-import mindspore as ms
 
 from bitcpm_ms.training import BitCPMMetricsMonitor
 from bitcpm_ms.training.throughput import global_batch_size, tokens_per_step
@@ -24,14 +22,6 @@ def _cb(element_shape=None, dataset_batch=None, seq=None):
     net = SimpleNamespace(config=SimpleNamespace(seq_length=seq, hidden_size=8)) if seq else None
     return SimpleNamespace(train_dataset_element=elem, train_dataset=_Dataset(dataset_batch) if dataset_batch else None,
                            train_network=net)
-
-
-@pytest.fixture
-def parallel_context():
-    def set_ctx(**kw):
-        ms.set_auto_parallel_context(**kw)
-    yield set_ctx
-    ms.reset_auto_parallel_context()
 
 
 def test_global_batch_size_rules():
