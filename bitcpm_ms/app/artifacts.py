@@ -70,7 +70,7 @@ def _prepared_dataset(config):
 def resolve(config) -> Artifacts:
     dataset_dir, problem = _prepared_dataset(config)
     tokenizer = ((config.get("processor") or {}).get("tokenizer") or {}).get("vocab_file")
-    if not (tokenizer and (os.path.isfile(tokenizer) or os.path.isdir(tokenizer))):
+    if not (tokenizer and os.path.exists(tokenizer)):          # a tokenizer.model or an HF directory
         tokenizer = os.path.join(dataset_dir, TOKENIZER_FILE) if dataset_dir else None
         if tokenizer and not os.path.isfile(tokenizer):
             tokenizer = None

@@ -39,7 +39,8 @@ def minicpm_hparams(mc) -> dict:
     if str(getattr(mc, "extend_method", "None")) not in ("None", "none", ""):
         raise ConversionError(f"RoPE extension {mc.extend_method!r} has no GGUF mapping here (LongRoPE goes in "
                               "rope_scaling)")
-    return {"context_length": int(mc.max_position_embedding or mc.seq_length), "embedding_length": hidden,
+    context = int(mc.max_position_embedding or mc.seq_length)
+    return {"context_length": context, "embedding_length": hidden,
             "block_count": layers, "feed_forward_length": ffn_hidden_size(mc), "head_count": heads,
             "head_count_kv": int(mc.n_kv_heads or heads), "rms_norm_eps": float(mc.rms_norm_eps),
             "rope_freq_base": float(mc.theta), "rope_dimension_count": hidden // heads,
@@ -48,8 +49,7 @@ def minicpm_hparams(mc) -> dict:
             "logit_scale": hidden / float(mc.dim_model_base),
             "tie_word_embeddings": bool(getattr(mc, "tie_word_embeddings", False)),
             "bos_token_id": mc.bos_token_id, "eos_token_id": mc.eos_token_id,
-            "rope_scaling": longrope_for_gguf(getattr(mc, "rope_scaling", None), hidden // heads,
-                                              int(mc.max_position_embedding or mc.seq_length))}
+            "rope_scaling": longrope_for_gguf(getattr(mc, "rope_scaling", None), hidden // heads, context)}
 
 
 def longrope_for_gguf(rope_scaling, head_dim: int, context_length: int):

@@ -19,11 +19,12 @@ import numpy as np
 from ..errors import ConversionError
 from ..fileio import atomic_dir
 from ..layout import ffn_hidden_size
-from ..models.hf_adapter import CONFIG_MAP, eos_ids, hf_config_to_model_config, hf_to_ms_name, ms_to_hf_name  # noqa: F401,E501
+from ..models.hf_adapter import CONFIG_MAP, eos_ids, imported_name, ms_to_hf_name
 from ..models.hf_adapter import model_config_to_hf_config as adapter_hf_config
 from ..quant import QuantConfig, fake_quant_weight
 from ..quant.api import default_filter
 from .hf_weights import HFWeights
+
 
 def resolved_model_config(model_config) -> dict:
     """The BitCPMConfig keys of CONFIG_MAP with the values the built model uses (a built model's
@@ -52,9 +53,9 @@ def hf_to_ms_params(tensors: Dict[str, np.ndarray], dtype=np.float32) -> Dict[st
     """Rename HF tensors to bitcpm-ms names; rotary inv_freq buffers are dropped (recomputed)."""
     out = {}
     for name, value in tensors.items():
-        if name.endswith("rotary_emb.inv_freq"):
-            continue
-        out[hf_to_ms_name(name)] = np.asarray(value, dtype=dtype)
+        ours = imported_name(name)
+        if ours is not None:
+            out[ours] = np.asarray(value, dtype=dtype)
     return out
 
 

@@ -25,11 +25,10 @@ import json
 import os
 import shutil
 
-
 from ..errors import ConversionError
 from ..fileio import atomic_dir, atomic_json
 from ..layout import PROJECTIONS
-from ..models.hf_adapter import hf_config_to_model_config, hf_to_ms_name
+from ..models.hf_adapter import hf_config_to_model_config, imported_name
 from ..quant.pseudo import common_group_size, latent_for, recover_codes_scales, ternary_group_size
 from .hf_weights import HFWeights, write_ckpt_stream
 
@@ -76,13 +75,14 @@ def _converted(weights: HFWeights, names, tied: bool, group_size):
     """(our name, float32 array) in file order: renamed, the tied head skipped, ternary projections
     replaced by the latent that reproduces them."""
     for name in names:
-        if name.endswith("rotary_emb.inv_freq") or (tied and name == "lm_head.weight"):
+        ours = imported_name(name, tied)
+        if ours is None:
             continue
         value = weights.get(name)
         if group_size is not None and name.endswith(_PROJECTION_SUFFIXES):
             codes, scales = recover_codes_scales(value, group_size)
             value = latent_for(codes, scales, group_size)
-        yield hf_to_ms_name(name), value
+        yield ours, value
 
 
 def _tokenizer_source(hf_dir: str, tokenizer_dir):
@@ -147,8 +147,7 @@ def from_hf(hf_dir: str, output_dir: str, seq_length: int = 512, quantized: str 
     if not tied and "lm_head.weight" not in weights:
         raise ConversionError(f"{hf_dir} lacks lm_head.weight, and config.json sets tie_word_embeddings false")
     for name in names:                                  # unknown names fail before anything is written
-        if not (name.endswith("rotary_emb.inv_freq") or (tied and name == "lm_head.weight")):
-            hf_to_ms_name(name)
+        imported_name(name, tied)
     recorded = hf.get("bitcpm_quantization") or {}        # our own exports say what they hold
     if recorded.get("format") == "latent" and quantized != "no":
         group_size, per_tensor, recover = int(recorded["group_size"]), {}, None

@@ -142,16 +142,14 @@ def write_ckpt_stream(path: str, tensors: Iterator[Tuple[str, np.ndarray]]) -> i
     """Write (name, float32 array) pairs as a MindSpore .ckpt, one record per tensor (large ones split
     in slices, as mindspore.save_checkpoint does); returns the tensor count. Memory: one tensor."""
     from mindspore.train.checkpoint_pb2 import Checkpoint
-    slice_bytes = SLICE_BYTES
     count = 0
     with open(path, "wb") as f:
         for name, value in tensors:
             value = np.asarray(value, np.float32)
-            rows = max(1, value.shape[0] if value.ndim else 1)
-            per_row = max(1, value.nbytes // rows)
-            step = max(1, slice_bytes // per_row)
-            parts = [value] if value.nbytes <= slice_bytes or value.ndim == 0 else \
-                [value[i:i + step] for i in range(0, value.shape[0], step)]
+            parts = [value]
+            if value.nbytes > SLICE_BYTES and value.ndim:              # whole rows per record
+                rows = max(1, SLICE_BYTES // max(1, value[0].nbytes))
+                parts = [value[i:i + rows] for i in range(0, value.shape[0], rows)]
             for part in parts:
                 record = Checkpoint()
                 entry = record.value.add()

@@ -78,6 +78,15 @@ def ms_to_hf_name(name: str) -> str:
     return out
 
 
+def imported_name(name: str, tied: bool = False) -> Optional[str]:
+    """Our name for an HF tensor, or None for one an import drops: rotary `inv_freq` buffers (the
+    tables are recomputed) and, in a tied model, `lm_head.weight` (the embedding serves as head).
+    An unknown name is a ConversionError."""
+    if name.endswith("rotary_emb.inv_freq") or (tied and name == "lm_head.weight"):
+        return None
+    return hf_to_ms_name(name)
+
+
 def eos_ids(value) -> tuple:
     """An eos_token_id (int, list or None) as a tuple of ints."""
     if value is None:

@@ -10,6 +10,7 @@ import pytest
 import mindspore as ms
 
 from bitcpm_ms.app import hf as hc
+from bitcpm_ms.models.hf_adapter import hf_config_to_model_config, hf_to_ms_name, ms_to_hf_name
 from bitcpm_ms.models import BitCPMConfig, BitCPMForCausalLM
 from bitcpm_ms.quant import QuantConfig
 
@@ -26,9 +27,9 @@ def _params(net):
 def test_name_maps_cover_every_parameter_and_invert():
     net = BitCPMForCausalLM(BitCPMConfig(**DIMS))
     for name in _params(net):
-        assert hc.hf_to_ms_name(hc.ms_to_hf_name(name)) == name
-    assert hc.ms_to_hf_name("model.layers.3.attention.wq.weight") == "model.layers.3.self_attn.q_proj.weight"
-    assert hc.ms_to_hf_name("model.tok_embeddings.embedding_weight") == "model.embed_tokens.weight"
+        assert hf_to_ms_name(ms_to_hf_name(name)) == name
+    assert ms_to_hf_name("model.layers.3.attention.wq.weight") == "model.layers.3.self_attn.q_proj.weight"
+    assert ms_to_hf_name("model.tok_embeddings.embedding_weight") == "model.embed_tokens.weight"
 
 
 def test_latent_round_trip_is_exact(tmp_path):
@@ -41,7 +42,7 @@ def test_latent_round_trip_is_exact(tmp_path):
     assert sorted(back) == sorted(params)
     for k in params:
         np.testing.assert_array_equal(back[k], params[k])
-    mc = hc.hf_config_to_model_config(json.load(open(tmp_path / "hf" / "config.json")))
+    mc = hf_config_to_model_config(json.load(open(tmp_path / "hf" / "config.json")))
     for key in ("hidden_size", "num_layers", "num_heads", "n_kv_heads", "scale_emb", "scale_depth", "dim_model_base"):
         assert mc[key] == DIMS[key]
 
@@ -101,7 +102,7 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(hc.ConversionError, match="no \\*.safetensors"):
         hc.read_hf_weights(str(tmp_path / "empty"))
     with pytest.raises(hc.ConversionError, match="lacks"):
-        hc.hf_config_to_model_config({"hidden_size": 8})
+        hf_config_to_model_config({"hidden_size": 8})
 
 
 def test_to_hf_writes_every_loader_key_and_the_tokenizer_files(small_dataset, tmp_path):
