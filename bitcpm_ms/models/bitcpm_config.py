@@ -29,15 +29,6 @@ _DTYPE_FIELDS = ("compute_dtype", "layernorm_compute_type", "softmax_compute_typ
                  "param_init_type", "residual_dtype", "embedding_init_type")
 
 
-def _plain(value):
-    """A MindFormerConfig / nested dict-like as plain dicts and lists (YAML sections arrive wrapped)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 @MindFormerRegister.register(MindFormerModuleType.CONFIG)
 class BitCPMConfig(LlamaConfig):
     """Config of BitCPM (MiniCPM-architecture) causal LMs.
@@ -72,7 +63,7 @@ class BitCPMConfig(LlamaConfig):
         self.cpu_safe = cpu_safe
         self.cpu_fused_ops = cpu_fused_ops
         self._validate()
-        self.rope_scaling = check_rope_scaling(_plain(rope_scaling), self.hidden_size // self.num_heads)
+        self.rope_scaling = check_rope_scaling(rope_scaling, self.hidden_size // self.num_heads)
         if cpu_safe or (cpu_safe is None and ms.get_context("device_target") == "CPU"):
             self._apply_cpu_safe()
 
