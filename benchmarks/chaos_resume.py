@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Chaos test of crash-safe training: kill -9 a small training run at random moments, resume, repeat.
 
-    python3 benchmarks/chaos_resume.py [--kills 10] [--steps 60] [--save_every 4] [--keep 2] [--seed 0]
+    python3 -m benchmarks.chaos_resume [--kills 10] [--steps 60] [--save_every 4] [--keep 2] [--seed 0]
 
 One uninterrupted run of `--steps` steps is the reference. Then the same run is started in another
 output directory and killed with SIGKILL `--kills` times: every other kill at a random moment (a
@@ -30,10 +30,9 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-from bitcpm_ms.testing import SMALL_MODEL, make_mindrecord, write_config  # noqa: E402
-from bitcpm_ms.training.checkpoint_files import TMP_PREFIX, list_checkpoints, verify_checkpoint  # noqa: E402
+from bitcpm_ms.testing import SMALL_MODEL, make_mindrecord, write_config
+from bitcpm_ms.training.checkpoint_files import TMP_PREFIX, list_checkpoints, verify_checkpoint
 
 RUNNER = os.path.join(REPO, "run", "run_bitcpm.py")
 

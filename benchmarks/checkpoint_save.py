@@ -3,7 +3,7 @@
 does) against `publish_checkpoint` (the same save into a temporary directory, fsync, sha256, sidecar,
 rename, directory fsync), and the verification a resume does (size + sha256 re-read).
 
-    python3 benchmarks/checkpoint_save.py [--samples 15] [--model tiny|small]
+    python3 -m benchmarks.checkpoint_save [--samples 15] [--model tiny|small]
 
 The saved state has the tiny config's parameter shapes (7.3M parameters) times three (weights and
 the two AdamW moments), float32: about 88 MB, like a real tiny-run checkpoint. Variants are
@@ -21,9 +21,8 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-from bitcpm_ms.training.checkpoint_files import publish_checkpoint, verify_checkpoint  # noqa: E402
+from bitcpm_ms.training.checkpoint_files import publish_checkpoint, verify_checkpoint
 
 SHAPES = {"tiny": dict(vocab=8192, hidden=256, layers=4, kv=128, ffn=768),
           "small": dict(vocab=512, hidden=64, layers=1, kv=32, ffn=128)}

@@ -8,7 +8,7 @@ converted in a fresh process whose peak resident set (ru_maxrss of the child) is
   * float32: a full-precision checkpoint.
 The output is the float32 .ckpt, so for bf16 input it is twice the input.
 
-    python3 benchmarks/convert_memory.py [--variants pseudo_quantized_bf16,float32] [--layers 24]
+    python3 -m benchmarks.convert_memory [--variants pseudo_quantized_bf16,float32] [--layers 24]
 """
 import argparse
 import json
@@ -21,9 +21,8 @@ import time
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from benchmarks.machine import write_results  # noqa: E402
+from benchmarks.machine import write_results
 
 SHAPE = dict(hidden_size=1536, num_hidden_layers=24, num_attention_heads=12, num_key_value_heads=2,
              intermediate_size=5632, vocab_size=73448)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Distillation overhead: a distillation training step against the plain QAT step of the same student.
 
-    python benchmarks/distill_overhead.py [--steps 5] [--rounds 4] [--teachers 1x,2x] [--forms fused,ops] [--json PATH]
+    python -m benchmarks.distill_overhead [--steps 5] [--rounds 4] [--teachers 1x,2x] [--forms fused,ops] [--json PATH]
 
 Student: the tiny YAML's model (ternary QAT, g = 64, batch 8 x 256). Teachers (full precision):
 "1x" = the student's size, "2x" = about twice its parameters. Two forms of every model:

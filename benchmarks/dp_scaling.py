@@ -8,7 +8,7 @@ which counts the tokens of all ranks), steady state only: from step `--skip` to 
 Launch overhead = wall time from starting the command to the end of the first step (imports,
 cluster setup, graph compile, first step).
 
-    python benchmarks/dp_scaling.py [--steps 40] [--workers 2] [--repeats 1]
+    python -m benchmarks.dp_scaling [--steps 40] [--workers 2] [--repeats 1]
 
 Writes benchmarks/results/dp_scaling.json.
 """

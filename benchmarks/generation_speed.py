@@ -2,7 +2,7 @@
 """Generation speed: KV-cache prefill and decode (bitcpm_ms.inference) vs today's `greedy_generate`
 and vs llama.cpp on the same weights.
 
-    python3 benchmarks/generation_speed.py [--shapes tiny,100m] [--threads 1,2] [--batches 1,8]
+    python3 -m benchmarks.generation_speed [--shapes tiny,100m] [--threads 1,2] [--batches 1,8]
         [--n_prompt 128] [--n_gen 128] [--rounds 3] [--no_llamacpp] [--json benchmarks/results/generation_speed.json]
 
 Each shape is one set of random latent weights (speed does not depend on training), group size 256
@@ -268,7 +268,7 @@ def worker(shape, ckpt, threads, batches, n_prompt, n_gen, rounds) -> dict:
 
 
 def run_worker(shape, ckpt, threads, args) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", shape, "--worker_ckpt", ckpt, "--threads",
+    cmd = [sys.executable, "-m", "benchmarks.generation_speed", "--worker", shape, "--worker_ckpt", ckpt, "--threads",
            str(threads), "--batches", args.batches, "--n_prompt", str(args.n_prompt), "--n_gen", str(args.n_gen),
            "--rounds", str(args.rounds)]
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), GLOG_v="3")
@@ -294,7 +294,6 @@ def llamacpp_columns(shape, ckpt, context, threads, args, work):
     """{threads: llama-bench result} for a TQ2_0 export of the checkpoint (the tokenizer checked by
     tokenizer_problem), or a reason string."""
     try:
-        sys.path.insert(0, ROOT)
         from benchmarks import llamacpp
         from bitcpm_ms.app.gguf_export import export_gguf
     except ImportError as err:

@@ -11,7 +11,7 @@ model is recorded.
   * weights: a weights-only fp32 file (what run/convert_hf.py from_hf writes for the init);
   * training: the same weights plus two Adam moments (a training run's checkpoint, e.g. a teacher).
 
-    python3 benchmarks/init_load_memory.py [--layers 2]
+    python3 -m benchmarks.init_load_memory [--layers 2]
 """
 import argparse
 import json
@@ -21,9 +21,8 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from benchmarks.machine import write_results  # noqa: E402
+from benchmarks.machine import write_results
 
 SHAPE = dict(hidden_size=1536, num_heads=12, n_kv_heads=2, intermediate_size=5632, vocab_size=73448,
              dim_model_base=256, seq_length=64, batch_size=1, scale_emb=12, scale_depth=1.4)

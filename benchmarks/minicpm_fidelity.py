@@ -13,7 +13,7 @@ This script imports each model with `from_hf` and compares, per model:
   * gguf: (with --gguf) f32 GGUF of the import run by llama.cpp; TQ2_0 for the ternary model.
 Metric: max |ours - theirs| / max |theirs| over all positions, and top-1 agreement.
 
-    python3 benchmarks/minicpm_fidelity.py --refs /work/refs/models [--gguf] [--json results/minicpm_fidelity.json]
+    python3 -m benchmarks.minicpm_fidelity --refs /work/refs/models [--gguf] [--json results/minicpm_fidelity.json]
 """
 import argparse
 import json
@@ -24,9 +24,7 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks.machine import write_results  # noqa: E402
+from benchmarks.machine import write_results
 
 PREFILL = 160
 

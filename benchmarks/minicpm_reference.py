@@ -11,7 +11,7 @@ mindspore and runs ONLY in a scratch interpreter that has torch + transformers 4
     /work/refenv/bin/pip install "torch==2.13.0+cpu" transformers==4.46.3 safetensors \
         sentencepiece "protobuf>=5.26" numpy jinja2
 
-Subcommands (``/work/refenv/bin/python benchmarks/minicpm_reference.py CMD -h``):
+Subcommands (``/work/refenv/bin/python -m benchmarks.minicpm_reference CMD -h``):
   make      shrink a real config.json (width/depth shrunk, head_dim and everything else
             kept), build MiniCPMForCausalLM with seeded random weights, optionally
             BitCPM pseudo-quantize the 7 projection kinds, save_pretrained (optionally

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """QAT overhead: tokens/s of the same model and batch trained in graph mode, QAT on vs off.
 
-    python benchmarks/qat_overhead.py [--configs tiny,30m] [--steps 20] [--rounds 3] [--fused] [--json PATH]
+    python -m benchmarks.qat_overhead [--configs tiny,30m] [--steps 20] [--rounds 3] [--fused] [--json PATH]
 
 Each round times `--steps` optimizer steps with QAT off, then on (after a warm-up that includes
 graph compilation); rounds alternate so that machine noise hits both alike. The overhead uses

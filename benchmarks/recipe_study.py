@@ -2,10 +2,10 @@
 """The BitCPM-CANN recipe in miniature: the report's Tables 1, 5, 6, 7 and the ternary-to-FP gap,
 reproduced on real text (GCIDE) with the tiny model.
 
-    python3 benchmarks/recipe_study.py              # the study, 32 runs (~2 hours on 2 quiet cores), resumable
-    python3 benchmarks/recipe_study.py --quick      # the same pipeline, shrunk (end-to-end check)
-    python3 benchmarks/recipe_study.py --report     # only rebuild JSON, figure, tables and docs/recipe.md
-    python3 benchmarks/recipe_study.py --plan       # list the runs and the time estimate, run nothing
+    python3 -m benchmarks.recipe_study              # the study, 32 runs (~2 hours on 2 quiet cores), resumable
+    python3 -m benchmarks.recipe_study --quick      # the same pipeline, shrunk (end-to-end check)
+    python3 -m benchmarks.recipe_study --report     # only rebuild JSON, figure, tables and docs/recipe.md
+    python3 -m benchmarks.recipe_study --plan       # list the runs and the time estimate, run nothing
 
 Every run is a stage of bitcpm_ms.app.recipe (one run/run_bitcpm.py process: train, then eval on
 the held-out split) at a fixed budget of tokens (steps x batch 8 x 256 tokens; --quick: batch 2):
@@ -38,13 +38,12 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
 
-from bitcpm_ms.app.recipe import Recipe, Stage, check_recipe, run_stage, stage_status  # noqa: E402
-from bitcpm_ms.errors import BitCPMError  # noqa: E402
-from bitcpm_ms.fileio import atomic_json  # noqa: E402
+from bitcpm_ms.app.recipe import Recipe, Stage, check_recipe, run_stage, stage_status
+from bitcpm_ms.errors import BitCPMError
+from bitcpm_ms.fileio import atomic_json
 
-import recipe_study_report as report  # noqa: E402
+from benchmarks import recipe_study_report as report
 
 TINY_YAML = os.path.join(ROOT, "yaml_configs", "bitcpm_tiny_cpu.yaml")
 SPACES = {"asym4": "asym-4-value", "halfsym4": "half-sym-4-value", "intsym4": "int-sym-4-value", "five": "5-value"}

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Shard-local vs global ternary quantization of row-parallel weights (tensor parallelism).
 
-    python3 benchmarks/shard_quant.py [--checkpoint CKPT] [--mp 2 4 8] [--group_sizes -1 128] \
+    python3 -m benchmarks.shard_quant [--checkpoint CKPT] [--mp 2 4 8] [--group_sizes -1 128] \
         [--out benchmarks/results/shard_quant_rowparallel.json]
 
 Prints, for random 8B/tiny-shaped weights (and the row-parallel weights of a trained checkpoint),

@@ -1,6 +1,6 @@
 """Benchmark: packed ternary matmul (ctypes and MindSpore AOT op) vs MindSpore float32 MatMul.
 
-    python3 benchmarks/ternary_matmul.py [--json PATH] [--reps R] [--threads 1 2]
+    python3 -m benchmarks.ternary_matmul [--json PATH] [--reps R] [--threads 1 2]
 
 1. Validates the kernels against the numpy reference (both modes, both code paths).
 2. For M in {1, 128}, K = N in {2048, 4096}, threads in {1, 2} (one subprocess per thread count,

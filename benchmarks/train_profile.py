@@ -3,7 +3,7 @@
 by phase, for the tiny and ~30M shapes with the fused CPU ops on and off; plus the host side of the
 Trainer path (data pipeline, callbacks). Prints tables, writes JSON.
 
-    python benchmarks/train_profile.py [--configs tiny,30m] [--fused on,off] [--precision qat|fp]
+    python -m benchmarks.train_profile [--configs tiny,30m] [--fused on,off] [--precision qat|fp]
         [--steps 3] [--no-host] [--json PATH]
 
 Op profile: the training step as the Trainer runs it (BitCPMForCausalLM with MiniCPM scalings,
@@ -25,8 +25,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_models as B  # noqa: E402
+from benchmarks import bench_models as B
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "train_profile.json")
 

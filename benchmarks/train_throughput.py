@@ -2,7 +2,7 @@
 """Training throughput on CPU: our training step against PyTorch eager on the same shapes, and the
 Trainer path against a raw graph-mode loop over the same network. Prints tables, writes JSON.
 
-    python benchmarks/train_throughput.py [--configs tiny,30m] [--precisions fp,qat] [--rounds 5]
+    python -m benchmarks.train_throughput [--configs tiny,30m] [--precisions fp,qat] [--rounds 5]
         [--steps 3] [--threads 2] [--no-torch] [--no-trainer] [--json PATH]
 
 Part 1 (per config x precision), variants built once, then `--rounds` rounds in which each runs
@@ -27,8 +27,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_models as B  # noqa: E402
+from benchmarks import bench_models as B
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "train_throughput.json")
 

@@ -95,8 +95,44 @@ def test_no_import_cycles():
             visit(m)
 
 
-@pytest.mark.parametrize("module", sorted(MODULES))
-def test_files_stay_small(module):
-    with open(MODULES[module], encoding="utf-8") as f:
+# Files allowed over MAX_LINES, each with its reason. Per-ISA C++ kernels keep one ISA's whole
+# family of loops in one file, as ggml-cpu does.
+SIZE_EXEMPT = {
+    "ops/ternary_matmul/avx512.cpp": "per-ISA kernel file (all AVX-512 loops of the library)",
+    "benchmarks/generation_speed.py": "being split (issue 24 item 5)",
+}
+SOURCE_SUFFIXES = (".py", ".cpp", ".h", ".sh")
+
+
+def _source_files():
+    """Repository-relative paths of the package, benchmark, run and ops sources."""
+    out = [os.path.relpath(p, ROOT) for p in _modules().values()]
+    for top in ("benchmarks", "run", "ops"):
+        for dirpath, _, files in os.walk(os.path.join(ROOT, top)):
+            out += [os.path.relpath(os.path.join(dirpath, f), ROOT) for f in files if f.endswith(SOURCE_SUFFIXES)]
+    return sorted(out)
+
+
+@pytest.mark.parametrize("path", _source_files())
+def test_files_stay_small(path):
+    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
         n = sum(1 for _ in f)
-    assert n <= MAX_LINES, f"{MODULES[module]} has {n} lines (> {MAX_LINES}): split it"
+    if path in SIZE_EXEMPT:
+        return
+    assert n <= MAX_LINES, f"{path} has {n} lines (> {MAX_LINES}): split it"
+
+
+def test_size_exemptions_are_needed():
+    """An exempt file that shrank under the limit loses its exemption (the list stays honest)."""
+    for path in SIZE_EXEMPT:
+        with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+            assert sum(1 for _ in f) > MAX_LINES, f"{path} is under {MAX_LINES} lines: drop it from SIZE_EXEMPT"
+
+
+def test_benchmarks_do_not_edit_sys_path():
+    """benchmarks/ is a package run as `python3 -m benchmarks.NAME`; no script edits sys.path."""
+    for dirpath, _, files in os.walk(os.path.join(ROOT, "benchmarks")):
+        for f in files:
+            if f.endswith(".py"):
+                with open(os.path.join(dirpath, f), encoding="utf-8") as fh:
+                    assert "sys.path.insert" not in fh.read(), f"{f} edits sys.path"
