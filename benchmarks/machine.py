@@ -102,6 +102,6 @@ def verdict(ci, bar, higher_is_better=True):
 
 def target(name, value, ci, bar, higher_is_better=True, unit="", method=""):
     """One record for a JSON's "targets" list: the measured value, its interval, the bar and the verdict."""
-    return {"target": name, "value": value, "ci95": list(ci), "bar": bar,
+    return {"target": name, "value": value, "interval": list(ci), "bar": bar,
             "direction": ">=" if higher_is_better else "<=", "unit": unit, "method": method,
             "verdict": verdict(ci, bar, higher_is_better)}
