@@ -33,7 +33,7 @@ def cpu_flags() -> list:
             flags = set(next((ln for ln in f if ln.startswith("flags")), ":").split(":", 1)[1].split())
     except OSError:
         return []
-    return sorted(flags & {"avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vnni", "avx_vnni"})
+    return sorted(flags & {"avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni"})
 
 
 def machine_info() -> dict:

@@ -29,7 +29,7 @@ def _machine(doc):
     cpu = m.get("cpu") or doc.get("cpu") or "CPU not recorded"
     simd = m.get("simd")
     if simd:
-        cpu += " (" + ("AVX-512 VNNI" if "avx512vnni" in simd else "AVX-512" if "avx512f" in simd else
+        cpu += " (" + ("AVX-512 VNNI" if "avx512_vnni" in simd else "AVX-512" if "avx512f" in simd else
                        "AVX2" if "avx2" in simd else "no AVX2") + ")"
     elif "avx512_vnni" in m:
         cpu += " (AVX-512 VNNI)" if m["avx512_vnni"] else " (no AVX-512 VNNI)"

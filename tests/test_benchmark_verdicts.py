@@ -36,7 +36,7 @@ def test_bootstrap_interval_follows_the_spread_between_rounds():
 
 def test_targets_table_from_written_and_legacy_jsons(tmp_path):
     rec = target("ours / torch", 1.4, [1.1, 1.8], 1.0, unit="x", method="bootstrap")
-    doc = {"targets": [rec], "machine": {"cpu": "AMD EPYC", "simd": ["avx2", "avx512f", "avx512vnni"],
+    doc = {"targets": [rec], "machine": {"cpu": "AMD EPYC", "simd": ["avx2", "avx512f", "avx512_vnni"],
                                          "load": [5.5, 5.0, 4.0]}, "time": 0}
     (tmp_path / "new.json").write_text(json.dumps(doc))
     legacy = {"runs": [{"name": "full-2w", "wall_s_incl_startup": 200.0}, {"name": "full-1w",
