@@ -38,15 +38,19 @@ def ms_network(dims, qat_group=None, fused=True):
     return net
 
 
-def ms_step(net, wrapper="ours", fused_optimizer=True):
+def ms_step(net, wrapper="ours", fused_optimizer=True, fold_clip=True):
     """A training step Cell over `net`: "ours" = BitCPMTrainOneStepCell (clip 1.0, non-finite
     skip; fused global norm with the fused optimizer), "raw" = nn.TrainOneStepCell (no clipping).
-    fused_optimizer: CpuFusedAdamW (the tiny YAML's), else MindFormers' AdamW (same update)."""
+    fused_optimizer: CpuFusedAdamW (the tiny YAML's), else MindFormers' AdamW (same update).
+    fold_clip=False: the wrapper scales the gradients itself instead of handing the clip factor
+    to CpuFusedAdamW (the step before the fold, for measuring it)."""
     from mindspore import nn
     from mindformers.core.optim.adamw import AdamW
     from bitcpm_ms.training import BitCPMTrainOneStepCell, CpuFusedAdamW
     cls = CpuFusedAdamW if fused_optimizer else AdamW
     opt = cls(net.trainable_params(), learning_rate=LR, betas=BETAS, eps=EPS, weight_decay=WD)
+    if not fold_clip:
+        opt.takes_grad_scale = False
     if wrapper == "ours":
         step = BitCPMTrainOneStepCell(net, opt, use_clip_grad=True, max_grad_norm=CLIP, fused_norm=fused_optimizer)
     else:
