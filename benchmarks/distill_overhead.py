@@ -20,6 +20,7 @@ Target (issue 9): overhead = distill - qat <= teacher_fwd * 1.10, i.e. (distill 
 "missed" only when the whole interval is on one side of 1.10, else "not resolved".
 """
 import argparse
+import json
 import os
 import statistics
 import time
@@ -156,6 +157,9 @@ def main():
     p.add_argument("--teachers", default="1x,2x")
     p.add_argument("--forms", default="fused,ops", help="fused (cpu_fused_ops, the tiny YAMLs' setting), ops, or both")
     p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "distill_overhead.json"))
+    p.add_argument("--merge", action="store_true",
+                   help="keep the other teacher/form rows of an existing --json (one process per row: MindSpore "
+                        "keeps every compiled graph, ~4 GB per teacher/form pair)")
     args = p.parse_args()
     results = []
     for name in args.teachers.split(","):
@@ -165,6 +169,7 @@ def main():
             if form not in ("fused", "ops"):
                 p.error(f"unknown form {form!r}; choose fused or ops")
             results.append(bench(name, TEACHERS[name], args.steps, args.rounds, form == "fused"))
+            print(json.dumps({k: v for k, v in results[-1].items() if k != "rounds"}), flush=True)
     print(f"\n{'teacher':8s} {'form':6s} {'params':>8s} {'QAT step':>9s} {'distill':>9s} {'overhead':>9s} "
           f"{'teacher fwd':>12s} {'CE f+b':>10s} {'CE+KD f+b':>10s} {'ovh/fwd':>8s}")
     for r in results:
@@ -173,6 +178,11 @@ def main():
               f"{r['overhead_ms']:7.0f}ms {m['teacher_fwd']:10.0f}ms {m['ce_loss']:8.0f}ms {m['distill_loss']:8.0f}ms "
               f"{r['overhead_over_teacher_fwd']:8.2f} ({r['overhead_over_teacher_fwd_ci95'][0]:.2f}-"
               f"{r['overhead_over_teacher_fwd_ci95'][1]:.2f}) <= 1.10: {r['target']['verdict']}")
+    if args.merge and os.path.exists(args.json):
+        with open(args.json, encoding="utf-8") as f:
+            old = json.load(f).get("results", [])
+        done = {(r["teacher"], r["form"]) for r in results}
+        results = [r for r in old if (r["teacher"], r["form"]) not in done and "target" in r] + results
     write_results({"method": {"steps": args.steps, "rounds": args.rounds}, "student": STUDENT, "results": results,
                    "targets": [r["target"] for r in results]}, args.json)
 
