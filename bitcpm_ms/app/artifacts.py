@@ -13,7 +13,7 @@ from typing import Optional
 
 from ..data.manifest import read_manifest_file
 from ..errors import BitCPMError, ConfigError
-from .checkpoints import find_checkpoint, load_weights
+from ..training.checkpoint_loading import find_checkpoint, load_weights
 
 TOKENIZER_FILE = "tokenizer.model"
 

@@ -1,33 +1,20 @@
 """Command-line entry points: `bitcpm-train`, `bitcpm-prepare`, `bitcpm-export`, `bitcpm-convert-hf`
 (console scripts of pyproject.toml; `run/*.py` call the same functions).
 
-One wrapper, `cli_main`, turns every `BitCPMError` (bad config, data, checkpoint, path) into a
+One wrapper, `console.cli_main`, turns every `BitCPMError` (bad config, data, checkpoint, path) into a
 single `error: ...` line on stderr and exit status 2; anything else is a bug and keeps its
 traceback. Arguments are parsed and checked before MindSpore/MindFormers are imported, so a typo
 fails in a fraction of a second.
 """
 import argparse
-import functools
 import json
 import os
 import sys
 
 from ..errors import BitCPMError, ConfigError
+from .console import cli_main
 from .overrides import parse_overrides, split_argv
 from .predict_args import PREDICT_FLAGS, add_predict_arguments, check_predict_arguments
-
-
-def cli_main(fn):
-    """fn(argv) -> exit status; a BitCPMError becomes `error: ...` and exit status 2."""
-    @functools.wraps(fn)
-    def main(argv=None):
-        argv = sys.argv[1:] if argv is None else list(argv)
-        try:
-            return fn(argv) or 0
-        except BitCPMError as err:
-            print(f"error: {err}", file=sys.stderr, flush=True)
-            return 2
-    return main
 
 
 def _bool(text) -> bool:

@@ -10,12 +10,28 @@ ERROR, routes its config dump into its log, and leaves the full log (INFO and up
 user set GLOG_v. `--verbose` shows everything as before.
 """
 import contextlib
+import functools
 import io
 import logging
 import os
 import sys
 
+from ..errors import BitCPMError
+
 _state = {"log_dir": None}
+
+
+def cli_main(fn):
+    """fn(argv) -> exit status; a BitCPMError becomes `error: ...` and exit status 2."""
+    @functools.wraps(fn)
+    def main(argv=None):
+        argv = sys.argv[1:] if argv is None else list(argv)
+        try:
+            return fn(argv) or 0
+        except BitCPMError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            return 2
+    return main
 
 
 def _mindformers_console_handlers():

@@ -22,7 +22,7 @@ from typing import Optional
 import yaml
 
 from ..errors import ConfigError
-from .overrides import plain
+from ..fileio import plain
 
 FIXED_FROM_STUDENT = ("batch_size", "seq_length")
 
@@ -131,7 +131,7 @@ def build_teacher(dcfg: DistillConfig, student_config, default_args: dict):
     from mindformers.tools.register import MindFormerConfig
 
     from ..errors import CheckpointError
-    from .checkpoints import load_weights, verified_checkpoint, verify_once_per_node
+    from ..training.checkpoint_loading import load_weights, verified_checkpoint, verify_once_per_node
     tmc = teacher_model_config(dcfg, student_config)
     try:
         teacher = build_network(MindFormerConfig(model_config=tmc, arch={"type": "BitCPMForCausalLM"}),

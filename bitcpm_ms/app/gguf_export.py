@@ -187,7 +187,7 @@ def export_gguf(config, checkpoint: str, out_path: str, gguf_type: str = "tq2_0"
     import gguf
     check_export_args(out_path, gguf_type, embedding_type, overwrite)
     from .artifacts import load_model, resolve
-    from .config import sync_quant_section
+    from .quant_section import sync_quant_section
     quant = sync_quant_section(config)
     tokenizer_file = tokenizer_file or resolve(config).need_tokenizer()
     mc = config.model.model_config                      # the vocabulary is checked before the slow part

@@ -104,7 +104,7 @@ def to_hf(config, checkpoint: str, output: str, tokenizer_file: str = None, flav
           dtype: str = "float32") -> int:
     """A bitcpm-ms checkpoint of `config`'s model -> HF directory; returns the tensor count."""
     from .artifacts import load_model
-    from .config import sync_quant_section
+    from .quant_section import sync_quant_section
     quant = sync_quant_section(config)
     net, _ = load_model(config, checkpoint)            # checks names and shapes against the config
     params = {p.name: p.asnumpy() for p in net.get_parameters()}

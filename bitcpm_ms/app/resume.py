@@ -25,8 +25,8 @@ from ..errors import CheckpointError, ConfigError
 from ..parallel.agreement import gather_ints, world
 from ..training.checkpoint_files import list_checkpoints, quarantine, read_sidecar, verify_checkpoint
 from ..training.checkpointing import append_event
-from .checkpoints import checkpoint_dir, read_checkpoint
-from .overrides import plain
+from ..training.checkpoint_loading import checkpoint_dir, read_checkpoint
+from ..fileio import plain
 
 ARCH_KEYS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "n_kv_heads", "intermediate_size",
              "tie_word_embeddings")

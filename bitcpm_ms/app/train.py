@@ -12,7 +12,7 @@ from mindformers.tools.register import MindFormerConfig
 from ..errors import ConfigError
 from ..fileio import atomic_json
 from ..training import preemption
-from .overrides import plain
+from ..fileio import plain
 from .preflight import check_training_data
 from .resume import configure_checkpoint_monitor, prepare_start, remove_resume_view
 from .train_network import build_train_network, check_init_policy

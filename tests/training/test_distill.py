@@ -4,7 +4,7 @@ import pytest
 import mindspore as ms
 from mindformers.core.optim import AdamW
 
-from bitcpm_ms.app.checkpoints import load_weights
+from bitcpm_ms.training.checkpoint_loading import load_weights
 from bitcpm_ms.models import BitCPMConfig, BitCPMForCausalLM
 from bitcpm_ms.training import BitCPMTrainOneStepCell
 from bitcpm_ms.training.distill import BitCPMDistillForCausalLM, TEACHER_PREFIX, loss_terms, teacher_of
