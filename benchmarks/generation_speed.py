@@ -221,7 +221,7 @@ def raw_layer_ms(net, position, reps=50) -> float:
 def raw_kernel_ms(layers, reps=50) -> float:
     """The step's ternary matmuls (batch 1) called straight through the C ABI, no Python checks:
     what the AOT op would cost with zero overhead."""
-    from bitcpm_ms.kernels.ops import _load
+    from bitcpm_ms.kernels.library import _load
     lib = _load()
     calls = []
     for c in layers:

@@ -110,7 +110,7 @@ class _CachedDecoderBase(nn.Cell):
         if head_weight is not None and not self.fast_head:
             raise ValueError(HALF_HEAD_NEEDS)
         if self.fast_head:
-            from ..kernels.decode_ops import float_matmul_nt_cell
+            from ..kernels.ops import float_matmul_nt_cell
             self.head_kernel = float_matmul_nt_cell(head.weight if head_weight is None else head_weight)
         else:
             self.lm_head = head
@@ -216,7 +216,7 @@ class DecodeStepGraph(_CachedDecoderBase):
     * fused_layers: each packed decoder layer is one C++ op (`DecodeLayer`, fused_layer.py): the step
       is L + ~5 ops. Needs every layer packed (`convert_model`); default on CPU when they are.
     * fused_attention: RoPE + attention of a layer run as one C++ op (`DecodeAttention`,
-      kernels/decode_ops.py) instead of ~20 MindSpore ops; the projections stay the model's cells
+      kernels/ops.py) instead of ~20 MindSpore ops; the projections stay the model's cells
       (fake-quant or packed). Default on CPU otherwise.
     * neither: the MindSpore-ops form (any backend). With one token, [B, 1, heads, d] and
       [B, heads, 1, d] share a layout: reshapes, no transposes."""
@@ -237,7 +237,7 @@ class DecodeStepGraph(_CachedDecoderBase):
         if self.fused_layers:
             self.layer_kernels = self._layer_kernels(lm, write_cache=False)
         if self.fused_attention:
-            from ..kernels.decode_ops import decode_attention_cell
+            from ..kernels.ops import decode_attention_cell
             self.attention_kernel = decode_attention_cell(1.0 / np.sqrt(self.head_dim), self.num_heads)
 
     def construct(self, input_ids, positions, *cache):

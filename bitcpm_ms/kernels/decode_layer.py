@@ -18,9 +18,9 @@ from __future__ import annotations
 import numpy as np
 
 from .aot_call import call_aot, prepared_aot_call
-from .decode_ops import _aot, decode_attention_reference
-from .ops import _load, _raise_kernel
-from .reference import ternary_matmul_reference
+from .library import _load, _raise_kernel
+from .ops import _aot
+from .reference import decode_attention_reference, ternary_matmul_reference
 
 PROJECTIONS = ("wq", "wk", "wv", "wo", "w1", "w3", "w2")
 

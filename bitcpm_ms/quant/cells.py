@@ -60,7 +60,7 @@ class WeightFakeQuant(nn.Cell):
                       and ms.get_context("device_target") == "CPU"
                       and ms.get_auto_parallel_context("parallel_mode") in ("stand_alone", "data_parallel"))
         if self.fused:
-            from ..kernels.ms_ops import get_fake_quant_op
+            from ..kernels.ops import get_fake_quant_op
             self.fused_op = get_fake_quant_op()
             self.fused_spec = Tensor(np.array([[group_size, eps]], np.float32))
 

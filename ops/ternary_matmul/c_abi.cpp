@@ -1,6 +1,6 @@
 // Exported C functions of libbitcpm_ternary.so: the only symbols with default visibility (the
 // library is built with -fvisibility=hidden).
-//   ctypes (bitcpm_ms/kernels/ops.py): settings, bitcpm_ternary_matmul, bitcpm_ternary_matmul_dx,
+//   ctypes (bitcpm_ms/kernels/library.py): settings, bitcpm_ternary_matmul, bitcpm_ternary_matmul_dx,
 //     bitcpm_quantize_pack, bitcpm_last_error.
 //   MindSpore AOT (ops.Custom func_type="aot"): TernaryMatmulW, TernaryMatmulA8, TernaryMatmulDx,
 //     TernaryFakeQuant. Signature: int F(int nparam, void **params, int *ndims, int64_t **shapes,
