@@ -94,8 +94,8 @@ def time_generation(lm, prompts, n_gen) -> dict:
     from bitcpm_ms.inference import generate
     s = generate(lm, prompts, max_new_tokens=n_gen).stats
     return {"prefill_tok_s": s.prefill_tokens_per_s, "decode_tok_s": s.decode_tokens_per_s,
-            "decode_ms_per_call": 1e3 * s.decode_seconds / max(1, s.decode_steps),
-            "host_ms_per_step": 1e3 * s.host_seconds / max(1, s.decode_steps), "compile_s": s.compile_seconds}
+            "decode_ms_per_call": 1e3 * s.decode_seconds / max(1, s.decode_calls),
+            "host_ms_per_step": 1e3 * s.host_seconds / max(1, s.decode_calls), "compile_s": s.compile_seconds}
 
 
 def time_greedy_generate(net, prompt, context, tokens=6) -> float:

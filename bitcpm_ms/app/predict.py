@@ -108,7 +108,7 @@ def run_predict(config, art: Artifacts, prompt: str, max_new_tokens: int = 32, a
         out = generate_batches(lm, prompts, args.predict_batch_size, cfg, decode=decode, on_batch=show)
     s = out.stats
     print(f"prefill: {s.prompt_tokens} tokens, {s.prefill_tokens_per_s:,.0f} tok/s | decode: {s.decode_tokens} tokens, "
-          f"{s.decode_tokens_per_s:,.1f} tok/s in {s.decode_steps} graph calls | graph compile {s.compile_seconds:.1f} s | "
+          f"{s.decode_tokens_per_s:,.1f} tok/s in {s.decode_calls} graph calls | graph compile {s.compile_seconds:.1f} s | "
           f"{'packed' if args.packed else 'MindIR' if args.decode_graphs else 'fake-quant'} | seed {out.seed}"
           + (f" | {out.finish_reasons[0]}" if chat else ""),
           file=sys.stderr, flush=True)
