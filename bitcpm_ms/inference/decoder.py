@@ -1,8 +1,9 @@
-"""KV-cache decoding graphs over a trained BitCPM model: one prefill graph and one decode-step graph.
+"""KV-cache decoding graphs over a trained BitCPM model: a prefill graph, a decode-step graph and
+(packed models) a multi-step greedy graph.
 
 MindFormers' own incremental path (`use_past=True`) cannot run on CPU: its `InferAttention` needs
 `ApplyRotaryPosEmb` (float16/bfloat16 only, no CPU kernel), `ReshapeAndCache` and `PagedAttention`
-(Ascend-only; "Unsupported op ... on CPU", see docs/generation.md). These two Cells are the compact
+(Ascend-only; "Unsupported op ... on CPU", see docs/generation.md). These Cells are the compact
 replacement. They hold no weights of their own: they call the model's own cells (embedding, RMSNorms,
 q/k/v/o projections, SwiGLU feed-forward, the MiniCPM residual `add` and scaled final norm, lm_head),
 so they run unchanged on the fake-quant model (`TernaryLinear`) and on the packed model
