@@ -5,6 +5,7 @@ copy of the tiny CPU YAML, and a free loopback port for msrun. Nothing here down
 """
 import os
 import socket
+import json
 
 import numpy as np
 import yaml
@@ -94,7 +95,6 @@ def write_teacher(out_dir: str, model: dict, seed: int = 0, head_scale: float = 
     """A random full-precision BitCPM teacher for distillation tests and benchmarks: its checkpoint
     and a run config holding its model_config. head_scale > 1 sharpens its output distribution.
     Returns (config_path, checkpoint_path)."""
-    import json
     import mindspore as ms
     from .models import BitCPMConfig, BitCPMForCausalLM
     os.makedirs(out_dir, exist_ok=True)

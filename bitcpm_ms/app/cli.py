@@ -12,9 +12,10 @@ import os
 import sys
 
 from ..errors import BitCPMError, ConfigError
-from .console import cli_main
+from .console import cli_main, import_mindformers
 from .overrides import parse_overrides, split_argv
 from .predict_args import PREDICT_FLAGS, add_predict_arguments, check_predict_arguments
+from .gguf_cli import add_gguf_arguments, check_gguf_arguments
 
 
 def _bool(text) -> bool:
@@ -106,7 +107,6 @@ def parse_train_args(argv):
 @cli_main
 def train_main(argv):
     args, overrides = parse_train_args(argv)
-    from .console import import_mindformers
     out = _peek_output_dir(args.config, overrides.get("output_dir"))
     import_mindformers(log_dir=os.path.join(os.path.abspath(out), "log"), verbose=args.verbose)
     from .config import load_config
@@ -187,7 +187,6 @@ def export_parser():
     p.add_argument("--output_dir", help="--format packed: the export directory")
     p.add_argument("--batch_size", type=int, default=1)
     p.add_argument("--no_mindir", action="store_true", help="only write the packed checkpoint")
-    from .gguf_cli import add_gguf_arguments
     add_gguf_arguments(p)
     p.add_argument("--decode_graphs", action="store_true",
                    help="also export the KV-cache prefill + decode-step graphs to OUTPUT_DIR/decode (MindIR)")
@@ -200,9 +199,7 @@ def export_parser():
 def export_main(argv):
     args, rest = export_parser().parse_known_args(argv)
     overrides = parse_overrides(rest)           # --quant.group_size 256: the config the run trained with
-    from .gguf_cli import check_gguf_arguments
     check_gguf_arguments(args)
-    from .console import import_mindformers
     import_mindformers()
     from .config import load_config
     config = load_config(args.config, overrides)
@@ -260,7 +257,6 @@ def convert_hf_main(argv):
     if rest and args.cmd != "to_hf":
         raise ConfigError(f"unrecognized arguments: {' '.join(rest)}")
     overrides = parse_overrides(rest)           # to_hf: --quant.enabled true, as for bitcpm-train
-    from .console import import_mindformers
     import_mindformers()
     from . import hf
     if args.cmd == "from_hf":

@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import sys
+import pprint
 
 from ..errors import BitCPMError
 
@@ -65,7 +66,6 @@ def import_mindformers(log_dir: str = None, verbose: bool = False) -> None:
 
 def _config_dump_to_log() -> None:
     """MindFormers' trainer `pprint`s the whole config to stdout; send it to its log file instead."""
-    import pprint
     from mindformers.tools.logger import logger
     from mindformers.trainer import base_trainer
     if getattr(base_trainer.pprint, "_bitcpm_to_log", False):

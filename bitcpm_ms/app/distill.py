@@ -21,7 +21,7 @@ from typing import Optional
 
 import yaml
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..fileio import plain
 
 FIXED_FROM_STUDENT = ("batch_size", "seq_length")
@@ -130,7 +130,6 @@ def build_teacher(dcfg: DistillConfig, student_config, default_args: dict):
     from mindformers.models import build_network
     from mindformers.tools.register import MindFormerConfig
 
-    from ..errors import CheckpointError
     from ..training.checkpoint_loading import load_weights, verified_checkpoint, verify_once_per_node
     tmc = teacher_model_config(dcfg, student_config)
     try:

@@ -24,6 +24,7 @@ from ..models.hf_adapter import model_config_to_hf_config as adapter_hf_config
 from ..quant import QuantConfig, fake_quant_weight
 from ..quant.api import default_filter
 from .hf_weights import HFWeights
+from .quant_section import sync_quant_section
 
 
 def resolved_model_config(model_config) -> dict:
@@ -104,7 +105,6 @@ def to_hf(config, checkpoint: str, output: str, tokenizer_file: str = None, flav
           dtype: str = "float32") -> int:
     """A bitcpm-ms checkpoint of `config`'s model -> HF directory; returns the tensor count."""
     from .artifacts import load_model
-    from .quant_section import sync_quant_section
     quant = sync_quant_section(config)
     net, _ = load_model(config, checkpoint)            # checks names and shapes against the config
     params = {p.name: p.asnumpy() for p in net.get_parameters()}

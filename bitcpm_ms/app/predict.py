@@ -24,6 +24,9 @@ import mindspore as ms
 from ..errors import ConfigError
 from .artifacts import Artifacts, load_model, model_checkpoint
 from .predict_args import add_predict_arguments, generation_config, is_chat, read_chat, read_prompts
+from ..data.hf_tokenizer import load_tokenizer
+from ..data.tokenizer import PAD_ID
+from ..inference import CachedLM, TextStreamer, generate, generate_batches, load_decode_graphs
 
 
 def greedy_generate(net, prompt_ids, max_new_tokens, seq_length, eos_id=None, pad_id=0):
@@ -59,7 +62,6 @@ def _default_args(prompt, max_new_tokens):
 
 def _decoder(config, art, args):
     """The CachedLM of the configured checkpoint (packed on request), or the exported graphs."""
-    from ..inference import CachedLM, load_decode_graphs
     if args.decode_graphs:
         return load_decode_graphs(args.decode_graphs)
     config.model.model_config.batch_size = 1
@@ -75,9 +77,6 @@ def _decoder(config, art, args):
 def run_predict(config, art: Artifacts, prompt: str, max_new_tokens: int = 32, args=None) -> int:
     """Generate for --prompt (streamed), each line of --prompt_file (printed per batch), or the reply to
     --chat / --chat_file (streamed, without the prompt)."""
-    from ..data.hf_tokenizer import load_tokenizer
-    from ..data.tokenizer import PAD_ID
-    from ..inference import TextStreamer, generate, generate_batches
     args = args if args is not None else _default_args(prompt, max_new_tokens)
     path = art.need_tokenizer()
     tok = load_tokenizer(path)

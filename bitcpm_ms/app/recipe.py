@@ -43,7 +43,7 @@ from typing import Dict, List, Optional
 
 import yaml
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_json, atomic_write
 from .console import cli_main
 from .overrides import parse_overrides, split_argv
@@ -159,7 +159,6 @@ def load_recipe(path: str, output_dir: str = None, cli_overrides: Dict[str, obje
 def final_checkpoint(out_dir: str, max_steps: int) -> Optional[str]:
     """The newest checkpoint of a stage when it has reached max_steps (its global_step), else None."""
     from ..training.checkpoint_loading import find_checkpoint
-    from ..errors import CheckpointError
     try:
         ckpt = find_checkpoint(os.path.join(out_dir, "checkpoint"))
     except CheckpointError:

@@ -21,6 +21,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
+import mindspore as ms
+
 from ..errors import CheckpointError, ConfigError
 from ..parallel.agreement import gather_ints, world
 from ..training.checkpoint_files import list_checkpoints, quarantine, read_sidecar, verify_checkpoint
@@ -204,7 +206,6 @@ def _cpu_safe_preload_barrier() -> None:
     """MindFormers 1.9.0 waits in `comm_func.barrier()` after preloading a checkpoint in a parallel
     run, which has no CPU kernel ("Unsupported op [Barrier] on CPU"): every msrun job on CPU that
     loads a checkpoint failed there. Use the AllGather barrier on CPU."""
-    import mindspore as ms
     if ms.get_context("device_target") == "CPU":
         from mindformers.trainer import utils as mf_trainer_utils
         from ..parallel.agreement import barrier

@@ -12,6 +12,7 @@ from .. import training as _training      # noqa: F401  (registers the wrapper a
 from ..data import mf_tokenizer as _tok    # noqa: F401  (registers BitCPMTokenizer)
 from ..errors import ConfigError
 from .artifacts import resolve
+from .predict import run_predict
 
 
 def _check_graph_mode():
@@ -59,5 +60,4 @@ def _run(config, args, mode) -> int:
     if mode == "eval":
         from .evaluate import run_eval
         return run_eval(config, art, max_batches=args.eval_max_batches)
-    from .predict import run_predict
     return run_predict(config, art, prompt=args.prompt, max_new_tokens=args.max_new_tokens, args=args)

@@ -17,6 +17,8 @@ from .preflight import check_training_data
 from .resume import configure_checkpoint_monitor, prepare_start, remove_resume_view
 from .train_network import build_train_network, check_init_policy
 from .trainer_rules import effective_gradient_accumulation
+from ..data.config import config_from_dict
+from ..data.packing import prepare_dataset
 
 
 def ensure_prepared_data(config) -> None:
@@ -26,8 +28,6 @@ def ensure_prepared_data(config) -> None:
     path = loader.get("dataset_dir")
     if not config.get("data") or (path and os.path.exists(path)):
         return
-    from ..data.config import config_from_dict
-    from ..data.packing import prepare_dataset
     cfg = config_from_dict(config)
     print(f"preparing dataset {cfg.output_dir or '(default dir)'} from the data: section "
           "(once; later runs reuse it)", flush=True)

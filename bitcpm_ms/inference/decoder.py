@@ -28,8 +28,10 @@ place, so the caller writes nothing; step j runs at min(positions + j, S - 1).
 """
 import numpy as np
 import mindspore as ms
-from mindspore import Tensor, nn, ops
+from mindspore import Parameter, Tensor, nn, ops
 from mindspore.ops import operations as P
+
+from .fused_layer import layer_kernel, unfusable_reason
 
 MASK_VALUE = -10000.0   # MindFormers' LowerTriangularMaskWithDynamic adder
 
@@ -67,7 +69,6 @@ def half_head_weight(lm):
     """A float16 copy of lm's head weight [V, H], the precision of llama.cpp's F16 output tensor: the
     decode step streams half the bytes (the head is the largest weight of a small ternary model).
     Logits then differ from the float32 model by the weight rounding (~1e-3 relative)."""
-    from mindspore import Parameter
     if not fast_head_ok(lm):
         raise ValueError(HALF_HEAD_NEEDS)
     w = lm.lm_head.weight
@@ -132,7 +133,6 @@ class _CachedDecoderBase(nn.Cell):
 
     def _layer_kernels(self, lm, write_cache: bool):
         """One DecodeLayer Cell per layer of lm (fused_layer.py), on the layers' own Parameters."""
-        from .fused_layer import layer_kernel
         names = {id(p): p.name for p in lm.get_parameters()}
         scale = 1.0 / np.sqrt(self.head_dim)
         kernels = nn.CellList([layer_kernel(layer, scale, self.num_heads, write_cache) for layer in lm.model.layers])
@@ -223,7 +223,6 @@ class DecodeStepGraph(_CachedDecoderBase):
       [B, heads, 1, d] share a layout: reshapes, no transposes."""
 
     def __init__(self, lm, fused_attention: bool = None, fused_layers: bool = None, head_weight=None):
-        from .fused_layer import unfusable_reason
         on_cpu = ms.get_context("device_target") == "CPU"
         reasons = [unfusable_reason(layer) for layer in lm.model.layers]
         if fused_layers is None:
@@ -315,7 +314,6 @@ class DecodeMultiStepGraph(_CachedDecoderBase):
     no kept token reads."""
 
     def __init__(self, lm, steps: int, head_weight=None):
-        from .fused_layer import unfusable_reason
         if not isinstance(steps, (int, np.integer)) or steps < 2:
             raise ValueError(f"a multi-step decode graph needs steps >= 2, got {steps!r}")
         reasons = [unfusable_reason(layer) for layer in lm.model.layers]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import mindspore as ms
-from mindspore import Tensor, nn
+from mindspore import Tensor, nn, ops
 
 from .build import library_path
 from .library import _check, _check_mode, _load
@@ -18,7 +18,6 @@ _ms_ops = {}
 
 
 def _custom(func_name, out_shape, bprop=None):
-    from mindspore import ops
 
     return ops.Custom(f"{library_path()}:{func_name}", out_shape=out_shape,
                       out_dtype=lambda *a: ms.float32, func_type="aot", bprop=bprop)
@@ -37,7 +36,6 @@ def _matmul_primitive(act_bits=None):
     if key in _ms_ops:
         return _ms_ops[key]
     _load()  # make sure settings from the environment are applied
-    from mindspore import ops
 
     dx_op = _ms_ops.get("dx")
     if dx_op is None:
@@ -144,20 +142,17 @@ def _aot(name, out_shape, out_dtype):
 def decode_attention_op():
     """The AOT op (one per process): op(q, k, v, k_cache, v_cache, positions, cos, sin, spec [1, 2] =
     (scale, H)) -> (ctx [B, H*D], k_rot [B, KVH*D]). Inference only (no bprop)."""
-    import mindspore as ms
     return _aot("DecodeAttention", lambda q, k, *rest: (q, k), lambda *a: (ms.float32, ms.float32))
 
 
 def float_matmul_nt_op():
     """The AOT op: op(x [M, K] float32, w [N, K] float32 or float16) -> y [M, N] float32. Inference only."""
-    import mindspore as ms
     return _aot("FloatMatmulNT", lambda x, w: [x[0], w[0]], lambda *a: ms.float32)
 
 
 def decode_attention_cell(scale: float, num_heads: int):
     """A Cell around the DecodeAttention op binding (scale, heads) as its constant spec input
     (its own scope in profiles: `.../attention_kernel-DecodeAttentionCell/Custom`)."""
-    from mindspore import Tensor, nn
     op = decode_attention_op()
 
     class DecodeAttentionCell(nn.Cell):

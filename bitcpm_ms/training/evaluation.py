@@ -27,6 +27,7 @@ import time
 from typing import Optional
 
 import numpy as np
+import mindspore as ms
 
 from ..fileio import atomic_json
 
@@ -74,7 +75,6 @@ def evaluate_lm(network, dataset, n_bytes: Optional[float] = None, max_batches: 
     Returns ``{"loss", "perplexity", "bits_per_token", "bits_per_byte", "tokens", "n_bytes",
     "total_nll_nats", "batches", "samples", "seconds", "tokens_per_s"}``; ``bits_per_byte`` is
     None when neither ``n_bytes`` nor ``bytes_per_token`` is given. See module docstring."""
-    import mindspore as ms
 
     if pad_token_id is None:
         pad_token_id = getattr(network, "pad_token_id", None)
