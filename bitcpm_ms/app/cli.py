@@ -15,7 +15,7 @@ from ..errors import BitCPMError, ConfigError
 from .console import cli_main, import_mindformers
 from .overrides import parse_overrides, split_argv
 from .predict_args import PREDICT_FLAGS, add_predict_arguments, check_predict_arguments
-from .gguf_cli import add_gguf_arguments, check_gguf_arguments
+from .gguf_cli import add_gguf_arguments, check_gguf_arguments, run_gguf_export
 
 
 def _bool(text) -> bool:
@@ -204,7 +204,6 @@ def export_main(argv):
     from .config import load_config
     config = load_config(args.config, overrides)
     if args.format == "gguf":
-        from .gguf_cli import run_gguf_export
         return run_gguf_export(args, config)
     if not config.model.model_config.qat_config.enabled:
         raise ConfigError("export: quant.enabled is false in this config; nothing to pack")

@@ -27,6 +27,7 @@ from .predict_args import add_predict_arguments, generation_config, is_chat, rea
 from ..data.hf_tokenizer import load_tokenizer
 from ..data.tokenizer import PAD_ID
 from ..inference import CachedLM, TextStreamer, generate, generate_batches, load_decode_graphs
+from ..quant.convert import convert_model
 
 
 def greedy_generate(net, prompt_ids, max_new_tokens, seq_length, eos_id=None, pad_id=0):
@@ -69,7 +70,6 @@ def _decoder(config, art, args):
     if args.packed:
         if not config.model.model_config.qat_config.enabled:
             raise ConfigError("--packed true needs a ternary model, but quant.enabled is false")
-        from ..quant.convert import convert_model
         convert_model(net)
     return CachedLM(net, decode_steps=args.decode_steps, head_dtype=args.head_dtype)
 

@@ -29,6 +29,8 @@ from ..training.checkpoint_files import list_checkpoints, quarantine, read_sidec
 from ..training.checkpointing import append_event
 from ..training.checkpoint_loading import checkpoint_dir, read_checkpoint
 from ..fileio import plain
+from mindformers.trainer import utils as mf_trainer_utils
+from ..parallel.agreement import barrier
 
 ARCH_KEYS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "n_kv_heads", "intermediate_size",
              "tie_word_embeddings")
@@ -207,8 +209,6 @@ def _cpu_safe_preload_barrier() -> None:
     run, which has no CPU kernel ("Unsupported op [Barrier] on CPU"): every msrun job on CPU that
     loads a checkpoint failed there. Use the AllGather barrier on CPU."""
     if ms.get_context("device_target") == "CPU":
-        from mindformers.trainer import utils as mf_trainer_utils
-        from ..parallel.agreement import barrier
         mf_trainer_utils.barrier = barrier
 
 

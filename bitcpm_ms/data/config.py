@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from typing import List, Optional, Union
 
 from .errors import DataError
+import yaml
 
 
 @dataclass
@@ -100,7 +101,6 @@ def config_from_dict(cfg: Optional[dict], overrides: Optional[dict] = None) -> P
 def config_from_yaml(path: Optional[str], overrides: Optional[dict] = None) -> PrepareConfig:
     if not path:
         return config_from_dict({}, overrides)
-    import yaml
     try:
         with open(path, "r", encoding="utf-8") as f:
             cfg = yaml.safe_load(f) or {}

@@ -46,6 +46,7 @@ from .readers import ReadStats, iter_documents
 from .sources import detect_format, resolve_paths, uncompressed_size_estimate
 from .tasks import chunk_documents, cleaner_fn, doc_hash, run_tasks
 from .tokenizer import EOS_ID, check_vocab_size, file_sha256, load_sentencepiece, train_tokenizer
+from .gcide import gcide_path
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_CACHE = os.path.join(REPO_ROOT, "data_cache")
@@ -55,7 +56,6 @@ def resolve_inputs(cfg: PrepareConfig) -> Tuple[List[str], str, str]:
     """Files, the effective cleaner and the dataset name for a config."""
     spec = cfg.input
     if spec == "gcide" or spec == ["gcide"]:
-        from .gcide import gcide_path
         files = [gcide_path()]
     else:
         files = resolve_paths(spec)

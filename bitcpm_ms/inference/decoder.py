@@ -32,6 +32,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.ops import operations as P
 
 from .fused_layer import layer_kernel, unfusable_reason
+from ..kernels.ops import decode_attention_cell, float_matmul_nt_cell
 
 MASK_VALUE = -10000.0   # MindFormers' LowerTriangularMaskWithDynamic adder
 
@@ -112,7 +113,6 @@ class _CachedDecoderBase(nn.Cell):
         if head_weight is not None and not self.fast_head:
             raise ValueError(HALF_HEAD_NEEDS)
         if self.fast_head:
-            from ..kernels.ops import float_matmul_nt_cell
             self.head_kernel = float_matmul_nt_cell(head.weight if head_weight is None else head_weight)
         else:
             self.lm_head = head
@@ -237,7 +237,6 @@ class DecodeStepGraph(_CachedDecoderBase):
         if self.fused_layers:
             self.layer_kernels = self._layer_kernels(lm, write_cache=False)
         if self.fused_attention:
-            from ..kernels.ops import decode_attention_cell
             self.attention_kernel = decode_attention_cell(1.0 / np.sqrt(self.head_dim), self.num_heads)
 
     def construct(self, input_ids, positions, *cache):

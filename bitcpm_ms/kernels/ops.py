@@ -132,7 +132,6 @@ _ops = {}
 
 def _aot(name, out_shape, out_dtype):
     if name not in _ops:
-        from mindspore import ops
         _load()
         _ops[name] = ops.Custom(f"{library_path()}:{name}", out_shape=out_shape, out_dtype=out_dtype,
                                 func_type="aot")
@@ -170,7 +169,6 @@ def decode_attention_cell(scale: float, num_heads: int):
 def float_matmul_nt_cell(weight):
     """A Cell computing x [M, K] @ weight [N, K]^T with the FloatMatmulNT op; `weight` is a Parameter
     shared with its owner (e.g. the model's lm_head)."""
-    from mindspore import nn
     op = float_matmul_nt_op()
 
     class FloatMatmulNTCell(nn.Cell):
