@@ -95,6 +95,36 @@ def test_no_import_cycles():
             visit(m)
 
 
+MAX_APP_FLOORS = 5
+
+
+def test_app_is_at_most_five_floors_deep():
+    """The longest chain of imports between app/ modules (function-level ones included) has at most
+    MAX_APP_FLOORS modules: the app is a flat room of commands, not a tower of one-function borrowings."""
+    app = {m for m in MODULES if m.startswith(f"{PKG}.app.")}
+    floors = {}
+
+    def floor(m):
+        if m not in floors:
+            floors[m] = 1 + max((floor(t) for t in GRAPH[m] if t in app), default=0)
+        return floors[m]
+
+    def chain(m):
+        deeper = [t for t in GRAPH[m] if t in app]
+        return [m] + (chain(max(deeper, key=floor)) if deeper else [])
+
+    deepest = max(app, key=floor)
+    assert floor(deepest) <= MAX_APP_FLOORS, "app/ chain too deep: " + " -> ".join(
+        x.rsplit(".", 1)[1] for x in chain(deepest))
+
+
+@pytest.mark.parametrize("package", ["kernels", "fused"])
+def test_kernel_packages_share_one_naming_triad(package):
+    """reference.py (numpy specs), library.py (ctypes), ops.py (MindSpore ops) in both packages."""
+    for face in ("reference", "library", "ops"):
+        assert f"{PKG}.{package}.{face}" in MODULES, f"{PKG}/{package}/{face}.py is missing"
+
+
 # Files allowed over MAX_LINES, each with its reason. Per-ISA C++ kernels keep one ISA's whole
 # family of loops in one file, as ggml-cpu does.
 SIZE_EXEMPT = {
