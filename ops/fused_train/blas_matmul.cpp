@@ -15,8 +15,6 @@
 
 #include "ft_common.h"
 
-#define BITCPM_API extern "C" __attribute__((visibility("default")))
-
 namespace bitcpm {
 namespace ft {
 namespace {
@@ -29,13 +27,11 @@ constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
 std::mutex g_blas_mu;
 std::atomic<sgemm_fn> g_sgemm{nullptr};
 
-int shape_error(const char *name, const std::string &what) { return set_error(4, std::string(name) + ": " + what); }
-
 int check2d(const char *name, int nparam, int *ndims, const char **dtypes) {
-  if (nparam != 3) return set_error(3, std::string(name) + ": expected 3 tensors, got " + std::to_string(nparam));
+  if (int rc = check_count(name, nparam, 3, "tensors")) return rc;
   for (int i = 0; i < 3; ++i) {
     if (ndims[i] != 2) return shape_error(name, "tensor " + std::to_string(i) + " must be 2-D");
-    if (dtypes[i] == nullptr || std::strcmp(dtypes[i], "float32") != 0)
+    if (!dtype_is(dtypes[i], "float32"))
       return set_error(3, std::string(name) + ": tensor " + std::to_string(i) + " must be float32");
   }
   if (g_sgemm.load() == nullptr)
@@ -78,9 +74,7 @@ BITCPM_API int bitcpm_fused_set_blas(const char *path) {
 
 BITCPM_API int bitcpm_fused_has_blas() { return g_sgemm.load() != nullptr ? 1 : 0; }
 
-#define AOT_ARGS int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *
-
-BITCPM_API int LinearFwd(AOT_ARGS) {
+BITCPM_API int LinearFwd(BITCPM_AOT_ARGS) {
   const char *name = "LinearFwd";
   if (int rc = check2d(name, nparam, ndims, dtypes)) return rc;
   const int64_t M = shapes[0][0], K = shapes[0][1], N = shapes[1][0];
@@ -96,7 +90,7 @@ BITCPM_API int LinearFwd(AOT_ARGS) {
   return 0;
 }
 
-BITCPM_API int LinearDx(AOT_ARGS) {
+BITCPM_API int LinearDx(BITCPM_AOT_ARGS) {
   const char *name = "LinearDx";
   if (int rc = check2d(name, nparam, ndims, dtypes)) return rc;
   const int64_t M = shapes[0][0], N = shapes[0][1], K = shapes[1][1];
@@ -112,7 +106,7 @@ BITCPM_API int LinearDx(AOT_ARGS) {
   return 0;
 }
 
-BITCPM_API int LinearDw(AOT_ARGS) {
+BITCPM_API int LinearDw(BITCPM_AOT_ARGS) {
   const char *name = "LinearDw";
   if (int rc = check2d(name, nparam, ndims, dtypes)) return rc;
   const int64_t M = shapes[0][0], N = shapes[0][1], K = shapes[1][1];

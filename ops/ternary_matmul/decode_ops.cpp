@@ -32,8 +32,6 @@
 #include <immintrin.h>
 #endif
 
-#define BITCPM_API extern "C" __attribute__((visibility("default")))
-
 namespace bitcpm {
 namespace {
 
@@ -180,11 +178,6 @@ void half_gemv_rows(const float *x, const uint16_t *W, float *y, int64_t M, int6
 }
 
 #if BITCPM_X86
-bool cpu_has_f16c() {
-  static const bool ok = cpu_has_avx2() && __builtin_cpu_supports("f16c");
-  return ok;
-}
-
 __attribute__((target("avx2,fma,f16c"))) inline float hsum8(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -238,7 +231,8 @@ int gemv_nt_driver(const float *x, const WT *W, float *y, int64_t M, int64_t K, 
 
 int half_matmul_nt_impl(const float *x, const uint16_t *W, float *y, int64_t M, int64_t K, int64_t N, int nthreads) {
 #if BITCPM_X86
-  return gemv_nt_driver<uint16_t>(x, W, y, M, K, N, nthreads, cpu_has_f16c(), half_gemv_rows_f16c, half_gemv_rows);
+  return gemv_nt_driver<uint16_t>(x, W, y, M, K, N, nthreads, cpu::has(kNeedF16c), half_gemv_rows_f16c,
+                                  half_gemv_rows);
 #else
   return gemv_nt_driver<uint16_t>(x, W, y, M, K, N, nthreads, false, half_gemv_rows, half_gemv_rows);
 #endif
@@ -246,7 +240,7 @@ int half_matmul_nt_impl(const float *x, const uint16_t *W, float *y, int64_t M, 
 
 int float_matmul_nt_impl(const float *x, const float *W, float *y, int64_t M, int64_t K, int64_t N, int nthreads) {
 #if BITCPM_X86
-  return gemv_nt_driver<float>(x, W, y, M, K, N, nthreads, cpu_has_avx2(), gemv_rows_avx2, gemv_rows);
+  return gemv_nt_driver<float>(x, W, y, M, K, N, nthreads, cpu::has(kNeedAvx2), gemv_rows_avx2, gemv_rows);
 #else
   return gemv_nt_driver<float>(x, W, y, M, K, N, nthreads, false, gemv_rows, gemv_rows);
 #endif
@@ -269,16 +263,13 @@ BITCPM_API int bitcpm_decode_attention(const float *q, const float *k, const flo
 // MindSpore AOT. Inputs: q float32 [B,H*D], k float32 [B,KVH*D], v float32 [B,KVH*D],
 // k_cache float32 [B,KVH,S,D], v_cache float32 [B,KVH,S,D], positions int32 [B], cos float32 [B,D],
 // sin float32 [B,D], spec float32 [1,2] = (scale, H). Outputs: ctx float32 [B,H*D], k_rot float32 [B,KVH*D].
-BITCPM_API int DecodeAttention(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                               void *stream, void *extra) {
-  (void)stream;
-  (void)extra;
+BITCPM_API int DecodeAttention(BITCPM_AOT_ARGS) {
   static const char *const want[11] = {"float32", "float32", "float32", "float32", "float32", "int32",
                                        "float32", "float32", "float32", "float32", "float32"};
   static const int want_ndim[11] = {2, 2, 2, 4, 4, 1, 2, 2, 2, 2, 2};
-  if (nparam != 11) return set_error(3, "DecodeAttention: expected 11 params, got " + std::to_string(nparam));
+  if (int rc = check_count("DecodeAttention", nparam, 11, "params")) return rc;
   for (int i = 0; i < 11; ++i) {
-    if (ndims[i] != want_ndim[i] || dtypes[i] == nullptr || std::strcmp(dtypes[i], want[i]) != 0)
+    if (ndims[i] != want_ndim[i] || !dtype_is(dtypes[i], want[i]))
       return set_error(3, "DecodeAttention: param " + std::to_string(i) + " must be " + want[i] + " with " +
                               std::to_string(want_ndim[i]) + " dims");
   }
@@ -308,14 +299,11 @@ BITCPM_API int bitcpm_half_matmul_nt(const float *x, const uint16_t *W, float *y
 }
 
 // MindSpore AOT. Inputs x float32 [M,K], W float32 or float16 [N,K]; output y float32 [M,N].
-BITCPM_API int FloatMatmulNT(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                             void *stream, void *extra) {
-  (void)stream;
-  (void)extra;
-  if (nparam != 3) return set_error(3, "FloatMatmulNT: expected 3 params, got " + std::to_string(nparam));
-  const bool half = dtypes[1] != nullptr && std::strcmp(dtypes[1], "float16") == 0;
+BITCPM_API int FloatMatmulNT(BITCPM_AOT_ARGS) {
+  if (int rc = check_count("FloatMatmulNT", nparam, 3, "params")) return rc;
+  const bool half = dtype_is(dtypes[1], "float16");
   for (int i = 0; i < 3; ++i)
-    if (ndims[i] != 2 || dtypes[i] == nullptr || (std::strcmp(dtypes[i], "float32") != 0 && !(i == 1 && half)))
+    if (ndims[i] != 2 || !(dtype_is(dtypes[i], "float32") || (i == 1 && half)))
       return set_error(3, "FloatMatmulNT: x and y must be 2-D float32 tensors, W 2-D float32 or float16");
   const int64_t M = shapes[0][0], K = shapes[0][1], N = shapes[1][0];
   if (shapes[1][1] != K || shapes[2][0] != M || shapes[2][1] != N)

@@ -20,7 +20,8 @@
 //     The integer group sums are computed exactly in int32.
 //
 // SIMD functions carry __attribute__((target(...))): the library is built without -march and
-// select_path() (dispatch.cpp) chooses a path at run time from __builtin_cpu_supports.
+// select_path() (dispatch.cpp) chooses a path at run time from the CPU's features
+// (ops/common/cpu_features.h; the kNeed* sets below).
 // Threads: every (m, n) output is computed by the same sequence of operations whatever the tiling
 // or thread split, so results are bit-identical for any thread count (for a given path).
 #pragma once
@@ -33,11 +34,8 @@
 #include <thread>
 #include <vector>
 
-#if defined(__x86_64__) || defined(__i386__)
-#define BITCPM_X86 1
-#else
-#define BITCPM_X86 0
-#endif
+#include "c_abi_util.h"    // set_error (ops/common)
+#include "cpu_features.h"  // cpu::has, BITCPM_X86 (ops/common)
 
 namespace bitcpm {
 
@@ -52,12 +50,12 @@ extern std::atomic<int> g_max_isa;         // kIsaBest or kIsaAvx2
 constexpr int kIsaBest = 0;                // best the CPU supports
 constexpr int kIsaAvx2 = 1;                // at most AVX2+FMA (no AVX-512): tests, benchmarks
 
-bool cpu_has_avx2();    // avx2 + fma
-bool cpu_has_avx512();  // avx512f + avx512bw (+ avx2)
-bool cpu_has_vnni();    // avx512f + avx512bw + avx512vnni (+ avx2)
-
-// Stores msg for bitcpm_last_error() and returns code (the C functions return it as is).
-int set_error(int code, const std::string &msg);
+// What each SIMD path asks of the CPU (cpu::has): exactly the instruction sets in the target(...)
+// of its functions. Keep each in step with its attribute.
+constexpr unsigned kNeedAvx2 = cpu::kAvx2 | cpu::kFma;                          // avx2.cpp AVX2_FN
+constexpr unsigned kNeedF16c = kNeedAvx2 | cpu::kF16c;                          // decode_ops.cpp (f16c)
+constexpr unsigned kNeedAvx512 = kNeedAvx2 | cpu::kAvx512F | cpu::kAvx512BW;   // avx512.cpp AVX512_FN
+constexpr unsigned kNeedVnni = kNeedAvx512 | cpu::kAvx512Vnni;                  // avx512.cpp VNNI_FN
 
 // ---------------------------------------------------------------- threads (threads.cpp)
 int resolve_threads(int requested);  // requested <= 0: the global setting, else all cores
@@ -165,13 +163,13 @@ void fake_quant_row_avx2(const float *w, float *out, int64_t K, int64_t g, float
 // ---------------------------------------------------------------- AVX-512 paths (avx512.cpp)
 constexpr int kPanel = 32;  // output rows unpacked at a time by the VNNI prefill kernel
 
-// Weight-only (avx512f + avx512bw), K % 128 == 0, g % 32 == 0.
+// Weight-only (kNeedAvx512), K % 128 == 0, g % 32 == 0.
 void avx512_f32_decode(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N,
                        int64_t G, int64_t n0, int64_t n1);
 void avx512_f32_prefill(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N,
                         int64_t G, int64_t n0, int64_t n1);
 
-// A8 (avx512vnni). Prefill: any K with g % 4 == 0; bit-identical to portable_a8.
+// A8 (kNeedVnni). Prefill: any K with g % 4 == 0; bit-identical to portable_a8.
 void vnni_a8_prefill(const int8_t *xq, const int32_t *xsum, const float *xs, const uint8_t *W, const float *S,
                      float *y, int64_t M, int64_t K, int64_t N, int64_t G, int64_t n0, int64_t n1);
 
