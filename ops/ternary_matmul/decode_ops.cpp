@@ -1,5 +1,6 @@
-// The two float kernels of the KV-cache decoder (bitcpm_ms/inference/decoder.py); references in
-// bitcpm_ms/kernels/attention.py.
+// The two float kernels of the KV-cache decoder (bitcpm_ms/inference/decoder.py): portable code and
+// drivers (the AVX2 / F16C head rows are in avx2.cpp). MindSpore ops in bitcpm_ms/kernels/ops.py,
+// ctypes in bitcpm_ms/kernels/library.py, numpy references in bitcpm_ms/kernels/reference.py.
 //
 // 1. DecodeAttention: one decode step of grouped-query attention with a KV cache, one kernel
 //    instead of ~20 MindSpore ops per layer (decode_attention_reference).
@@ -27,10 +28,6 @@
 #include <vector>
 
 #include "ternary_common.h"
-
-#if BITCPM_X86
-#include <immintrin.h>
-#endif
 
 namespace bitcpm {
 namespace {
@@ -106,59 +103,12 @@ int decode_attention_impl(const float *q_in, const float *k_in, const float *v_i
   return 0;
 }
 
-
 namespace {
 
-inline void gemv_rows(const float *x, const float *W, float *y, int64_t M, int64_t K, int64_t N, int64_t n0,
-                      int64_t n1) {
+// The portable head rows (the SIMD ones are avx2.cpp's gemv_rows_avx2 and half_gemv_rows_f16c).
+void gemv_rows(const float *x, const float *W, float *y, int64_t M, int64_t K, int64_t N, int64_t n0, int64_t n1) {
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t m = 0; m < M; ++m) y[m * N + n] = dot(x + m * K, W + n * K, K);
-}
-
-#if BITCPM_X86
-__attribute__((target("avx2,fma"))) void gemv_rows_avx2(const float *x, const float *W, float *y, int64_t M,
-                                                          int64_t K, int64_t N, int64_t n0, int64_t n1) {
-  for (int64_t n = n0; n < n1; ++n)
-    for (int64_t m = 0; m < M; ++m) {
-      const float *a = x + m * K, *b = W + n * K;
-      float acc[16] = {0};
-      int64_t i = 0;
-      for (; i + 16 <= K; i += 16)
-        for (int u = 0; u < 16; ++u) acc[u] += a[i + u] * b[i + u];
-      float s = 0.0f;
-      for (int u = 0; u < 16; ++u) s += acc[u];
-      for (; i < K; ++i) s += a[i] * b[i];
-      y[m * N + n] = s;
-    }
-}
-#endif
-
-}  // namespace
-
-namespace {
-
-// IEEE binary16 -> float32, exact (the portable path; F16C's vcvtph2ps gives the same values).
-inline float half_to_float(uint16_t h) {
-  const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
-  uint32_t bits;
-  if (exp == 0x1fu) {
-    bits = sign | 0x7f800000u | (man << 13);                      // inf / nan
-  } else if (exp != 0) {
-    bits = sign | ((exp + 112u) << 23) | (man << 13);              // normal: rebias 15 -> 127
-  } else if (man == 0) {
-    bits = sign;                                                   // +-0
-  } else {                                                         // subnormal: normalize
-    int e = -1;
-    uint32_t m = man;
-    do {
-      ++e;
-      m <<= 1;
-    } while ((m & 0x400u) == 0);
-    bits = sign | ((uint32_t)(112 - e) << 23) | ((m & 0x3ffu) << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
 }
 
 void half_gemv_rows(const float *x, const uint16_t *W, float *y, int64_t M, int64_t K, int64_t N, int64_t n0,
@@ -176,42 +126,6 @@ void half_gemv_rows(const float *x, const uint16_t *W, float *y, int64_t M, int6
       y[m * N + n] = s;
     }
 }
-
-#if BITCPM_X86
-__attribute__((target("avx2,fma,f16c"))) inline float hsum8(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-// One weight row at a time, read as one sequential stream (four rows interleaved ran at ~60% of the
-// bandwidth on the 2-core VM of docs/generation.md); four 8-lane accumulators hide the add latency.
-// mul + add, no FMA contraction, like every float kernel here. K % 32 tail: 8 lanes, then scalar.
-__attribute__((target("avx2,fma,f16c"))) void half_gemv_rows_f16c(const float *x, const uint16_t *W, float *y,
-                                                                    int64_t M, int64_t K, int64_t N, int64_t n0,
-                                                                    int64_t n1) {
-  for (int64_t m = 0; m < M; ++m) {
-    const float *a = x + m * K;
-    for (int64_t n = n0; n < n1; ++n) {
-      const uint16_t *b = W + n * K;
-      __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-      int64_t i = 0;
-      for (; i + 32 <= K; i += 32) {
-        s0 = _mm256_add_ps(s0, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i)))));
-        s1 = _mm256_add_ps(s1, _mm256_mul_ps(_mm256_loadu_ps(a + i + 8), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i + 8)))));
-        s2 = _mm256_add_ps(s2, _mm256_mul_ps(_mm256_loadu_ps(a + i + 16), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i + 16)))));
-        s3 = _mm256_add_ps(s3, _mm256_mul_ps(_mm256_loadu_ps(a + i + 24), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i + 24)))));
-      }
-      for (; i + 8 <= K; i += 8)
-        s0 = _mm256_add_ps(s0, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i)))));
-      float r = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-      for (; i < K; ++i) r += a[i] * half_to_float(b[i]);
-      y[m * N + n] = r;
-    }
-  }
-}
-#endif
 
 }  // namespace
 

@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <thread>
@@ -53,7 +54,7 @@ constexpr int kIsaAvx2 = 1;                // at most AVX2+FMA (no AVX-512): tes
 // What each SIMD path asks of the CPU (cpu::has): exactly the instruction sets in the target(...)
 // of its functions. Keep each in step with its attribute.
 constexpr unsigned kNeedAvx2 = cpu::kAvx2 | cpu::kFma;                          // avx2.cpp AVX2_FN
-constexpr unsigned kNeedF16c = kNeedAvx2 | cpu::kF16c;                          // decode_ops.cpp (f16c)
+constexpr unsigned kNeedF16c = kNeedAvx2 | cpu::kF16c;                          // avx2.cpp F16C_FN
 constexpr unsigned kNeedAvx512 = kNeedAvx2 | cpu::kAvx512F | cpu::kAvx512BW;   // avx512.cpp AVX512_FN
 constexpr unsigned kNeedVnni = kNeedAvx512 | cpu::kAvx512Vnni;                  // avx512.cpp VNNI_FN
 
@@ -142,6 +143,30 @@ void fake_quant_row_portable(const float *w, float *out, int64_t K, int64_t g, f
 void quantize_pack_rows(const float *w, int64_t K, int64_t G, float eps, uint8_t *packed, float *scales, int64_t n0,
                         int64_t n1);
 
+// IEEE binary16 -> float32, exact (the float16 decode head; F16C's vcvtph2ps gives the same values).
+inline float half_to_float(uint16_t h) {
+  const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+  uint32_t bits;
+  if (exp == 0x1fu) {
+    bits = sign | 0x7f800000u | (man << 13);                      // inf / nan
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112u) << 23) | (man << 13);              // normal: rebias 15 -> 127
+  } else if (man == 0) {
+    bits = sign;                                                   // +-0
+  } else {                                                         // subnormal: normalize
+    int e = -1;
+    uint32_t m = man;
+    do {
+      ++e;
+      m <<= 1;
+    } while ((m & 0x400u) == 0);
+    bits = sign | ((uint32_t)(112 - e) << 23) | ((m & 0x3ffu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
 #if BITCPM_X86
 // ---------------------------------------------------------------- AVX2 + FMA path (avx2.cpp)
 // A chunk is 8 consecutive elements k..k+7 whose codes sit in 8 consecutive bytes at `byte`,
@@ -159,6 +184,12 @@ void avx2_a8(const int8_t *xq, const int32_t *xsum, const float *xs, const uint8
              int64_t M, int64_t K, int64_t N, int64_t G, int64_t n0, int64_t n1);
 // g % 8 == 0.
 void fake_quant_row_avx2(const float *w, float *out, int64_t K, int64_t g, float eps);
+// Decode head rows [n0, n1) of y [M,N] = x [M,K] @ W^T (decode_ops.cpp drives them): float32 W, and
+// float16 W (raw binary16; needs kNeedF16c). Any K.
+void gemv_rows_avx2(const float *x, const float *W, float *y, int64_t M, int64_t K, int64_t N, int64_t n0,
+                    int64_t n1);
+void half_gemv_rows_f16c(const float *x, const uint16_t *W, float *y, int64_t M, int64_t K, int64_t N, int64_t n0,
+                         int64_t n1);
 
 // ---------------------------------------------------------------- AVX-512 paths (avx512.cpp)
 constexpr int kPanel = 32;  // output rows unpacked at a time by the VNNI prefill kernel
