@@ -29,8 +29,6 @@
 
 #include "ternary_common.h"
 
-#define BITCPM_API extern "C" __attribute__((visibility("default")))
-
 namespace bitcpm {
 namespace {
 
@@ -115,16 +113,13 @@ constexpr int kParams = 26;
 // 22 spec f32 [1,8] = (eps_attn, eps_ffn, residual scale, attention scale, heads, act_bits 0|8, A8 eps,
 //    write_cache 0|1).
 // Outputs: 23 h_out f32 [B,H], 24 k_rot f32 [B,KVH*D], 25 v f32 [B,KVH*D].
-BITCPM_API int DecodeLayer(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
-                           void *extra) {
-  (void)stream;
-  (void)extra;
-  if (nparam != kParams) return set_error(3, "DecodeLayer: expected 26 params, got " + std::to_string(nparam));
+BITCPM_API int DecodeLayer(BITCPM_AOT_ARGS) {
+  if (int rc = check_count("DecodeLayer", nparam, kParams, "params")) return rc;
   for (int i = 0; i < kParams; ++i) {
     const bool packed = i >= 3 && i <= 16 && (i - 3) % 2 == 0;
     const char *want = i == 19 ? "int32" : packed ? "uint8" : "float32";
     const int nd = (i == 1 || i == 2 || i == 19) ? 1 : (i == 17 || i == 18) ? 4 : 2;
-    if (ndims[i] != nd || dtypes[i] == nullptr || std::strcmp(dtypes[i], want) != 0)
+    if (ndims[i] != nd || !dtype_is(dtypes[i], want))
       return set_error(3, "DecodeLayer: param " + std::to_string(i) + " must be " + want + " with " +
                               std::to_string(nd) + " dims");
   }

@@ -1,6 +1,6 @@
-// Run-time dispatch: CPU feature detection, the ISA settings, select_path() (the one place that
-// decides which kernel runs), and the drivers that prepare shared inputs and split the work over
-// threads.
+// Run-time dispatch: the ISA settings, select_path() (the one place that decides which kernel runs,
+// from the CPU's features: ops/common/cpu_features.h, kNeed* in ternary_common.h), and the drivers
+// that prepare shared inputs and split the work over threads.
 
 #include <algorithm>
 #include <cmath>
@@ -13,33 +13,6 @@ namespace bitcpm {
 std::atomic<int> g_force_portable{0};
 std::atomic<int> g_max_isa{kIsaBest};
 
-bool cpu_has_avx2() {
-#if BITCPM_X86
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
-#else
-  return false;
-#endif
-}
-
-bool cpu_has_avx512() {
-#if BITCPM_X86
-  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && cpu_has_avx2();
-  return ok;
-#else
-  return false;
-#endif
-}
-
-bool cpu_has_vnni() {
-#if BITCPM_X86
-  static const bool ok = cpu_has_avx512() && __builtin_cpu_supports("avx512vnni");
-  return ok;
-#else
-  return false;
-#endif
-}
-
 int validate(int64_t M, int64_t K, int64_t N, int64_t G, int act_bits) {
   if (M < 0 || N < 0 || K <= 0) return set_error(2, "ternary_matmul: M, N must be >= 0 and K > 0");
   if (K % 4 != 0) return set_error(2, "ternary_matmul: K (in_features) must be a multiple of 4");
@@ -50,18 +23,18 @@ int validate(int64_t M, int64_t K, int64_t N, int64_t G, int act_bits) {
 }
 
 Path select_path(int64_t M, int64_t K, int64_t g, int act_bits, bool force_portable) {
-  const bool simd = !force_portable && !g_force_portable.load() && cpu_has_avx2();
+  const bool simd = !force_portable && !g_force_portable.load() && cpu::has(kNeedAvx2);
   const bool avx512_allowed = simd && g_max_isa.load() != kIsaAvx2;
   // Whole 128-input blocks and groups made of whole 32-input slots: what the AVX-512 kernels and
   // the AVX2 A8 kernel iterate over.
   const bool full_blocks = K % kBlock == 0 && g % kSlot == 0;
   if (act_bits == 0) {
-    if (avx512_allowed && cpu_has_avx512() && full_blocks)
+    if (avx512_allowed && cpu::has(kNeedAvx512) && full_blocks)
       return M >= kF32PrefillMinM ? Path::kAvx512F32Prefill : Path::kAvx512F32Decode;
     if (simd && K % 32 == 0 && g % 8 == 0) return Path::kAvx2F32;  // 8-input chunks, 8-aligned groups
     return Path::kPortableF32;
   }
-  const bool vnni = avx512_allowed && cpu_has_vnni();
+  const bool vnni = avx512_allowed && cpu::has(kNeedVnni);
   if (vnni && full_blocks) return M >= kVnniPrefillMinM ? Path::kVnniA8Prefill : Path::kVnniA8Decode;
   if (vnni && g % 4 == 0) return Path::kVnniA8Prefill;  // unpacks any block shape, 4 inputs per dword
   if (simd && full_blocks) return Path::kAvx2A8;
@@ -170,7 +143,7 @@ int dx_impl(const float *dy, const uint8_t *W, const float *S, float *dx, int64_
 void fake_quant_impl(const float *w, float *out, int64_t N, int64_t K, int64_t g, float eps) {
   void (*row)(const float *, float *, int64_t, int64_t, float) = fake_quant_row_portable;
 #if BITCPM_X86
-  if (g % 8 == 0 && !g_force_portable.load() && cpu_has_avx2()) row = fake_quant_row_avx2;
+  if (g % 8 == 0 && !g_force_portable.load() && cpu::has(kNeedAvx2)) row = fake_quant_row_avx2;
 #endif
   parallel_for(N, resolve_threads(0), 1, [&](int64_t n0, int64_t n1) {
     for (int64_t n = n0; n < n1; ++n) row(w + n * K, out + n * K, K, g, eps);
