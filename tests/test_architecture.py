@@ -118,6 +118,18 @@ def test_app_is_at_most_five_floors_deep():
         x.rsplit(".", 1)[1] for x in chain(deepest))
 
 
+def test_one_cpu_feature_detector():
+    """Only ops/common/cpu_features.cpp asks the CPU what it has; every kernel asks it."""
+    askers = []
+    for dirpath, _, files in os.walk(os.path.join(ROOT, "ops")):
+        for f in files:
+            if f.endswith((".cpp", ".h")):
+                with open(os.path.join(dirpath, f), encoding="utf-8") as fh:
+                    if "__builtin_cpu_supports" in fh.read():
+                        askers.append(os.path.relpath(os.path.join(dirpath, f), ROOT))
+    assert askers and all(a.startswith(os.path.join("ops", "common", "cpu_features.")) for a in askers), askers
+
+
 @pytest.mark.parametrize("package", ["kernels", "fused"])
 def test_kernel_packages_share_one_naming_triad(package):
     """reference.py (numpy specs), library.py (ctypes), ops.py (MindSpore ops) in both packages."""
