@@ -13,6 +13,7 @@ from mindformers.tools.register import MindFormerConfig
 from ..errors import ConfigError
 from ..parallel import check_tp_divisibility
 from ..quant import QuantConfig
+from .documents import sync_document_columns
 from .train_network import add_default_keys, check_keys
 from .preflight import check_config_values
 
@@ -72,6 +73,7 @@ def load_config(path: str, overrides: Dict[str, object] = None) -> MindFormerCon
         raise ConfigError(f"config file {path}: 'model' needs 'model_config' and 'arch'")
     add_default_keys(config)            # init_from_checkpoint, distill, ... (app/train_network.py)
     apply_overrides(config, overrides or {})
+    sync_document_columns(config)        # the datasets' columns follow use_eod_attn_mask_compression
     sync_dataset_tasks(config)
     sync_quant_section(config)
     check_lr_schedule(config)

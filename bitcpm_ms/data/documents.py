@@ -63,25 +63,34 @@ def check_actual_seq_len(values, seq_length: int, where: str = "actual_seq_len")
         raise ActualSeqLenError(f"{where} must be integer rows of document ends, got {a.dtype} {list(a.shape)}")
     a = a.astype(np.int64).reshape(-1, a.shape[-1])
     for i, row in enumerate(a):
+        name = f"{where} row {i}" if len(a) > 1 else where
         bad = np.nonzero(row > seq_length)[0]
         if len(bad):
-            raise ActualSeqLenError(f"{where} row {i}: value {int(row[bad[0]])} at index {int(bad[0])} is beyond "
+            raise ActualSeqLenError(f"{name}: value {int(row[bad[0]])} at index {int(bad[0])} is beyond "
                                     f"seq_length {seq_length} (document ends lie in [1, {seq_length}])")
         bad = np.nonzero(row < 1)[0]
         if len(bad):
-            raise ActualSeqLenError(f"{where} row {i}: value {int(row[bad[0]])} at index {int(bad[0])} is below 1 "
+            raise ActualSeqLenError(f"{name}: value {int(row[bad[0]])} at index {int(bad[0])} is below 1 "
                                     f"(document ends lie in [1, {seq_length}])")
         step = np.diff(row)
         bad = np.nonzero((step < 0) | ((step == 0) & (row[:-1] < seq_length)))[0]
         if len(bad):
             j = int(bad[0])
-            raise ActualSeqLenError(f"{where} row {i}: not increasing at index {j + 1} ({int(row[j])} then "
+            raise ActualSeqLenError(f"{name}: not increasing at index {j + 1} ({int(row[j])} then "
                                     f"{int(row[j + 1])}); document ends must increase, padded with seq_length "
                                     f"{seq_length}")
         if row[-1] != seq_length:
-            raise ActualSeqLenError(f"{where} row {i}: last value {int(row[-1])} is not seq_length {seq_length}; "
+            raise ActualSeqLenError(f"{name}: last value {int(row[-1])} is not seq_length {seq_length}; "
                                     f"the tokens after it would belong to no document (is the column too narrow?)")
     return a
+
+
+def eos_ids(config) -> tuple:
+    """A model config's EOS id(s) as a tuple of ints (MiniCPM4 lists two: [2, 73440])."""
+    eos = getattr(config, "eos_token_id", None)
+    if eos is None:
+        return ()
+    return tuple(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]))
 
 
 # ---------------------------------------------------------------- the layout (reference for the graph)

@@ -25,17 +25,11 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 from mindspore.ops import operations as P
 
+from ..data.documents import eos_ids  # noqa: F401  (re-exported: the model's EOS ids)
+
 _F32 = ms.float32
 _I32 = ms.int32
 MASK_VALUE = -10000.0          # LowerTriangularMaskWithDynamic's multiply_data
-
-
-def eos_ids(config) -> tuple:
-    """The config's EOS id(s) (MiniCPM4 lists two) as a tuple of ints."""
-    eos = getattr(config, "eos_token_id", None)
-    if eos is None:
-        return ()
-    return tuple(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]))
 
 
 class DocumentLayout(nn.Cell):

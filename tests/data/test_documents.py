@@ -79,15 +79,15 @@ def test_too_many_documents_for_the_column_is_named(tmp_path, small_dataset):
 
 
 @pytest.mark.parametrize("row, message", [
-    ([3, 2, 9, 9], r"row 0: not increasing at index 1 \(3 then 2\)"),
-    ([3, 3, 9, 9], r"row 0: not increasing at index 1 \(3 then 3\)"),
-    ([3, 12, 9, 9], r"row 0: value 12 at index 1 is beyond seq_length 9"),
-    ([0, 4, 9, 9], r"value 0 at index 0 is below 1"),
-    ([3, 5, 7, 8], r"last value 8 is not seq_length 9"),
+    ([3, 2, 9, 9], r"row 1: not increasing at index 1 \(3 then 2\)"),
+    ([3, 3, 9, 9], r"row 1: not increasing at index 1 \(3 then 3\)"),
+    ([3, 12, 9, 9], r"row 1: value 12 at index 1 is beyond seq_length 9"),
+    ([0, 4, 9, 9], r"row 1: value 0 at index 0 is below 1"),
+    ([3, 5, 7, 8], r"row 1: last value 8 is not seq_length 9"),
 ])
 def test_bad_actual_seq_len_gets_a_named_error(row, message):
     with pytest.raises(D.ActualSeqLenError, match=message):
-        D.check_actual_seq_len(np.array([[1, 9, 9, 9], row], np.int32)[1:], 9)
+        D.check_actual_seq_len(np.array([[1, 9, 9, 9], row], np.int32), 9)
     assert issubclass(D.ActualSeqLenError, DataError)
 
 
