@@ -201,8 +201,10 @@ def document_layout(config, tnd: bool) -> DocumentLayout:
     """The DocumentLayout of a model with document masking on (None is built with it off)."""
     from mindspore.context import ParallelMode
     from mindspore.parallel._utils import _get_parallel_mode
-    dp = 1
-    if _get_parallel_mode() in (ParallelMode.SEMI_AUTO_PARALLEL, ParallelMode.AUTO_PARALLEL):
-        dp = int(config.parallel_config.data_parallel)
-    return DocumentLayout(config.seq_length, config.hidden_size // config.num_heads, eos_ids(config),
-                          config.pad_token_id, tnd=tnd, data_parallel=dp)
+    parallel = _get_parallel_mode() in (ParallelMode.SEMI_AUTO_PARALLEL, ParallelMode.AUTO_PARALLEL)
+    layout = DocumentLayout(config.seq_length, config.hidden_size // config.num_heads, eos_ids(config),
+                            config.pad_token_id, tnd=tnd,
+                            data_parallel=int(config.parallel_config.data_parallel) if parallel else 1)
+    if parallel:
+        layout.shard()
+    return layout

@@ -131,3 +131,43 @@ def test_switch_off_builds_nothing_new():
     assert off.documents is None and not off.document_mask
     cfg = BitCPMConfig(**DIMS)
     assert cfg.use_eod_attn_mask_compression is True          # the user's value, on CPU too
+
+
+def test_layout_cell_follows_the_numpy_spec():
+    """DocumentLayout against data/documents.py and fused/reference.py: positions, keep, mask; and the
+    TND ends (offsets restarting at every data-parallel shard of the batch)."""
+    from bitcpm_ms.data.documents import position_ids
+    from bitcpm_ms.fused.reference import document_mask
+    from bitcpm_ms.models.documents import DocumentLayout
+    ids = np.random.default_rng(4).integers(3, V, (4, S + 1)).astype(np.int32)
+    for b, where in enumerate([(0,), (15,), (3, 4, 5), ()]):
+        ids[b, list(where)] = EOS
+    ids[3, 7] = 0                                                    # a pad key
+    ends = rows_actual_seq_len(ids, EOS, 5)
+    tokens = ids[:, :S]
+    table = np.arange(S * 8, dtype=np.float32).reshape(S, 8)           # row p holds p*8 .. p*8+7
+    (cos, sin), mask, flat, keep = DocumentLayout(S, 8, (EOS,), 0)(ms.Tensor(tokens), ms.Tensor(ends),
+                                                                    ms.Tensor(table), ms.Tensor(-table))
+    pos = position_ids(ends, S)
+    np.testing.assert_array_equal(cos.asnumpy()[:, 0, :, 0], pos * 8)
+    np.testing.assert_array_equal(sin.asnumpy()[:, 0, :, 0], -pos * 8)
+    np.testing.assert_array_equal(keep.asnumpy(), ~crossing_labels(ends, tokens, [EOS]))
+    np.testing.assert_array_equal(mask.asnumpy(), document_mask(tokens, ends))
+    assert flat is None
+    _, none, flat, _ = DocumentLayout(S, 8, (EOS,), 0, tnd=True, data_parallel=2)(
+        ms.Tensor(tokens), ms.Tensor(ends), ms.Tensor(table), ms.Tensor(table))
+    assert none is None
+    np.testing.assert_array_equal(flat.asnumpy(), (ends + np.array([[0], [S], [0], [S]])).reshape(-1))
+
+
+def test_flash_attention_config_builds_the_tnd_path():
+    """With flash attention (Ascend; built here, not run: no flash attention kernel on CPU) the
+    layers are MindFormers' TND flash attention reading actual_seq_qlen / kvlen."""
+    cfg = BitCPMConfig(**{**DIMS, "seq_length": 2048, "max_position_embedding": 2048}, cpu_safe=False,
+                       use_flash_attention=True)
+    net = BitCPMForCausalLM(cfg)
+    attention = net.model.layers[0].attention
+    assert attention.input_layout == "TND" and attention.sparse_mode == 8
+    assert attention.flash_attention.use_actual_seqlen and net.documents.tnd
+    assert net.model.casual_mask.use_attn_mask_compression          # the compressed 2048 x 2048 mask
+    assert cfg.use_eod_attn_mask_compression is True
