@@ -65,12 +65,16 @@ def make_mindrecord(path: str, num_rows: int, seq_length: int, vocab_size: int, 
     return os.path.dirname(path)
 
 
-def write_learnable_mindrecord(path: str, n_samples: int, seq_length: int, vocab: int, seed: int = 0) -> str:
+def write_learnable_mindrecord(path: str, n_samples: int, seq_length: int, vocab: int, seed: int = 0,
+                               documents: bool = False) -> str:
     """Samples of seq_length+1 ids following `next = (prev + 3) % vocab` from a random start:
-    a pattern a tiny model learns within a few dozen steps."""
+    a pattern a tiny model learns within a few dozen steps. `documents`: with the actual_seq_len
+    column (a document ends after each id 2, EOS)."""
+    from .data.documents import rows_actual_seq_len
     rng = np.random.default_rng(seed)
-    rows = [(int(rng.integers(0, vocab)) + 3 * np.arange(seq_length + 1)) % vocab for _ in range(n_samples)]
-    return write_token_rows(path, rows)
+    rows = np.stack([(int(rng.integers(0, vocab)) + 3 * np.arange(seq_length + 1)) % vocab
+                     for _ in range(n_samples)]).astype(np.int32)
+    return write_token_rows(path, rows, rows_actual_seq_len(rows, 2, 8) if documents else None)
 
 
 def write_config(path: str, data_dir: str, output_dir: str, batch_size: int, data_parallel: int = 1,
