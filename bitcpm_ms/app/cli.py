@@ -136,6 +136,8 @@ def prepare_parser():
     ap.add_argument("--validation_fraction", type=float)
     ap.add_argument("--seed", type=int)
     ap.add_argument("--shard_samples", type=int)
+    ap.add_argument("--eod_pad_length", type=int,
+                    help="width of the actual_seq_len column: the most documents one sample may hold (default 128)")
     ap.add_argument("--no_shuffle", action="store_true")
     ap.add_argument("--num_workers", type=int)
     ap.add_argument("--overwrite", action="store_true", help="replace an existing different dataset")

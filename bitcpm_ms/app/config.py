@@ -12,6 +12,7 @@ from mindformers.tools.register import MindFormerConfig
 
 from ..errors import ConfigError
 from .distill import DistillConfig
+from .documents import sync_document_columns
 from .quant_section import sync_quant_section
 from .preflight import check_config_values
 
@@ -96,6 +97,7 @@ def load_config(path: str, overrides: Dict[str, object] = None) -> MindFormerCon
         raise ConfigError(f"config file {path}: 'model' needs 'model_config' and 'arch'")
     add_default_keys(config)            # init_from_checkpoint, distill, ... (DEFAULT_KEYS)
     apply_overrides(config, overrides or {})
+    sync_document_columns(config)        # the datasets' columns follow use_eod_attn_mask_compression
     sync_dataset_tasks(config)
     sync_quant_section(config)
     check_lr_schedule(config)

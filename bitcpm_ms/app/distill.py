@@ -11,7 +11,8 @@ The teacher is a BitCPMForCausalLM built from its own model_config (full precisi
 config enables QAT), which may be larger than the student. It must share the student's vocabulary
 (distillation compares logits token by token): a different `vocab_size`, or a different tokenizer
 file where both configs name one, is refused with the teacher's name. Its checkpoint must fit its
-config (names and shapes, `checkpoints.load_weights`). It sees the student's batch and sequence.
+config (names and shapes, `checkpoints.load_weights`). It sees the student's batch and sequence,
+and the student's documents (`use_eod_attn_mask_compression` is taken from the student).
 """
 import hashlib
 import json
@@ -24,7 +25,8 @@ import yaml
 from ..errors import CheckpointError, ConfigError
 from ..fileio import plain
 
-FIXED_FROM_STUDENT = ("batch_size", "seq_length")
+# the teacher reads the student's batches: their shape, and their documents (packed-document masking)
+FIXED_FROM_STUDENT = ("batch_size", "seq_length", "use_eod_attn_mask_compression")
 
 
 @dataclass

@@ -34,6 +34,7 @@ from .gguf_vocab import sentencepiece_vocab, write_vocab
 from ..models.hf_adapter import ms_to_hf_name
 from ..models.rope import check_rope_scaling, longrope_mscale
 from .quant_section import sync_quant_section
+from .artifacts import load_model, resolve
 
 def minicpm_hparams(mc) -> dict:
     """llama.cpp `minicpm` hyper-parameters from a BitCPMConfig (the built model's config)."""
@@ -187,7 +188,6 @@ def export_gguf(config, checkpoint: str, out_path: str, gguf_type: str = "tq2_0"
     (`eval_batches` batches of the validation split; 0 skips the perplexity)."""
     import gguf
     check_export_args(out_path, gguf_type, embedding_type, overwrite)
-    from .artifacts import load_model, resolve
     quant = sync_quant_section(config)
     tokenizer_file = tokenizer_file or resolve(config).need_tokenizer()
     mc = config.model.model_config                      # the vocabulary is checked before the slow part

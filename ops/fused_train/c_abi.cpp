@@ -42,7 +42,8 @@ int check(const char *name, int nparam, const char **dtypes, const char *kinds) 
   return 0;
 }
 
-// Attention dims from q [B,S,H*D], k [B,S,Hkv*D], cos [.., S, D], mask [Bm,1,S,S], spec (H, Hkv, scale).
+// Attention dims from q [B,S,H*D], k [B,S,Hkv*D], cos / sin [Bc, .., S, D] (Bc 1 or B), mask [Bm,1,S,S],
+// spec (H, Hkv, scale).
 int attn_dims(const char *name, int *ndims, int64_t **shapes, void **params, AttnDims &dm) {
   const float *spec = (const float *)params[6];
   if (numel(ndims, shapes, 6) < 3) return shape_error(name, "spec must hold (num_heads, n_kv_heads, scale)");
@@ -60,9 +61,11 @@ int attn_dims(const char *name, int *ndims, int64_t **shapes, void **params, Att
   for (int i = 1; i <= 2; ++i)
     if (shapes[i][0] != dm.B || shapes[i][1] != dm.S || shapes[i][2] != dm.Hkv * dm.D)
       return shape_error(name, "k and v must be [batch, seq, n_kv_heads*head_dim]");
-  for (int i = 3; i <= 4; ++i)
-    if (numel(ndims, shapes, i) != dm.S * dm.D || last_dim(ndims, shapes, i) != dm.D)
-      return shape_error(name, "cos and sin must hold [seq, head_dim] values");
+  const int64_t cn = numel(ndims, shapes, 3);
+  if ((cn != dm.S * dm.D && cn != dm.B * dm.S * dm.D) || numel(ndims, shapes, 4) != cn ||
+      last_dim(ndims, shapes, 3) != dm.D || last_dim(ndims, shapes, 4) != dm.D)
+    return shape_error(name, "cos and sin must hold [batch or 1, seq, head_dim] values");
+  dm.Bc = cn / (dm.S * dm.D);
   const int64_t mn = numel(ndims, shapes, 5);
   if (mn != dm.S * dm.S && mn != dm.B * dm.S * dm.S)
     return shape_error(name, "mask must be [batch or 1, 1, seq, seq]");
@@ -203,7 +206,7 @@ BITCPM_API int FusedSwigluBwd(BITCPM_AOT_ARGS) {
 }
 
 // ---------------------------------------------------------------- attention
-// q [B,S,H*D], k [B,S,Hkv*D], v, cos [S,D], sin [S,D], mask [Bm,1,S,S], spec (H, Hkv, scale)
+// q [B,S,H*D], k [B,S,Hkv*D], v, cos [Bc,S,D], sin [Bc,S,D], mask [Bm,1,S,S], spec (H, Hkv, scale)
 //   -> out [B,S,H*D], stats [B,H,S,2].
 BITCPM_API int FusedAttentionFwd(BITCPM_AOT_ARGS) {
   const char *name = "FusedAttentionFwd";

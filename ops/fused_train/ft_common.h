@@ -39,6 +39,7 @@ constexpr float kUnderflowMargin = 120.0f;  // expf(x) == 0.0f in float32 for x 
 
 struct AttnDims {
   int64_t B, S, H, Hkv, D, Bm;  // Bm: batch of the mask (1 or B)
+  int64_t Bc;                   // batch of the cos / sin tables (1, or B: per-row positions, packed documents)
   float scale;
 };
 
