@@ -22,6 +22,9 @@ the held-out split) at a fixed budget of tokens (steps x batch 8 x 256 tokens; -
   g<G>_s        group size G in -1 (per channel), 256, 128, 32 (g 64 is qat_s)   (Table 7)
   <space>_s     asym-4, half-sym-4, int-sym-4, 5-value (ternary is qat_s)       (Table 1)
   lr<L>_s       QAT learning rate 5e-3, 1.5e-2 (1e-2 is qat_s)                   (Table 6)
+  fp_cont_lr<L>_s  fp continued N steps at FP learning rate 1e-3, 3e-3, 1e-2: the FP twin at the QAT
+                runs' total tokens with its LR swept (the report compares against a tuned FP model);
+                `fp` itself stays at 3e-3, so the QAT runs that start from it need not run again
 
 A finished run leaves benchmarks/results/recipe_study/<run>.json (eval + loss curve) and is
 skipped when the study runs again; an interrupted run resumes from its last checkpoint. Checkpoints
@@ -49,6 +52,7 @@ TINY_YAML = os.path.join(ROOT, "yaml_configs", "bitcpm_tiny_cpu.yaml")
 SPACES = {"asym4": "asym-4-value", "halfsym4": "half-sym-4-value", "intsym4": "int-sym-4-value", "five": "5-value"}
 GROUPS = (-1, 256, 128, 32)
 LRS = {"lr5e-3": 5e-3, "lr1.5e-2": 1.5e-2}
+FP_LRS = {"1e-3": 1e-3, "3e-3": 3e-3, "1e-2": 1e-2}     # the FP twin's LR sweep (fp_cont_lr<L>_s<seed>)
 QAT = {"quant.enabled": True, "quant.quant_space": "ternary", "quant.group_size": 64,
        "lr_schedule.learning_rate": 1e-2}
 DISTILL = {"temperature": 1.0, "alpha": 0.5}
@@ -88,6 +92,9 @@ def plan(p: dict, out_dir: str) -> Recipe:
         qat("qat_more", p["more_steps"], init=f"qat_s{s}")
         qat("kd2", p["more_steps"], init=f"qat_s{s}", teacher="fp")
         qat("kd1", p["steps"] + p["more_steps"], teacher="fp")
+        for name, lr in FP_LRS.items():       # the FP twin at the QAT runs' tokens, LR swept
+            stages.append(Stage(f"fp_cont_lr{name}_s{s}", p["steps"], {"quant.enabled": False,
+                                "lr_schedule.learning_rate": lr, **seed}, init_from="fp"))
         if s not in p["sweep_seeds"]:
             continue
         for g in GROUPS:
@@ -97,7 +104,8 @@ def plan(p: dict, out_dir: str) -> Recipe:
         for name, lr in LRS.items():
             qat(name, p["steps"], **{"lr_schedule.learning_rate": lr})
     # the scratch and Table 5 runs of every seed first (they also give the seed noise), then the sweeps
-    core = [st for st in stages[2:] if st.name.rpartition("_s")[0] in ("scratch", "qat", "qat_more", "kd2", "kd1")]
+    core = [st for st in stages[2:] if st.name.rpartition("_s")[0] in ("scratch", "qat", "qat_more", "kd2", "kd1")
+            or st.name.startswith("fp_cont_lr")]
     stages = stages[:2] + core + [st for st in stages[2:] if st not in core]
     for st in stages:            # the final checkpoint only (and one halfway, to resume from)
         st.overrides.update(common)
@@ -105,6 +113,22 @@ def plan(p: dict, out_dir: str) -> Recipe:
         # warmup 10%, at least one step (WarmUpStableDecayLR is NaN with 0 warmup steps)
         st.overrides["lr_schedule.warmup_ratio"] = max(0.1, 1.0 / st.max_steps)
     return check_recipe(Recipe(output_dir=out_dir, base_config=TINY_YAML, stages=stages))
+
+
+def select(recipe: Recipe, names) -> Recipe:
+    """The recipe cut to the named runs and the runs they start from or distil from (--only)."""
+    by_name = {st.name: st for st in recipe.stages}
+    unknown = sorted(set(names) - set(by_name))
+    if unknown:
+        raise SystemExit(f"--only: no run named {unknown}; the runs are {list(by_name)}")
+    keep, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name not in keep:
+            keep.add(name)
+            todo += [ref for ref in (by_name[name].init_from, by_name[name].teacher) if ref]
+    return Recipe(output_dir=recipe.output_dir, base_config=recipe.base_config,
+                  stages=[st for st in recipe.stages if st.name in keep])
 
 
 def kind(st: Stage) -> str:
@@ -196,6 +220,8 @@ def main():
     ap.add_argument("--results_dir", default=None, help="per-run JSON, summary JSON, figure, table")
     ap.add_argument("--keep_checkpoints", action="store_true")
     ap.add_argument("--sweep_seeds", default=None, help="seeds of the sweeps, e.g. 1 (default: 1,2)")
+    ap.add_argument("--only", default=None, help="comma-separated runs to train (with the runs they start "
+                    "from); the report still covers every run whose JSON exists")
     args = ap.parse_args()
     p, tag = (QUICK, "recipe_study_quick") if args.quick else (FULL, "recipe_study")
     if args.sweep_seeds:
@@ -214,8 +240,9 @@ def main():
         return 0
     os.chdir(ROOT)                       # the base YAML's data paths are relative to the repository
     if not args.report:
-        run_study(recipe, runs_dir, args.keep_checkpoints)
-    docs = None if args.quick else os.path.join(ROOT, "docs", "recipe.md")
+        run_study(select(recipe, args.only.split(",")) if args.only else recipe, runs_dir, args.keep_checkpoints)
+    # docs/recipe.md shows the committed results only (not a --quick or --results_dir elsewhere)
+    docs = None if args.quick or results != os.path.join(HERE, "results") else os.path.join(ROOT, "docs", "recipe.md")
     summary = report.build_report(recipe, runs_dir, results, tag, docs, quick=args.quick)
     print(summary)
     return 0
