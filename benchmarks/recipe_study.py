@@ -157,6 +157,9 @@ def summarize(recipe: Recipe, st: Stage, wall_s: float) -> dict:
             "eval": {k: ev.get(k) for k in ("loss", "perplexity", "bits_per_byte", "bits_per_token", "tokens")},
             "quant": ev.get("quant"),
             "curve": [[s, r.get("ce_loss", r.get("loss")), r.get("kd_loss")] for s, r in sorted(steps.items())],
+            # ternary health per log (training/ternary_health.py): zero codes, codes changed, near a boundary
+            "health": [[s, r["zero_code_frac"], r.get("code_change_frac"), r["near_boundary_frac"]]
+                       for s, r in sorted(steps.items()) if "zero_code_frac" in r],
             "median_step_s": statistics.median(step_times) if step_times else None, "wall_s": round(wall_s, 1)}
 
 
