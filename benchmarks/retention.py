@@ -18,7 +18,8 @@ Scores: lm-eval's metric per task (acc for the GCIDE task) with lm-eval's standa
 sampling). A variant with several seeds shows the mean over seeds, the mean of their standard errors
 and the seed range. The retention's standard error is the delta-method one of a ratio of two
 independent means (conservative: FP and ternary models answer the same items, which correlates them).
-Writes benchmarks/results/retention.json (with the machine) and retention.md.
+Writes benchmarks/results/retention.json (with the machine) and retention.md. Each run's scores are kept in
+RUN/lm_eval/ with the checkpoint they came from, so a re-run evaluates only what changed.
 """
 import argparse
 import json
@@ -27,6 +28,8 @@ import os
 import statistics
 import sys
 import time
+
+from bitcpm_ms.fileio import atomic_json
 
 from benchmarks.machine import write_results
 
@@ -64,8 +67,29 @@ def model_plan(runs_dir: str, with_twin: bool = True) -> dict:
     return plan
 
 
+def _cache_file(run_dir: str, tasks, args) -> str:
+    """Where a run's scores are kept (RUN/lm_eval/...json), so a re-run evaluates only new checkpoints."""
+    tag = "-".join(tasks) + f"_L{args.max_length}" + ("_packed" if args.packed else "") + \
+        (f"_limit{args.limit}" if args.limit else "")
+    return os.path.join(run_dir, "lm_eval", f"{tag}.json")
+
+
 def evaluate_run(run_dir: str, tasks, args) -> dict:
-    """{task: (score, stderr)} of one run's final checkpoint through lm_eval.simple_evaluate."""
+    """{task: (score, stderr)} of one run's final checkpoint (cached in the run directory)."""
+    from bitcpm_ms.app.checkpoints import find_checkpoint
+    cache = _cache_file(run_dir, tasks, args)
+    ckpt = find_checkpoint(run_dir)
+    if os.path.isfile(cache):
+        with open(cache, encoding="utf-8") as f:
+            kept = json.load(f)
+        if kept.get("checkpoint") == ckpt:
+            return {k: tuple(v) for k, v in kept["scores"].items()}
+    scores = _evaluate(run_dir, tasks, args)
+    atomic_json({"checkpoint": ckpt, "scores": scores}, cache)
+    return scores
+
+
+def _evaluate(run_dir: str, tasks, args) -> dict:
     import lm_eval
     from bitcpm_ms.harness import task_manager
     model_args = {"config": os.path.join(run_dir, "config_resolved.json"), "checkpoint": run_dir,
@@ -143,6 +167,8 @@ def main():
     ap.add_argument("--packed", action="store_true", help="ternary models on the packed 2-bit kernels")
     ap.add_argument("--no_twin", action="store_true", help="leave out the LR-swept FP twin column")
     ap.add_argument("--plan", action="store_true")
+    ap.add_argument("--finished_only", action="store_true",
+                    help="evaluate (and cache) the runs that have finished, build no table (while the study runs)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "retention.json"))
     args = ap.parse_args()
     tasks = REPORT_TASKS if args.tasks == "bitcpm_report" else args.tasks.split(",")
@@ -156,12 +182,16 @@ def main():
     per_run, t0 = {}, time.time()
     for col, runs in plan.items():
         for run in runs:
+            if args.finished_only and not os.path.isfile(os.path.join(runs_dir, run, "eval.json")):
+                continue
             t = time.time()
             packed = args.packed and col not in ("fp", "fp_twin")
             per_run[run] = evaluate_run(os.path.join(runs_dir, run), tasks, argparse.Namespace(**{**vars(args),
                                                                                                   "packed": packed}))
             print(f"[retention] {run}: " + ", ".join(f"{k} {v[0]:.2f} ± {v[1]:.2f}" for k, v in per_run[run].items())
                   + f" ({time.time() - t:.0f} s)", flush=True)
+    if args.finished_only:
+        return 0
     columns = {col: combine([per_run[r] for r in runs], tasks) for col, runs in plan.items()}
     labels = {"fp": "FP (the init, 819K tokens)"}
     if "fp_twin" in plan:
