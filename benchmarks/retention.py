@@ -85,6 +85,7 @@ def evaluate_run(run_dir: str, tasks, args) -> dict:
         if kept.get("checkpoint") == ckpt:
             return {k: tuple(v) for k, v in kept["scores"].items()}
     scores = _evaluate(run_dir, tasks, args)
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
     atomic_json({"checkpoint": ckpt, "scores": scores}, cache)
     return scores
 
