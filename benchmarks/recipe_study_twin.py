@@ -28,6 +28,26 @@ def runs(seeds) -> list:
 _k = report.tokens_label
 
 
+def best_fp(agg: dict):
+    """The FP-twin LR with the lowest mean held-out bits/byte (None before any ran)."""
+    fps = [f"fp_cont_lr{lr}" for lr in FP_LRS if f"fp_cont_lr{lr}" in agg]
+    return min(fps, key=lambda v: agg[v]["bpb"]) if fps else None
+
+
+def compare_to_best(agg: dict, sigma, best) -> dict:
+    """variant -> {delta_bpb (ternary - best FP), relative_pct, verdict (the main study's rule: 'agrees'
+    means the FP twin is better), tokens, fp_tokens}."""
+    out = {}
+    for v in TERNARY:
+        if best is None or v not in agg:
+            continue
+        (j,) = report.judge(agg, sigma, [(best, v)])
+        d = agg[v]["bpb"] - agg[best]["bpb"]
+        out[v] = {"delta_bpb": d, "relative_pct": 100 * d / agg[best]["bpb"], "verdict": j["verdict"],
+                  "tokens": agg[v]["total_tokens"], "fp_tokens": agg[best]["total_tokens"]}
+    return out
+
+
 def build_report(recipe, runs_dir: str, results: str, tag: str, docs_path, quick: bool = False) -> str:
     loaded = [r for r in (report.load_run(runs_dir, st.name) for st in recipe.stages) if r]
     if not loaded:
@@ -35,7 +55,7 @@ def build_report(recipe, runs_dir: str, results: str, tag: str, docs_path, quick
     agg = report.aggregate(loaded)
     sigma = report.seed_noise(agg)
     fps = [f"fp_cont_lr{lr}" for lr in FP_LRS if f"fp_cont_lr{lr}" in agg]
-    best = min(fps, key=lambda v: agg[v]["bpb"]) if fps else None
+    best = best_fp(agg)
     lines = ["| run | steps | tokens since init | held-out bits/byte | seeds |", "|---|---|---|---|---|"]
     label = {"fp": "FP, the init and teacher (LR 3e-3)",
              **{f"fp_cont_lr{lr}": f"FP twin: fp + 200 steps at LR {lr}" for lr in FP_LRS}, **TERNARY}
@@ -47,22 +67,15 @@ def build_report(recipe, runs_dir: str, results: str, tag: str, docs_path, quick
             lines.append(f"| {label[v]}{mark} | {a['steps']} | {_k(a['total_tokens'])} | {a['bpb']:.4f}{spread} "
                          f"| {a['n']} |")
     lines += ["", "Seed noise (pooled over these runs): " + (f"{sigma:.4f}" if sigma else "unknown") + " bits/byte.", ""]
-    verdicts = {}
-    if best:
-        for v in TERNARY:
-            if v not in agg:
-                continue
-            (j,) = report.judge(agg, sigma, [(best, v)])
-            d = agg[v]["bpb"] - agg[best]["bpb"]
-            word = {"agrees": "worse than the best FP", "reversed": "better than the best FP"}.get(
-                j["verdict"].split(" (")[0], "a tie with the best FP (within seed noise)")
-            more = agg[v]["total_tokens"] - agg[best]["total_tokens"]
-            toks = (f"{_k(agg[v]['total_tokens'])} tokens vs the FP twin's {_k(agg[best]['total_tokens'])}"
-                    + (f": the ternary run has {_k(more)} more" if more > 0 else ""))
-            verdicts[v] = {"delta_bpb": d, "relative_pct": 100 * d / agg[best]["bpb"], "verdict": j["verdict"],
-                           "tokens": agg[v]["total_tokens"], "fp_tokens": agg[best]["total_tokens"]}
-            lines.append(f"- **{TERNARY[v]}** vs the best FP twin ({best.replace('fp_cont_', '')}): {d:+.4f} "
-                         f"bits/byte ({100 * d / agg[best]['bpb']:+.1f}%), {word}; {toks}.")
+    verdicts = compare_to_best(agg, sigma, best)
+    for v, x in verdicts.items():
+        word = {"agrees": "worse than the best FP", "reversed": "better than the best FP"}.get(
+            x["verdict"].split(" (")[0], "a tie with the best FP (within seed noise)")
+        more = x["tokens"] - x["fp_tokens"]
+        toks = (f"{_k(x['tokens'])} tokens vs the FP twin's {_k(x['fp_tokens'])}"
+                + (f": the ternary run has {_k(more)} more" if more > 0 else ""))
+        lines.append(f"- **{TERNARY[v]}** vs the best FP twin ({best.replace('fp_cont_', '')}): {x['delta_bpb']:+.4f} "
+                     f"bits/byte ({x['relative_pct']:+.1f}%), {word}; {toks}.")
     md = "\n".join(lines) + "\n"
     png = os.path.join(results, f"{tag}_curves.png")
     figure(loaded, best, png)

@@ -50,8 +50,7 @@ def test_loglikelihood_equals_numpy_logprobs_of_the_logits(fake_quant_lm, tokeni
     assert len(samples) == len(docs)
     worst, truncated = 0.0, 0
     for s in samples:
-        for (context, continuation), resp in zip((a["arguments"] for a in s["arguments"].values()) if
-                                                 isinstance(s["arguments"], dict) else s["arguments"], s["resps"]):
+        for (context, continuation), resp in zip(s["arguments"], s["resps"]):     # one request per choice
             ref = reference_logprob(lm.net, tokenizer, context, continuation)
             worst = max(worst, abs(resp[0][0] - ref) / max(1.0, abs(ref)))
             truncated += len(lm.tok_encode(context + continuation)) > lm.max_length + 1
