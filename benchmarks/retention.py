@@ -46,11 +46,12 @@ REPORT_TASKS = ["arc_challenge", "arc_easy", "boolq", "piqa", "winogrande", "cmm
                 "mmlu_redux_generative", "bbh", "gsm8k"]
 
 
-def best_fp_twin(runs_dir: str) -> str:
+def best_fp_twin(runs_dir: str, seeds=SEEDS) -> str:
     """The fp_cont LR of the sweep with the lowest mean held-out bits/byte over seeds."""
     means = {}
     for run in sorted(os.listdir(runs_dir)):
-        if run.startswith("fp_cont_lr") and os.path.isfile(os.path.join(runs_dir, run, "eval.json")):
+        if run.startswith("fp_cont_lr") and run.endswith(tuple(f"_s{s}" for s in seeds)) \
+                and os.path.isfile(os.path.join(runs_dir, run, "eval.json")):
             with open(os.path.join(runs_dir, run, "eval.json"), encoding="utf-8") as f:
                 means.setdefault(run.rpartition("_s")[0], []).append(json.load(f)["bits_per_byte"])
     if not means:
@@ -58,12 +59,12 @@ def best_fp_twin(runs_dir: str) -> str:
     return min(means, key=lambda k: statistics.mean(means[k]))
 
 
-def model_plan(runs_dir: str, with_twin: bool = True) -> dict:
+def model_plan(runs_dir: str, with_twin: bool = True, seeds=SEEDS) -> dict:
     """column -> [run names] (one per seed)."""
     plan = {"fp": ["fp"]}
     if with_twin:
-        plan["fp_twin"] = [f"{best_fp_twin(runs_dir)}_s{s}" for s in SEEDS]
-    plan.update({v: [f"{v}_s{s}" for s in SEEDS] for v in VARIANTS})
+        plan["fp_twin"] = [f"{best_fp_twin(runs_dir, seeds)}_s{s}" for s in seeds]
+    plan.update({v: [f"{v}_s{s}" for s in seeds] for v in VARIANTS})
     return plan
 
 
@@ -167,6 +168,7 @@ def main():
     ap.add_argument("--limit", type=int, default=None, help="items per task (a check, not a result)")
     ap.add_argument("--packed", action="store_true", help="ternary models on the packed 2-bit kernels")
     ap.add_argument("--no_twin", action="store_true", help="leave out the LR-swept FP twin column")
+    ap.add_argument("--seeds", default="1,2", help="seeds of the study's runs to evaluate")
     ap.add_argument("--plan", action="store_true")
     ap.add_argument("--finished_only", action="store_true",
                     help="evaluate (and cache) the runs that have finished, build no table (while the study runs)")
@@ -174,7 +176,7 @@ def main():
     args = ap.parse_args()
     tasks = REPORT_TASKS if args.tasks == "bitcpm_report" else args.tasks.split(",")
     runs_dir = os.path.abspath(args.runs_dir)
-    plan = model_plan(runs_dir, not args.no_twin)
+    plan = model_plan(runs_dir, not args.no_twin, tuple(int(x) for x in args.seeds.split(",")))
     if args.plan:
         for col, runs in plan.items():
             print(f"{col:8s} " + ", ".join(os.path.join(runs_dir, r) for r in runs))
