@@ -1,7 +1,7 @@
 """The package's layering, checked on the source: no upward imports, no import cycles, small files.
 
 Layers, bottom to top (a module may import its own package and the layers below it):
-  errors < layout, fileio < kernels, data < quant < fused < models, parallel < training, testing, inference < app
+  errors < layout, fileio < kernels, data < quant < fused < models, parallel < training, testing, inference < app < harness
 """
 import ast
 import os
@@ -11,7 +11,8 @@ import pytest
 PKG = "bitcpm_ms"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RANK = {"__init__": 0, "errors": 0, "layout": 1, "fileio": 1, "kernels": 2, "data": 2, "quant": 3,
-        "fused": 4, "models": 5, "parallel": 5, "training": 6, "testing": 6, "inference": 6, "app": 7}
+        "fused": 4, "models": 5, "parallel": 5, "training": 6, "testing": 6, "inference": 6, "app": 7,
+        "harness": 8}
 MAX_LINES = 400
 
 

@@ -84,6 +84,8 @@ def _function_imports():
     """(module, path, line, import node) of every import inside a function, outside `try`."""
     out = []
     for dirpath, _, files in os.walk(os.path.join(ROOT, PKG)):
+        if not os.path.exists(os.path.join(dirpath, "__init__.py")):
+            continue                  # not a package (lm-eval task hooks, loaded by path)
         for f in sorted(files):
             if not f.endswith(".py"):
                 continue

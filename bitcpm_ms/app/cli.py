@@ -111,7 +111,16 @@ def train_main(argv):
     import_mindformers(log_dir=os.path.join(os.path.abspath(out), "log"), verbose=args.verbose)
     from .config import load_config
     from .runner import run
-    return run(load_config(args.config, overrides), args)
+    return run(seeded(load_config(args.config, overrides), args), args)
+
+
+def seeded(config, args):
+    """`--seed N` of a training run is the config's top-level seed (random init and data order), as in
+    run_mindformer.py; in predict mode it is the sampling seed only. (It was taken by the predict flags
+    alone, so `--seed 2` left a training run at the YAML's seed.)"""
+    if args.seed is not None and config.get("run_mode", "train") == "train":
+        config.seed = args.seed
+    return config
 
 
 # ------------------------------------------------------------------ bitcpm-prepare / run/prepare_data.py

@@ -4,6 +4,7 @@
 override whose top-level section does not exist in the file is an error (a typo would otherwise
 be silently ignored).
 """
+import json
 import os
 from typing import Dict, Optional
 
@@ -87,9 +88,14 @@ def load_config(path: str, overrides: Dict[str, object] = None) -> MindFormerCon
     # `auto_register: bitcpm_register.X` (kept for run_mindformer.py) resolves under REGISTER_PATH
     os.environ.setdefault("REGISTER_PATH", REPO_ROOT)
     try:
-        config = MindFormerConfig(os.path.realpath(path))
+        if path.endswith(".json"):      # a run's config_resolved.json: json, not YAML 1.1 (which reads 1e-05 as text)
+            with open(path, encoding="utf-8") as f:
+                config = MindFormerConfig(**json.load(f))
+        else:
+            config = MindFormerConfig(os.path.realpath(path))
     except (yaml.YAMLError, ValueError) as err:    # MindFormers re-raises YAML errors as ValueError
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        kind = "JSON" if path.endswith(".json") else "YAML"
+        raise ConfigError(f"config file {path} is not valid {kind}: {err}") from None
     for section in ("model", "runner_config", "context"):
         if section not in config:
             raise ConfigError(f"config file {path} has no '{section}' section")
