@@ -9,8 +9,12 @@ random step boundary of the steps still to go, plus a random fraction of a step)
 a checkpoint is being written (as soon as a `.tmp-<pid>` directory appears in the rank directory).
 After every kill the checkpoint directory is inspected: a `.ckpt` that does not match its sidecar or
 has none is a torn file (there must be none). The run is then resumed with `--resume_training true`,
-until it reaches `--steps`. At the end the final weights and Adam moments are compared bit for bit
-with the reference. Time lost per kill: the chaos session's wall time minus the reference's,
+until it reaches `--steps`. Each kill's resume is checked on its own, when that resumed process
+ends (killed in turn, or finished): it must start at the step after the newest good checkpoint,
+every step it logged must have the reference's loss and gradient norm exactly, and a checkpoint it
+published must equal the reference's checkpoint of that step bit for bit (the reference keeps all
+of its checkpoints). A kill counts as survived only when its resume passes all of that. At the end
+the final weights and Adam moments are compared bit for bit with the reference. Time lost per kill: the chaos session's wall time minus the reference's,
 divided by the kills; also per kill the steps that had to be redone.
 
 The model is bitcpm_ms.testing.SMALL_MODEL (1 layer, hidden 64, sequence 32, batch 4), so a run
@@ -31,20 +35,26 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from benchmarks.machine import target, write_results
 from bitcpm_ms.testing import SMALL_MODEL, make_mindrecord, write_config
 from bitcpm_ms.training.checkpoint_files import TMP_PREFIX, list_checkpoints, verify_checkpoint
 
 RUNNER = os.path.join(REPO, "run", "run_bitcpm.py")
 
 
-def logged_steps(out, since=0.0):
-    """Steps logged in OUTPUT/metrics.jsonl after time `since` (the current process's start)."""
+def logged_records(out, since=0.0):
+    """Step records ({step, loss, grad_norm, ...}) in OUTPUT/metrics.jsonl logged after time `since`."""
     try:
         with open(os.path.join(out, "metrics.jsonl"), encoding="utf-8") as f:
             records = [json.loads(line) for line in f if '"loss"' in line]
     except (OSError, ValueError):
         return []
-    return [r["step"] for r in records if r.get("time", 0) > since]
+    return [r for r in records if r.get("time", 0) > since]
+
+
+def logged_steps(out, since=0.0):
+    """Steps logged in OUTPUT/metrics.jsonl after time `since` (the current process's start)."""
+    return [r["step"] for r in logged_records(out, since)]
 
 
 def start(cfg, out, steps, resume, save_every, keep):
@@ -100,11 +110,45 @@ def kill_when(proc, out, rank_dir, mode, target_step, rng, step_time, since):
     return False, "finished before the kill", max(logged_steps(out, since) or [0])
 
 
-def final_state(out, steps):
+def ckpt_state(path):
     import mindspore as ms
-    path = os.path.join(out, "checkpoint", "rank_0", f"dp_rank_0-1_{steps}.ckpt")
     return {k: v.asnumpy() for k, v in ms.load_checkpoint(path).items()
             if k.startswith(("model.", "lm_head.", "adam_m.", "adam_v.", "global_step", "skipped_steps"))}
+
+
+def final_state(out, steps):
+    return ckpt_state(os.path.join(out, "checkpoint", "rank_0", f"dp_rank_0-1_{steps}.ckpt"))
+
+
+def same_state(a, b):
+    return sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def check_resume(run, ref, since, resumed_from, reference_log):
+    """The verdict on one resumed process (started at time `since` from checkpoint step `resumed_from`,
+    None = from scratch) once it has ended: first step, logged losses / norms, its newest checkpoint."""
+    records = logged_records(run, since)
+    first = (resumed_from or 0) + 1
+    problems = []
+    if not records:
+        problems.append("logged no step")
+    elif records[0]["step"] != first:
+        problems.append(f"first logged step {records[0]['step']}, expected {first}")
+    for r in records:
+        want = reference_log.get(r["step"])
+        if want is None or (r["loss"], r["grad_norm"]) != want:
+            problems.append(f"step {r['step']}: loss/grad_norm {(r['loss'], r['grad_norm'])} != reference {want}")
+    ckpt_checked = None
+    own = [e for e in list_checkpoints(os.path.join(run, "checkpoint", "rank_0"))
+           if e.step > (resumed_from or 0) and e.sidecar is not None and not verify_checkpoint(e.path, e.sidecar)]
+    if own:
+        newest = max(own, key=lambda e: e.step)
+        refs = {e.step: e.path for e in list_checkpoints(os.path.join(ref, "checkpoint", "rank_0"))}
+        ckpt_checked = newest.step
+        if newest.step not in refs or not same_state(ckpt_state(newest.path), ckpt_state(refs[newest.step])):
+            problems.append(f"checkpoint of step {newest.step} differs from the reference's")
+    return {"steps_logged": [records[0]["step"], records[-1]["step"]] if records else [],
+            "checkpoint_compared": ckpt_checked, "problems": problems[:5], "ok": not problems}
 
 
 def chaos(workdir, kills=10, steps=60, save_every=4, keep=2, seed=0, log=print):
@@ -116,12 +160,13 @@ def chaos(workdir, kills=10, steps=60, save_every=4, keep=2, seed=0, log=print):
     rank_dir = os.path.join(run, "checkpoint", "rank_0")
 
     t0 = time.time()
-    p = start(cfg, ref, steps, False, save_every, keep)
+    p = start(cfg, ref, steps, False, save_every, steps)        # the reference keeps every checkpoint
     err = p.communicate()[1]
     if p.returncode:
         raise RuntimeError(f"reference run failed: {err[-2000:]}")
     t_ref = time.time() - t0
     log(f"reference: {steps} steps in {t_ref:.1f} s")
+    reference_log = {r["step"]: (r["loss"], r["grad_norm"]) for r in logged_records(ref)}
 
     # kill moments spread over the run: sorted random steps, so every restart gets further
     targets = sorted(rng.sample(range(1, steps - save_every), kills))
@@ -130,11 +175,13 @@ def chaos(workdir, kills=10, steps=60, save_every=4, keep=2, seed=0, log=print):
     resume = False
     while True:
         k = len(events)
+        t_start = time.time()
         proc = start(cfg, run, steps, resume, save_every, keep)
         if k >= kills:
             err = proc.communicate()[1]
             if proc.returncode:
                 raise RuntimeError(f"final resumed run failed: {err[-2000:]}")
+            events[-1]["resume"] = check_resume(run, ref, t_start, events[-1]["resumes_from"], reference_log)
             break
         mode = "write" if k % 2 else "random"
         target = targets[k]
@@ -142,6 +189,8 @@ def chaos(workdir, kills=10, steps=60, save_every=4, keep=2, seed=0, log=print):
         killed, what, last = kill_when(proc, run, rank_dir, mode, target, rng, step_time, t_kill0)
         if not killed:
             raise RuntimeError(f"kill {k + 1}: the run finished before it could be killed ({what})")
+        if k:                                   # this process was kill k's resume: judge it now
+            events[-1]["resume"] = check_resume(run, ref, t_start, events[-1]["resumes_from"], reference_log)
         torn, tmp, newest = inspect(rank_dir)
         torn_seen += torn
         events.append({"kill": k + 1, "when": what, "last_logged_step": last, "resumes_from": newest,
@@ -153,10 +202,14 @@ def chaos(workdir, kills=10, steps=60, save_every=4, keep=2, seed=0, log=print):
     t_chaos = time.time() - t0
 
     a, b = final_state(ref, steps), final_state(run, steps)
-    identical = sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
+    identical = same_state(a, b)
     max_diff = max(float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64)))) for k in a)
     redone = [e["steps_redone"] for e in events]
-    return {"kills": kills, "kills_survived": len(events) if identical else 0, "steps": steps,
+    survived = sum(1 for e in events if e["resume"]["ok"] and not e["torn_files"])
+    return {"kills": kills, "kills_survived": survived, "steps": steps,
+            "survival": "each kill counts when its resumed process started after the newest good checkpoint, "
+                        "logged the reference's loss and grad norm at every step and published checkpoints "
+                        "equal to the reference's, with no torn file after the kill",
             "save_every": save_every, "keep_checkpoint_max": keep, "seed": seed,
             "kills_during_write": sum(1 for e in events if e["when"].startswith("in the save")),
             "torn_files_seen": len(torn_seen), "final_bit_identical": identical, "final_max_abs_diff": max_diff,
@@ -178,19 +231,25 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="chaos_") as work:
         res = chaos(work, args.kills, args.steps, args.save_every, args.keep, args.seed)
     print()
-    print("| kills | during a write | survived (final bit-identical) | torn files seen | time lost per kill | "
-          "steps redone per kill (median, min-max) |")
-    print("|---|---|---|---|---|---|")
+    print("| kills | during a write | resumes exact (each kill's own check) | final bit-identical | torn files seen "
+          "| time lost per kill | steps redone per kill (median, min-max) |")
+    print("|---|---|---|---|---|---|---|")
     s = res["steps_redone_per_kill"]
-    print(f"| {res['kills']} | {res['kills_during_write']} | {res['kills_survived']} "
-          f"({res['final_bit_identical']}, {res['tensors_compared']} tensors) | {res['torn_files_seen']} | "
+    print(f"| {res['kills']} | {res['kills_during_write']} | {res['kills_survived']} of {res['kills']} "
+          f"| {res['final_bit_identical']} ({res['tensors_compared']} tensors) | {res['torn_files_seen']} | "
           f"{res['time_lost_per_kill_s']:.1f} s | {s['median']:.0f} ({s['min']}-{s['max']}) |")
+    for e in res["events"]:
+        if not e["resume"]["ok"]:
+            print(f"kill {e['kill']}: resume failed: {'; '.join(e['resume']['problems'])}")
     print(f"reference {res['reference_s']:.1f} s, chaos session {res['chaos_s']:.1f} s ({args.steps} steps, "
           f"checkpoint every {args.save_every}, keep {args.keep})")
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w", encoding="utf-8") as f:
-        json.dump(res, f, indent=1)
-    return 0 if res["final_bit_identical"] and res["torn_files_seen"] == 0 else 1
+    n = res["kills_survived"] if res["final_bit_identical"] else 0
+    res["targets"] = [target("kill -9 at random moments: each resume continues exactly, final state bit-identical",
+                             n, [n, n], res["kills"], unit=f" of {res['kills']}",
+                             method="counted per kill (see 'survival'); a count, no spread")]
+    write_results(res, args.json)
+    ok = res["final_bit_identical"] and res["torn_files_seen"] == 0 and res["kills_survived"] == res["kills"]
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -74,6 +74,15 @@ def run_once(workdir, data, workers, batch, steps, threads, skip, tag):
     return res
 
 
+def targets(doc) -> list:
+    """2 workers not slower per token than 1 process (same global batch, same cores): the paired
+    speed-ups (runs alternate) give the range."""
+    from benchmarks.machine import target
+    paired = doc["paired_speedups"]
+    return [target("msrun data parallel, 2 workers / 1 process tokens/s (global batch 8)", doc["speedup"],
+                   [min(paired), max(paired)], 1.0, unit="x", method=f"range of {len(paired)} paired runs")]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=40)
@@ -118,6 +127,7 @@ def main(argv=None):
                 "similar load. MindFormers' build_context pins each msrun worker to its own core "
                 "(mindspore.runtime.set_cpu_affinity), so a worker cannot move away from a core another job uses",
     }
+    result["targets"] = targets(result)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)

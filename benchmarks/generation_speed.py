@@ -46,6 +46,9 @@ import time
 
 import numpy as np
 
+from benchmarks.generation_targets import targets as generation_targets
+from benchmarks.machine import machine_info
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_YAML = os.path.join(ROOT, "yaml_configs", "bitcpm_tiny_cpu.yaml")
 GROUP = 256
@@ -410,6 +413,7 @@ def main(argv=None):
     result["ratios"] = ratios(result)
     text = format_tables(result)
     result["runs"] = {f"{s}/threads={t}": v for (s, t), v in result["runs"].items()}
+    result["targets"], result["machine"] = generation_targets(result), machine_info()
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1, default=str)

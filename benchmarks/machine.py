@@ -1,8 +1,22 @@
-"""What every benchmark's JSON records about the machine, and writing that JSON."""
+"""What every benchmark's JSON records about the machine, writing that JSON, and the verdict on a target.
+
+A target is stated as met or missed by code, from the measurements, with their spread: a verdict
+needs the whole confidence interval on one side of the bar, otherwise it is "not resolved". Each
+benchmark that states a target writes `target(...)` records under "targets" in its JSON, and
+`python3 -m benchmarks.targets` renders the README's table from those records, so no verdict is
+typed by hand.
+"""
 import json
 import os
 import platform
+import random
+import statistics
 import time
+
+
+# environment variables that set thread pools (OpenMP, MKL, OpenBLAS, our fused kernels)
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "BITCPM_MS_NUM_THREADS",
+              "OMP_WAIT_POLICY", "KMP_BLOCKTIME")
 
 
 def cpu_model() -> str:
@@ -19,13 +33,14 @@ def cpu_flags() -> list:
             flags = set(next((ln for ln in f if ln.startswith("flags")), ":").split(":", 1)[1].split())
     except OSError:
         return []
-    return sorted(flags & {"avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vnni", "avx_vnni"})
+    return sorted(flags & {"avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni"})
 
 
 def machine_info() -> dict:
     import numpy
     info = {"cpu": cpu_model(), "simd": cpu_flags(), "cores": os.cpu_count(), "load": os.getloadavg(),
-            "python": platform.python_version(), "numpy": numpy.__version__}
+            "python": platform.python_version(), "numpy": numpy.__version__,
+            "thread_env": {k: os.environ.get(k) for k in THREAD_ENV if os.environ.get(k) is not None}}
     try:
         import mindspore
         info["mindspore"] = mindspore.__version__
@@ -42,3 +57,51 @@ def write_results(doc: dict, path: str) -> str:
         json.dump(doc, f, indent=1)
     print(f"wrote {path}")
     return path
+
+
+# ---------------------------------------------------------------- confidence intervals and verdicts
+def bootstrap_ci(rounds, stat, n_boot=2000, level=0.95, seed=0):
+    """(estimate, [lo, hi]) of `stat` over interleaved measurement rounds.
+
+    `rounds`: a list of rounds, each a dict {variant: [samples]} measured back to back under the
+    same load. `stat(pooled)` maps {variant: [samples of the chosen rounds]} to a number. Whole
+    rounds are resampled with replacement (the variants of a round stay together), so drift of the
+    machine's load between rounds widens the interval instead of being averaged away; the percentile
+    interval at `level`. With fewer than 2 rounds the interval is the estimate itself."""
+    def pool(chosen):
+        out = {}
+        for r in chosen:
+            for k, v in r.items():
+                out.setdefault(k, []).extend(v)
+        return out
+    est = stat(pool(rounds))
+    if len(rounds) < 2:
+        return est, [est, est]
+    rng = random.Random(seed)
+    boots = sorted(stat(pool([rounds[rng.randrange(len(rounds))] for _ in rounds])) for _ in range(n_boot))
+    a = (1.0 - level) / 2.0
+    return est, [boots[int(a * (n_boot - 1))], boots[int((1.0 - a) * (n_boot - 1))]]
+
+
+def median_ratio(num, den):
+    """A `stat` for bootstrap_ci: median(samples[num]) / median(samples[den])."""
+    return lambda s: statistics.median(s[num]) / statistics.median(s[den])
+
+
+def verdict(ci, bar, higher_is_better=True):
+    """"met" when the whole interval is on the good side of `bar`, "missed" when it is wholly on the
+    bad side, else "not resolved" (the measurement cannot tell). A point measurement: ci = [x, x]."""
+    lo, hi = ci
+    good_lo, good_hi = (lo >= bar, hi >= bar) if higher_is_better else (hi <= bar, lo <= bar)
+    if good_lo and good_hi:
+        return "met"
+    if not good_lo and not good_hi:
+        return "missed"
+    return "not resolved"
+
+
+def target(name, value, ci, bar, higher_is_better=True, unit="", method=""):
+    """One record for a JSON's "targets" list: the measured value, its interval, the bar and the verdict."""
+    return {"target": name, "value": value, "interval": list(ci), "bar": bar,
+            "direction": ">=" if higher_is_better else "<=", "unit": unit, "method": method,
+            "verdict": verdict(ci, bar, higher_is_better)}

@@ -1,17 +1,17 @@
 #!/usr/bin/env python3
 """QAT overhead: tokens/s of the same model and batch trained in graph mode, QAT on vs off.
 
-    python -m benchmarks.qat_overhead [--configs tiny,30m] [--steps 20] [--rounds 3] [--fused] [--json PATH]
+    python -m benchmarks.qat_overhead [--configs tiny,30m] [--steps 5] [--rounds 8] [--fused] [--json PATH]
 
 Each round times `--steps` optimizer steps with QAT off, then on (after a warm-up that includes
 graph compilation); rounds alternate so that machine noise hits both alike. The overhead uses
-the median step time of each (and the overhead at the quartiles of the step times, the spread).
+the median step time of each, with a 95% bootstrap interval over rounds (benchmarks.machine) and
+the verdict on the target (<= 5%, or <= 3% with --fused) from that interval.
 BitCPM-CANN reports 4.5% on 910B (Table 4). --fused: the model and optimizer as the tiny YAML ships
 them on CPU (cpu_fused_ops, CpuFusedAdamW; docs/cpu_training.md), where everything but the quantizer
 got faster, so its share is larger; default JSON results/qat_overhead_fused.json.
 """
 import argparse
-import json
 import os
 import statistics
 import time
@@ -23,6 +23,7 @@ ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
 
 from mindformers.core.optim import AdamW  # noqa: E402
 
+from benchmarks.machine import bootstrap_ci, median_ratio, target, write_results  # noqa: E402
 from bitcpm_ms.models import BitCPMConfig, BitCPMForCausalLM  # noqa: E402
 from bitcpm_ms.models.flops import count_params, train_flops_per_token  # noqa: E402
 from bitcpm_ms.training import BitCPMTrainOneStepCell, CpuFusedAdamW  # noqa: E402
@@ -68,9 +69,13 @@ def bench(name, dims, steps, rounds, group_size, act_bits, fused=False):
         t0 = time.perf_counter()
         time_steps(step, batch, 2)              # compile + warm-up
         runs[qat] = {"step": step, "times": [], "compile_s": time.perf_counter() - t0}
-    for _ in range(rounds):
-        for qat in (False, True):
-            runs[qat]["times"] += time_steps(runs[qat]["step"], batch, steps)
+    blocks = []
+    for r in range(rounds):
+        block = {}
+        for qat in ((False, True) if r % 2 == 0 else (True, False)):      # order alternates
+            block["qat" if qat else "fp"] = time_steps(runs[qat]["step"], batch, steps)
+            runs[qat]["times"] += block["qat" if qat else "fp"]
+        blocks.append(block)
     tokens = dims["batch_size"] * dims["seq_length"]
     fpt = train_flops_per_token(cfg)
     rows = {}
@@ -81,16 +86,23 @@ def bench(name, dims, steps, rounds, group_size, act_bits, fused=False):
     overhead = 100.0 * (rows["qat"]["median_step_s"] / rows["fp"]["median_step_s"] - 1.0)
     q = {k: statistics.quantiles(runs[k]["times"], n=4) for k in (False, True)}
     spread = [100.0 * (q[True][i] / q[False][i] - 1.0) for i in (0, 2)]       # at the 1st and 3rd quartiles
+    _, ratio_ci = bootstrap_ci(blocks, median_ratio("qat", "fp"))
+    ci = [100.0 * (x - 1.0) for x in ratio_ci]
+    bar = 3.0 if fused else 5.0
     return {"config": name, "params": count_params(cfg).total, "tokens_per_step": tokens, "fused": fused,
             "group_size": group_size, "act_bits": act_bits, "fp": rows["fp"], "qat": rows["qat"],
-            "overhead_pct": overhead, "overhead_pct_q1_q3": spread, "steps_timed_each": steps * rounds}
+            "overhead_pct": overhead, "overhead_pct_ci95": ci, "overhead_pct_q1_q3": spread,
+            "steps_timed_each": steps * rounds, "rounds": blocks, "load_1min_end": os.getloadavg()[0],
+            "target": target(f"QAT step-time overhead, {name}{' (fused CPU ops)' if fused else ''}", overhead, ci, bar,
+                             higher_is_better=False, unit="%",
+                             method="median step times, 95% bootstrap over interleaved rounds")}
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default="tiny,30m")
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--group_size", type=int, default=64)
     p.add_argument("--act_bits", type=int, default=None)
     p.add_argument("--fused", action="store_true", help="fused CPU ops + CpuFusedAdamW (the tiny YAML's setup)")
@@ -105,15 +117,15 @@ def main():
         results.append(bench(name, CONFIGS[name], args.steps, args.rounds, args.group_size, args.act_bits,
                              args.fused))
     print(f"\n{'config':8s} {'params':>8s} {'FP tok/s':>10s} {'QAT tok/s':>10s} {'FP TFLOP/s':>11s} "
-          f"{'overhead':>9s} {'(q1-q3)':>14s}")
+          f"{'overhead':>9s} {'(95% CI)':>16s} {'target':>22s}")
     for r in results:
+        t = r["target"]
         print(f"{r['config']:8s} {r['params'] / 1e6:7.1f}M {r['fp']['tokens_per_s']:10.0f} "
               f"{r['qat']['tokens_per_s']:10.0f} {r['fp']['tflops']:11.4f} {r['overhead_pct']:8.1f}% "
-              f"({r['overhead_pct_q1_q3'][0]:.1f}..{r['overhead_pct_q1_q3'][1]:.1f}%)")
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w", encoding="utf-8") as f:
-        json.dump({"device": "CPU", "cores": os.cpu_count(), "results": results}, f, indent=1)
-    print(f"wrote {args.json}")
+              f"({r['overhead_pct_ci95'][0]:.1f}..{r['overhead_pct_ci95'][1]:.1f}%) "
+              f"{t['direction']} {t['bar']}%: {t['verdict']:>12s}")
+    write_results({"method": {"steps": args.steps, "rounds": args.rounds}, "results": results,
+                   "targets": [r["target"] for r in results]}, args.json)
 
 
 if __name__ == "__main__":

@@ -205,9 +205,11 @@ def document_mask(tokens, ends, pad_token_id=0, dtype=np.float32):
 
 
 # ---------------------------------------------------------------- optimizer and gradient norm
-def adamw_update(p, g, m, v, lr, weight_decay, beta1, beta2, eps, step):
-    """MindFormers' AdamW step (decoupled decay, bias correction) -> (p', m', v')."""
+def adamw_update(p, g, m, v, lr, weight_decay, beta1, beta2, eps, step, grad_scale=1.0):
+    """MindFormers' AdamW step (decoupled decay, bias correction) on g * grad_scale -> (p', m', v').
+    grad_scale is the global-norm clip factor that FusedAdamW applies inside the update."""
     p, g, m, v = _f64(p, g, m, v)
+    g = g * float(grad_scale)
     m = m * beta1 + g * (1.0 - beta1)
     v = v * beta2 + g * g * (1.0 - beta2)
     denom = np.sqrt(v / (1.0 - beta2 ** step)) + eps

@@ -42,6 +42,8 @@ class BitCPMTrainOneStepCell(nn.TrainOneStepCell):
             before clipping and the update.
         fused_norm: on CPU, each gradient's sum of squares for the global norm in one C++ pass
             (bitcpm_ms.fused); False (and any non-CPU target) keeps Square + ReduceSum.
+        The clip factor goes to the optimizer as `optimizer(grads, factor)` when the optimizer has
+        `takes_grad_scale` (CpuFusedAdamW), else the gradients are scaled here.
         Other MindFormers wrapper arguments (parallel_config, lr_scheduler, ...) are accepted
         and ignored, so the Trainer can pass its usual defaults.
     """
@@ -63,6 +65,9 @@ class BitCPMTrainOneStepCell(nn.TrainOneStepCell):
         self.hyper_map = C.HyperMap()
         self.any_rank = AnyRankFlag()      # every rank skips the step when one sees a non-finite norm
         self.sq_sum = sum_squares_op() if fused_norm else None   # None: tagged Square + ReduceSum
+        # an optimizer that takes the clip factor (CpuFusedAdamW) applies it inside its update: no
+        # separate read and write of every gradient for the scaling
+        self.fold_clip = self.use_clip_grad and bool(getattr(optimizer, "takes_grad_scale", False))
 
     def construct(self, *inputs):
         loss = self.network(*inputs)
@@ -73,8 +78,8 @@ class BitCPMTrainOneStepCell(nn.TrainOneStepCell):
             grads = self.hyper_map(F.partial(_scale, 1.0 / self.scale_sense), grads)
         global_norm = _global_norm(self.hyper_map, grads, self.sq_sum)      # tagged: all-reduced under semi-auto parallel
         overflow = self.any_rank(ops.logical_not(ops.isfinite(global_norm)))
-        if self.use_clip_grad:
-            factor = self.max_grad_norm / ops.maximum(global_norm, self.max_grad_norm)
+        factor = self.max_grad_norm / ops.maximum(global_norm, self.max_grad_norm)
+        if self.use_clip_grad and not self.fold_clip:
             grads = self.hyper_map(F.partial(_scale, factor), grads)
         if self.dynamic_lr:
             lr = self.learning_rate(self.optimizer.global_step)
@@ -82,6 +87,8 @@ class BitCPMTrainOneStepCell(nn.TrainOneStepCell):
             lr = self.learning_rate
         if overflow:
             loss = F.depend(loss, ops.assign_add(self.skipped_steps, Tensor(1, ms.int32)))
+        elif self.fold_clip:
+            loss = F.depend(loss, self.optimizer(grads, factor))
         else:
             loss = F.depend(loss, self.optimizer(grads))
         return loss, overflow, self.scale_sense, lr, global_norm

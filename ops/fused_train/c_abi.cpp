@@ -236,20 +236,22 @@ BITCPM_API int FusedAttentionBwd(BITCPM_AOT_ARGS) {
 }
 
 // ---------------------------------------------------------------- optimizer and gradient norm
-// p, g, m, v (same size), lr [1], weight decay [1], step i32 [1], hyper [3] = (beta1, beta2, eps)
+// p, g, m, v (same size), lr [1], weight decay [1], step i32 [1], hyper [3] = (beta1, beta2, eps),
+// grad scale [1] (the clip factor, applied to g inside the update: no separate pass over the gradients)
 //   -> p', m', v' (MindFormers' AdamW update; the optimizer assigns them to its parameters).
 BITCPM_API int FusedAdamW(BITCPM_AOT_ARGS) {
   const char *name = "FusedAdamW";
-  if (int rc = check(name, nparam, dtypes, "ffffffiffff")) return rc;
+  if (int rc = check(name, nparam, dtypes, "ffffffifffff")) return rc;
   const int64_t n = numel(ndims, shapes, 0);
-  for (int i : {1, 2, 3, 8, 9, 10})
+  for (int i : {1, 2, 3, 9, 10, 11})
     if (numel(ndims, shapes, i) != n) return shape_error(name, "param, grad, m, v and the outputs differ in size");
   if (numel(ndims, shapes, 4) != 1 || numel(ndims, shapes, 5) != 1 || numel(ndims, shapes, 6) != 1 ||
-      numel(ndims, shapes, 7) != 3)
-    return shape_error(name, "lr, weight decay and step are scalars; hyper is (beta1, beta2, eps)");
+      numel(ndims, shapes, 7) != 3 || numel(ndims, shapes, 8) != 1)
+    return shape_error(name, "lr, weight decay, step and grad scale are scalars; hyper is (beta1, beta2, eps)");
   const float *hyper = CF32(7);
   table().adamw_update(CF32(0), CF32(1), CF32(2), CF32(3), n, CF32(4)[0], CF32(5)[0], hyper[0], hyper[1], hyper[2],
-                       (float)((const int32_t *)params[6])[0], F32(8), F32(9), F32(10), resolve_threads(0));
+                       (float)((const int32_t *)params[6])[0], CF32(8)[0], F32(9), F32(10), F32(11),
+                       resolve_threads(0));
   return 0;
 }
 

@@ -68,8 +68,8 @@ struct KernelTable {
                              const float *mask, const AttnDims &dm, const float *out, const float *stats,
                              const float *dout, float *dq, float *dk, float *dv, int nthreads);
   void (*adamw_update)(const float *p, const float *g, const float *m, const float *v, int64_t n, float lr, float wd,
-                       float b1, float b2, float eps, float step, float *p_out, float *m_out, float *v_out,
-                       int nthreads);
+                       float b1, float b2, float eps, float step, float gscale, float *p_out, float *m_out,
+                       float *v_out, int nthreads);
   void (*sum_squares)(const float *x, int64_t n, float *out, int nthreads);
 };
 

@@ -257,13 +257,15 @@ static void swiglu_backward(const float *g, const float *u, const float *dh, int
 }
 
 // ---------------------------------------------------------------- AdamW (MindFormers' AdamW)
-// In MindFormers' order of operations (mindformers/core/optim/adamw.py, _update_run_op):
+// In MindFormers' order of operations (mindformers/core/optim/adamw.py, _update_run_op), on the
+// gradient times `gscale` (the train-step wrapper's global-norm clip factor, 1 when not clipping):
+//   g = g_in * gscale (rounded to float32, as the separate scaling pass it replaces)
 //   p1 = p * (1 - lr*wd);  m' = m*b1 + g*(1-b1);  v' = v*b2 + g*g*(1-b2)
 //   p' = p1 - (m' / (sqrt(v' / (1 - b2^t)) + eps)) * (lr / (1 - b1^t))
 // One pass over the four tensors; outputs p', m', v' (the optimizer assigns them).
 static void adamw_update(const float *p, const float *g, const float *m, const float *v, int64_t n, float lr,
-                         float wd, float b1, float b2, float eps, float step, float *p_out, float *m_out, float *v_out,
-                         int nthreads) {
+                         float wd, float b1, float b2, float eps, float step, float gscale, float *p_out,
+                         float *m_out, float *v_out, int nthreads) {
   const float decay = 1.0f - lr * wd, c1 = 1.0f - b1, c2 = 1.0f - b2;
   const float bc1 = 1.0f - std::pow(b1, step), bc2 = 1.0f - std::pow(b2, step);
   const float step_size = lr / bc1;
@@ -272,7 +274,7 @@ static void adamw_update(const float *p, const float *g, const float *m, const f
     const int64_t j0 = b0 * blk, j1 = std::min(n, b1_ * blk);
     int64_t j = j0;
     for (; j + kW <= j1; j += kW) {
-      const vf gv = vload(g + j);
+      const vf gv = vload(g + j) * gscale;
       const vf mv = vload(m + j) * b1 + gv * c1;
       const vf vv = vload(v + j) * b2 + gv * gv * c2;
       vstore(m_out + j, mv);
@@ -280,7 +282,8 @@ static void adamw_update(const float *p, const float *g, const float *m, const f
       vstore(p_out + j, vload(p + j) * decay - (mv / (vsqrt(vv / bc2) + eps)) * step_size);
     }
     for (; j < j1; ++j) {
-      const float mv = m[j] * b1 + g[j] * c1, vv = v[j] * b2 + g[j] * g[j] * c2;
+      const float gj = g[j] * gscale;
+      const float mv = m[j] * b1 + gj * c1, vv = v[j] * b2 + gj * gj * c2;
       m_out[j] = mv;
       v_out[j] = vv;
       p_out[j] = p[j] * decay - (mv / (std::sqrt(vv / bc2) + eps)) * step_size;

@@ -25,25 +25,32 @@ def _data_args(d):
             "--lr_schedule.total_steps", "30", *SMALL_MODEL]
 
 
-def test_train_prepares_data_then_evaluates(workdir):
+@pytest.fixture(scope="module")
+def trained(workdir):
+    """One 30-step training run (data prepared on first use, eval after training) shared by the tests
+    below; a failed run fails every test that needs it instead of skipping them. Returns the output
+    directory, the CLI result and eval.json as written by the training run."""
     out = workdir / "out"
     res = run_cli(["--config", TINY_YAML, "--output_dir", str(out), "--max_steps", "30", *_data_args(workdir)])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return out, res, json.load(open(out / "eval.json"))
+
+
+def test_train_prepares_data_then_evaluates(workdir, trained):
+    out, res, ev = trained
     assert "preparing dataset" in res.stdout
     assert os.path.isfile(workdir / "prepared" / "manifest.json")
     steps = step_records(read_metrics(out))
     assert steps[30]["loss"] < steps[1]["loss"]
-    ev = json.load(open(out / "eval.json"))
     assert ev["split"] == "validation" and ev["tokens"] > 0
     assert 0 < ev["bits_per_byte"] < 10 and ev["perplexity"] > 1
     assert ev["quant"]["enabled"] is True and ev["checkpoint"].endswith(".ckpt")
 
 
-def test_eval_mode_and_predict_mode(workdir):
-    out = workdir / "out"
-    if not (out / "eval.json").exists():
-        pytest.skip("needs the training run of test_train_prepares_data_then_evaluates")
-    (out / "eval.json").unlink()
+def test_eval_mode_and_predict_mode(workdir, trained):
+    out = trained[0]
+    if (out / "eval.json").exists():
+        (out / "eval.json").unlink()
     res = run_cli(["--config", TINY_YAML, "--run_mode", "eval", "--output_dir", str(out), *_data_args(workdir)])
     assert res.returncode == 0, res.stderr[-3000:]
     assert "bits/byte" in res.stdout and (out / "eval.json").exists()
