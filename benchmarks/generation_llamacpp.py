@@ -35,12 +35,12 @@ def export_tq2(shape, ckpt, context, work) -> str:
     return gguf
 
 
-def bench_round(gguf, threads, n_prompt, n_gen, reps=1) -> dict:
+def bench_round(gguf, threads, n_prompt, n_gen, reps=1, poll=None) -> dict:
     from benchmarks import llamacpp
-    b = llamacpp.bench(gguf, threads, n_prompt, n_gen, reps, depth=n_prompt)
+    b = llamacpp.bench(gguf, threads, n_prompt, n_gen, reps, depth=n_prompt, poll=poll)
     return {"prefill_tok_s": b["prefill"]["mean_tok_s"], "decode_tok_s": b["decode"]["mean_tok_s"],
             "decode_depth": b["decode"]["depth"], "threads": b["decode"]["threads"], "build": b["decode"]["build"],
-            "backends": b["decode"]["backends"], "cpu_info": b["decode"]["cpu_info"]}
+            "backends": b["decode"]["backends"], "cpu_info": b["decode"]["cpu_info"], "poll": b["decode"]["poll"]}
 
 
 def targets(runs: dict, llama: dict) -> dict:

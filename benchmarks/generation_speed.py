@@ -4,7 +4,7 @@ and vs llama.cpp TQ2_0 on the same weights, measured fairly (issue 26).
 
     python3 -m benchmarks.generation_speed [--shapes tiny,100m] [--threads 1,2] [--isa best,avx2]
         [--variants ...] [--batches 1,8] [--n_prompt 128] [--n_gen 128] [--rounds 3] [--no_llamacpp]
-        [--no_breakdown] [--json benchmarks/results/generation_speed.json]
+        [--llama_poll P] [--no_breakdown] [--json benchmarks/results/generation_speed.json]
 
 Each shape is one set of random latent weights (speed does not depend on training), group size 256,
 saved as a checkpoint that every variant loads (the variants: benchmarks/generation_worker.py). One
@@ -13,7 +13,9 @@ are started together and run one round per request, and llama-bench runs one rou
 the rounds of both sides interleave: ours (every ISA), llama.cpp, ours, llama.cpp, ...
 Fair measurement: both sides prefill n_prompt tokens from an empty cache and decode n_gen tokens at
 positions n_prompt .. n_prompt + n_gen - 1 (llama-bench -d n_prompt); threads are set on both sides
-(-t; ours: affinity, MindSpore runtime_num_threads, kernels.set_num_threads) and recorded; median,
+(-t; ours: affinity, MindSpore runtime_num_threads, kernels.set_num_threads) and recorded, and so is
+llama-bench's --poll (its workers spin between nodes by default, which collapses it on a machine
+with more runnable threads than cores: --llama_poll 0); median,
 mean and min-max are reported for both; the ratio to llama.cpp is taken per round (round r against
 round r) and the targets' verdicts come from the spread of those ratios (benchmarks/fair_compare.py).
 The JSON records the CPU model and SIMD flags, the load average at start and at the end, the
@@ -85,6 +87,7 @@ def main(argv=None):
     ap.add_argument("--n_gen", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no_llamacpp", action="store_true")
+    ap.add_argument("--llama_poll", type=int, default=None, help="llama-bench --poll (default: its own, 50)")
     ap.add_argument("--no_breakdown", action="store_true")
     ap.add_argument("--json", default=os.path.join(ROOT, "benchmarks", "results", "generation_speed.json"))
     args = ap.parse_args(argv)
@@ -117,7 +120,7 @@ def main(argv=None):
                 for isa, w in workers.items():
                     samples.setdefault((shape, t, isa), []).extend(w.ask(f"round {r}"))
                 if gguf:
-                    rounds.append(glc.bench_round(gguf, t, args.n_prompt, args.n_gen))
+                    rounds.append(glc.bench_round(gguf, t, args.n_prompt, args.n_gen, poll=args.llama_poll))
                 print(f"  {shape} threads={t} round {r + 1}/{args.rounds}", file=sys.stderr, flush=True)
             if not args.no_breakdown:
                 result["breakdown"][f"{shape}/{t}"] = workers[isas[0]].ask("breakdown")
