@@ -142,7 +142,6 @@ def test_kernel_packages_share_one_naming_triad(package):
 # family of loops in one file, as ggml-cpu does.
 SIZE_EXEMPT = {
     "ops/ternary_matmul/avx512.cpp": "per-ISA kernel file (all AVX-512 loops of the library)",
-    "benchmarks/generation_speed.py": "being split (issue 24 item 5)",
 }
 SOURCE_SUFFIXES = (".py", ".cpp", ".h", ".sh")
 

@@ -111,6 +111,11 @@ int validate(int64_t M, int64_t K, int64_t N, int64_t G, int act_bits);
 // eps: the activation quantizer's floor (A8 only; ignored for weight-only).
 int matmul_impl(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N,
                 int64_t G, int act_bits, float eps, int nthreads, int force_portable);
+// The same x times `count` packed weights with the same K and G (y[j] = x W[j]^T, [M, N[j]]): the
+// activations are prepared (A8: quantized) once and one parallel region covers every output row.
+// Each output equals matmul_impl's bit for bit.
+int matmul_multi_impl(const float *x, int count, const uint8_t *const *W, const float *const *S, float *const *y,
+                      const int64_t *N, int64_t M, int64_t K, int64_t G, int act_bits, float eps, int nthreads);
 int dx_impl(const float *dy, const uint8_t *W, const float *S, float *dx, int64_t M, int64_t K, int64_t N, int64_t G,
             int nthreads);
 // decode_ops.cpp: one decode step of RoPE + grouped-query attention over a KV cache.
