@@ -65,7 +65,11 @@ def model_plan(runs_dir: str, with_twin: bool = True, seeds=SEEDS) -> dict:
     if with_twin:
         plan["fp_twin"] = [f"{best_fp_twin(runs_dir, seeds)}_s{s}" for s in seeds]
     plan.update({v: [f"{v}_s{s}" for s in seeds] for v in VARIANTS})
-    return plan
+    missing = [r for runs in plan.values() for r in runs if not os.path.isfile(os.path.join(runs_dir, r, "eval.json"))]
+    if missing:
+        print(f"[retention] not trained (left out): {', '.join(missing)}", flush=True)
+    return {col: [r for r in runs if r not in missing] for col, runs in plan.items()
+            if any(r not in missing for r in runs)}
 
 
 def _cache_file(run_dir: str, tasks, args) -> str:
@@ -199,8 +203,9 @@ def main():
     labels = {"fp": "FP (the init, 819K tokens)"}
     if "fp_twin" in plan:
         labels["fp_twin"] = f"FP twin ({plan['fp_twin'][0].rpartition('_s')[0].replace('fp_cont_', '')}, 1.23M tokens)"
-    labels.update({v: f"{VARIANTS[v]} ({'1.23M' if v == 'qat' else '1.33M'} tokens)" for v in VARIANTS})
-    rets = {ref: {v: retention(columns[v]["average"], columns[ref]["average"]) for v in VARIANTS}
+    labels.update({v: f"{VARIANTS[v]} ({'1.23M' if v == 'qat' else '1.33M'} tokens)" for v in VARIANTS if v in plan})
+    labels = {k: v + f", {len(plan[k])} seed{'s' if len(plan[k]) > 1 else ''}" if k != "fp" else v for k, v in labels.items()}
+    rets = {ref: {v: retention(columns[v]["average"], columns[ref]["average"]) for v in VARIANTS if v in columns}
             for ref in ("fp", "fp_twin") if ref in columns}
     md = markdown(columns, labels, tasks, rets)
     print(md)
