@@ -120,9 +120,23 @@ def speed(data, steps, rounds):
 
 
 # ---------------------------------------------------------------- held-out bits per byte
-def train(out_dir, seed, masked, steps):
-    cmd = [sys.executable, os.path.join(REPO, "run", "run_bitcpm.py"), "--config", TINY_YAML, "--output_dir", out_dir,
-           "--seed", str(seed), "--max_steps", str(steps), "--eval_after_train", "false", SWITCH,
+def seeded_yaml(seed, work) -> str:
+    """The tiny YAML with `seed` (initialization) and `train_dataset.seed` (data order) set. (The
+    command line's `--seed` is generation's sampling seed, not the run's.)"""
+    import yaml
+    with open(TINY_YAML, encoding="utf-8") as f:
+        cfg = yaml.safe_load(f)
+    cfg["seed"] = cfg["train_dataset"]["seed"] = int(seed)
+    path = os.path.join(work, f"tiny_seed{seed}.yaml")
+    os.makedirs(work, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    return path
+
+
+def train(out_dir, seed, masked, steps, work):
+    cmd = [sys.executable, os.path.join(REPO, "run", "run_bitcpm.py"), "--config", seeded_yaml(seed, work),
+           "--output_dir", out_dir, "--max_steps", str(steps), "--eval_after_train", "false", SWITCH,
            "true" if masked else "false", "--callbacks.BitCPMCheckpointMonitor.save_checkpoint_steps", str(steps)]
     env = dict(os.environ, PYTHONUNBUFFERED="1", GLOG_v="3", PYTHONPATH=REPO)
     t0 = time.time()
@@ -183,7 +197,7 @@ def bpb(data, seeds, steps, work, reuse=False):
             out = os.path.join(work, f"{'masked' if masked else 'plain'}_seed{seed}")
             secs = None
             if not (reuse and trained_step(out) == steps):
-                secs = round(train(out, seed, masked, steps), 1)
+                secs = round(train(out, seed, masked, steps, work), 1)
             res = score(load_trained(out, masked), masked, data, bpt)
             row = dict(res, seed=seed, masked=masked, train_seconds=secs)
             if not masked:      # the unmasked model reading one document at a time, as at inference
@@ -209,7 +223,7 @@ def main():
     p.add_argument("--steps", type=int, default=10, help="timed steps per variant per round")
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--train_steps", type=int, default=300)
-    p.add_argument("--seeds", default="1234,4321")
+    p.add_argument("--seeds", default="1234,4321", help="seed and train_dataset.seed of each pair of runs")
     p.add_argument("--work", default=os.path.join(REPO, "output", "doc_masking"))
     p.add_argument("--reuse", action="store_true", help="score runs under --work that reached --train_steps "
                                                          "instead of training them again")
