@@ -56,7 +56,7 @@ if mode == "mindspore":                           # the old load_weights
     wanted = {p.name for p in net.get_parameters()}
     ms.load_param_into_net(net, {k: params[k] for k in wanted}, strict_load=True)
 else:
-    from bitcpm_ms.app.checkpoints import load_weights
+    from bitcpm_ms.training.checkpoint_loading import load_weights
     load_weights(net, path)
 print(json.dumps({"model_mib": sum(p.nbytes for p in net.get_parameters()) / 2**20,
                   "peak_growth_mib": status("VmHWM") - before}))

@@ -6,7 +6,7 @@
     logits = llamacpp.logits("model.gguf", ids)         # float32 [n, vocab], every position, one llama_decode
     ppl = llamacpp.perplexity("model.gguf", "held_out.txt", n_ctx=256)
     llamacpp.quantize("model-f32.gguf", "model-tq2_0.gguf", "TQ2_0")
-    speed = llamacpp.bench("model.gguf", threads=1, n_prompt=128, n_gen=64)  # llama-bench, tokens/s
+    speed = llamacpp.bench("model.gguf", threads=1, n_prompt=128, n_gen=64, depth=128)  # llama-bench, tok/s
 
 Source: the llama-cpp-python source distribution (pinned VERSION) vendors llama.cpp; it is fetched
 with `pip download` (or taken from $BITCPM_MS_LLAMACPP_SDIST), its `vendor/llama.cpp` extracted, and
@@ -225,19 +225,28 @@ def quantize(src: str, dst: str, qtype: str, threads: int = 2, keep_embeddings: 
     return dst
 
 
-def bench(gguf: str, threads: int, n_prompt: int = 128, n_gen: int = 64, reps: int = 5) -> dict:
+def bench(gguf: str, threads: int, n_prompt: int = 128, n_gen: int = 64, reps: int = 5, depth: int = 0,
+          poll: int = None) -> dict:
     """llama-bench prefill (pp n_prompt) and decode (tg n_gen) tokens/s: {"prefill": {...}, "decode": {...}}
-    each with mean, stddev and the per-repetition samples (tokens/s)."""
-    text = _run([tool("llama-bench"), "-m", gguf, "-t", threads, "-p", n_prompt, "-n", n_gen,
-                 "-r", reps, "-o", "json"]).stdout
-    rows = json.loads(text[text.index("["):text.rindex("]") + 1])
+    each with mean, stddev and the per-repetition samples (tokens/s). depth > 0: the decode test starts
+    with `depth` tokens already in the KV cache (llama-bench -d), i.e. it decodes positions depth ..
+    depth + n_gen - 1, like our decode after an n_prompt = depth prompt; the prefill test stays at depth 0.
+    poll: llama-bench --poll (default 50: its workers spin between graph nodes; 0 sleeps at once, which
+    is what a machine with more runnable threads than cores needs); llama-bench's defaults otherwise."""
     out = {}
-    for row in rows:
-        kind = "prefill" if row["n_prompt"] and not row["n_gen"] else "decode"
-        tokens = row["n_prompt"] or row["n_gen"]
-        samples = [tokens * 1e9 / ns for ns in row["samples_ns"]]
-        out[kind] = {"tokens": tokens, "mean_tok_s": row["avg_ts"], "stddev_tok_s": row["stddev_ts"],
-                     "samples_tok_s": samples}
+    runs = [("-p", n_prompt, "-n", n_gen, "-d", 0)] if not depth else \
+        [("-p", n_prompt, "-n", 0, "-d", 0), ("-p", 0, "-n", n_gen, "-d", depth)]
+    for args in runs:
+        extra = ["--poll", poll] if poll is not None else []
+        text = _run([tool("llama-bench"), "-m", gguf, "-t", threads, *args, *extra, "-r", reps, "-o", "json"]).stdout
+        for row in json.loads(text[text.index("["):text.rindex("]") + 1]):
+            kind = "prefill" if row["n_prompt"] and not row["n_gen"] else "decode"
+            tokens = row["n_prompt"] or row["n_gen"]
+            samples = [tokens * 1e9 / ns for ns in row["samples_ns"]]
+            out[kind] = {"tokens": tokens, "depth": row.get("n_depth", 0), "threads": row.get("n_threads", threads),
+                         "mean_tok_s": row["avg_ts"], "stddev_tok_s": row["stddev_ts"], "samples_tok_s": samples,
+                         "build": row.get("build_commit"), "cpu_info": row.get("cpu_info"),
+                         "backends": row.get("backends"), "poll": row.get("poll", poll)}
     return out
 
 

@@ -8,14 +8,15 @@ Run from the repository root (`-m`, so `benchmarks.llamacpp` imports). Each shap
 random latent weights (speed does not depend on training), quantized at group size 256 and
 exported twice (`export_gguf`, ternary projections TQ2_0 or F16, embeddings/head F16). llama.cpp
 numbers come from `llama-bench` (pp = prefill of n_prompt tokens, tg = decode of n_gen tokens with
-its KV cache, `-t threads`). Ours run in a subprocess pinned to `threads` cores (sched_setaffinity,
+its KV cache after n_prompt tokens, `-d n_prompt`: the positions our decode covers; `-t threads`). Ours run in a subprocess pinned to `threads` cores (sched_setaffinity,
 MindSpore `runtime_num_threads`, `kernels.set_num_threads`): the packed model (`convert_model`,
 fused C++ ternary matmul, weight-only and W1.58A8) in graph mode,
 greedy generation with the KV cache (`bitcpm_ms.inference`, no EOS):
   * prefill: the prefill graph over the n_prompt-token prompt;
   * decode: tokens made by the decode-step graph per second (host sampling excluded).
-Variants are interleaved round by round; the table shows the median over rounds of each round's
-mean, and the JSON keeps every sample.
+Variants are interleaved round by round (llama.cpp, then ours, each round); the table shows the
+median / mean (min-max) over rounds of each round's mean, and the JSON keeps every sample, the machine
+(CPU model, SIMD flags, load average at start and end) and the versions.
 """
 import argparse
 import json
@@ -122,6 +123,8 @@ def main(argv=None):
                                      args.n_gen, args.reps)))
         return 0
     from benchmarks import llamacpp
+    from benchmarks.machine import start_info, write_results
+    start = start_info()
     llamacpp.build()
     shapes = args.shapes.split(",")
     threads = [int(t) for t in args.threads.split(",")]
@@ -134,7 +137,8 @@ def main(argv=None):
         for s in shapes:
             for t in threads:
                 for kind in ("tq2_0", "f16"):
-                    b = llamacpp.bench(prepared[s][kind]["path"], t, args.n_prompt, args.n_gen, args.reps)
+                    b = llamacpp.bench(prepared[s][kind]["path"], t, args.n_prompt, args.n_gen, args.reps,
+                                       depth=args.n_prompt)
                     raw.append({"round": r, "shape": s, "threads": t, "impl": f"llama.cpp {kind}", **b})
                     for phase in ("prefill", "decode"):
                         row[(s, t, f"llama.cpp {kind}", phase)] = b[phase]["mean_tok_s"]
@@ -149,28 +153,26 @@ def main(argv=None):
     for key in rounds[0]:
         vals = [rd[key] for rd in rounds]
         table.append({"shape": key[0], "threads": key[1], "impl": key[2], "phase": key[3],
-                      "median_tok_s": statistics.median(vals), "min_tok_s": min(vals), "max_tok_s": max(vals)})
+                      "median_tok_s": statistics.median(vals), "mean_tok_s": statistics.fmean(vals),
+                      "min_tok_s": min(vals), "max_tok_s": max(vals)})
     result = {"n_prompt": args.n_prompt, "n_gen": args.n_gen, "reps": args.reps, "rounds": args.rounds,
               "llama_cpp_python_version": llamacpp.VERSION,
               "shapes": {s: {"params": prepared[s]["params"], **{k: prepared[s][k]["bytes"] for k in ("tq2_0", "f16")}}
                          for s in shapes},
               "table": table, "samples": raw}
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=1)
+    write_results(result, args.json, start)
     print(format_table(table))
-    print(f"wrote {args.json}")
     return 0
 
 
 def format_table(table) -> str:
-    """Markdown: one row per (shape, threads, impl), prefill and decode tok/s (median, min-max)."""
+    """Markdown: one row per (shape, threads, impl), prefill and decode tok/s (median / mean, min-max)."""
     rows = {}
     for e in table:
         rows.setdefault((e["shape"], e["threads"], e["impl"]), {})[e["phase"]] = e
     lines = ["| shape | threads | implementation | prefill tok/s | decode tok/s |", "|---|---|---|---|---|"]
     for (s, t, impl), ph in rows.items():
-        cell = lambda e: f"{e['median_tok_s']:,.1f} ({e['min_tok_s']:,.1f}-{e['max_tok_s']:,.1f})"
+        cell = lambda e: f"{e['median_tok_s']:,.1f} / {e['mean_tok_s']:,.1f} ({e['min_tok_s']:,.1f}-{e['max_tok_s']:,.1f})"
         lines.append(f"| {s} | {t} | {impl} | {cell(ph['prefill'])} | {cell(ph['decode'])} |")
     return "\n".join(lines)
 

@@ -33,7 +33,8 @@ def cpu_flags() -> list:
             flags = set(next((ln for ln in f if ln.startswith("flags")), ":").split(":", 1)[1].split())
     except OSError:
         return []
-    return sorted(flags & {"avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni"})
+    # every SIMD flag (Linux spells VNNI "avx512_vnni" / "avx_vnni")
+    return sorted(f for f in flags if f.startswith(("sse", "ssse", "avx", "fma", "f16c", "amx")))
 
 
 def machine_info() -> dict:
@@ -49,9 +50,15 @@ def machine_info() -> dict:
     return info
 
 
-def write_results(doc: dict, path: str) -> str:
-    """doc + machine + time as indented JSON at `path` (directories made); prints and returns the path."""
-    doc = dict(doc, machine=machine_info(), time=time.time())
+def start_info() -> dict:
+    """Taken when a benchmark starts (the load average then, before our own processes add to it)."""
+    return {"load_at_start": os.getloadavg(), "time_at_start": time.time()}
+
+
+def write_results(doc: dict, path: str, start: dict = None) -> str:
+    """doc + machine (+ `start`, a start_info() taken at the beginning) + time as indented JSON at `path`
+    (directories made); prints and returns the path."""
+    doc = dict(doc, machine=dict(machine_info(), **(start or {})), time=time.time())
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump(doc, f, indent=1)

@@ -6,6 +6,8 @@ reproduced on real text (GCIDE) with the tiny model.
     python3 -m benchmarks.recipe_study --quick      # the same pipeline, shrunk (end-to-end check)
     python3 -m benchmarks.recipe_study --report     # only rebuild JSON, figure, tables and docs/recipe.md
     python3 -m benchmarks.recipe_study --plan       # list the runs and the time estimate, run nothing
+    python3 -m benchmarks.recipe_study --twin       # fp, qat, kd2, kd1 and the FP-LR sweep, checkpoints kept
+                                                    # (the FP-twin comparison, and the models of benchmarks/retention.py)
 
 Every run is a stage of bitcpm_ms.app.recipe (one run/run_bitcpm.py process: train, then eval on
 the held-out split) at a fixed budget of tokens (steps x batch 8 x 256 tokens; --quick: batch 2):
@@ -22,6 +24,9 @@ the held-out split) at a fixed budget of tokens (steps x batch 8 x 256 tokens; -
   g<G>_s        group size G in -1 (per channel), 256, 128, 32 (g 64 is qat_s)   (Table 7)
   <space>_s     asym-4, half-sym-4, int-sym-4, 5-value (ternary is qat_s)       (Table 1)
   lr<L>_s       QAT learning rate 5e-3, 1.5e-2 (1e-2 is qat_s)                   (Table 6)
+  fp_cont_lr<L>_s  (--twin only) fp continued N steps at FP learning rate 1e-3, 3e-3, 1e-2: the FP twin at
+                the QAT runs' total tokens with its LR swept (the report compares against a tuned FP model);
+                `fp` itself stays at 3e-3 (the init and teacher of every ternary run)
 
 A finished run leaves benchmarks/results/recipe_study/<run>.json (eval + loss curve) and is
 skipped when the study runs again; an interrupted run resumes from its last checkpoint. Checkpoints
@@ -44,11 +49,13 @@ from bitcpm_ms.errors import BitCPMError
 from bitcpm_ms.fileio import atomic_json
 
 from benchmarks import recipe_study_report as report
+from benchmarks import recipe_study_twin as twin
 
 TINY_YAML = os.path.join(ROOT, "yaml_configs", "bitcpm_tiny_cpu.yaml")
 SPACES = {"asym4": "asym-4-value", "halfsym4": "half-sym-4-value", "intsym4": "int-sym-4-value", "five": "5-value"}
 GROUPS = (-1, 256, 128, 32)
 LRS = {"lr5e-3": 5e-3, "lr1.5e-2": 1.5e-2}
+FP_LRS = {"1e-3": 1e-3, "3e-3": 3e-3, "1e-2": 1e-2}     # the FP twin's LR sweep (fp_cont_lr<L>_s<seed>)
 QAT = {"quant.enabled": True, "quant.quant_space": "ternary", "quant.group_size": 64,
        "lr_schedule.learning_rate": 1e-2}
 DISTILL = {"temperature": 1.0, "alpha": 0.5}
@@ -67,8 +74,9 @@ QUICK = dict(fp_steps=30, steps=16, more_steps=8, seeds=(1,), sweep_seeds=(1,), 
              model={"model.model_config.num_layers": 1})
 
 
-def plan(p: dict, out_dir: str) -> Recipe:
-    """The study as recipe stages (each with its dependencies: init_from, teacher)."""
+def plan(p: dict, out_dir: str, fp_sweep: bool = False) -> Recipe:
+    """The study as recipe stages (each with its dependencies: init_from, teacher); fp_sweep adds the
+    FP twin's LR sweep (the --twin study)."""
     b = p["batch"]
     common = {"callbacks.BitCPMMetricsMonitor.log_interval": 10,
               "callbacks.BitCPMCheckpointMonitor.keep_checkpoint_max": 1, "runner_config.batch_size": b,
@@ -88,6 +96,9 @@ def plan(p: dict, out_dir: str) -> Recipe:
         qat("qat_more", p["more_steps"], init=f"qat_s{s}")
         qat("kd2", p["more_steps"], init=f"qat_s{s}", teacher="fp")
         qat("kd1", p["steps"] + p["more_steps"], teacher="fp")
+        for name, lr in FP_LRS.items() if fp_sweep else ():     # the FP twin at the QAT runs' tokens, LR swept
+            stages.append(Stage(f"fp_cont_lr{name}_s{s}", p["steps"], {"quant.enabled": False,
+                                "lr_schedule.learning_rate": lr, **seed}, init_from="fp"))
         if s not in p["sweep_seeds"]:
             continue
         for g in GROUPS:
@@ -97,7 +108,8 @@ def plan(p: dict, out_dir: str) -> Recipe:
         for name, lr in LRS.items():
             qat(name, p["steps"], **{"lr_schedule.learning_rate": lr})
     # the scratch and Table 5 runs of every seed first (they also give the seed noise), then the sweeps
-    core = [st for st in stages[2:] if st.name.rpartition("_s")[0] in ("scratch", "qat", "qat_more", "kd2", "kd1")]
+    core = [st for st in stages[2:] if st.name.rpartition("_s")[0] in ("scratch", "qat", "qat_more", "kd2", "kd1")
+            or st.name.startswith("fp_cont_lr")]
     stages = stages[:2] + core + [st for st in stages[2:] if st not in core]
     for st in stages:            # the final checkpoint only (and one halfway, to resume from)
         st.overrides.update(common)
@@ -105,6 +117,22 @@ def plan(p: dict, out_dir: str) -> Recipe:
         # warmup 10%, at least one step (WarmUpStableDecayLR is NaN with 0 warmup steps)
         st.overrides["lr_schedule.warmup_ratio"] = max(0.1, 1.0 / st.max_steps)
     return check_recipe(Recipe(output_dir=out_dir, base_config=TINY_YAML, stages=stages))
+
+
+def select(recipe: Recipe, names) -> Recipe:
+    """The recipe cut to the named runs and the runs they start from or distil from (--only)."""
+    by_name = {st.name: st for st in recipe.stages}
+    unknown = sorted(set(names) - set(by_name))
+    if unknown:
+        raise SystemExit(f"--only: no run named {unknown}; the runs are {list(by_name)}")
+    keep, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name not in keep:
+            keep.add(name)
+            todo += [ref for ref in (by_name[name].init_from, by_name[name].teacher) if ref]
+    return Recipe(output_dir=recipe.output_dir, base_config=recipe.base_config,
+                  stages=[st for st in recipe.stages if st.name in keep])
 
 
 def kind(st: Stage) -> str:
@@ -133,6 +161,9 @@ def summarize(recipe: Recipe, st: Stage, wall_s: float) -> dict:
             "eval": {k: ev.get(k) for k in ("loss", "perplexity", "bits_per_byte", "bits_per_token", "tokens")},
             "quant": ev.get("quant"),
             "curve": [[s, r.get("ce_loss", r.get("loss")), r.get("kd_loss")] for s, r in sorted(steps.items())],
+            # ternary health per log (training/ternary_health.py): zero codes, codes changed, near a boundary
+            "health": [[s, r["zero_code_frac"], r.get("code_change_frac"), r["near_boundary_frac"]]
+                       for s, r in sorted(steps.items()) if "zero_code_frac" in r],
             "median_step_s": statistics.median(step_times) if step_times else None, "wall_s": round(wall_s, 1)}
 
 
@@ -196,14 +227,18 @@ def main():
     ap.add_argument("--results_dir", default=None, help="per-run JSON, summary JSON, figure, table")
     ap.add_argument("--keep_checkpoints", action="store_true")
     ap.add_argument("--sweep_seeds", default=None, help="seeds of the sweeps, e.g. 1 (default: 1,2)")
+    ap.add_argument("--twin", action="store_true", help="only the FP-twin runs (fp, qat, kd2, kd1, FP-LR sweep) "
+                    "in output/recipe_study_twin, checkpoints kept; its own report and docs section")
+    ap.add_argument("--only", default=None, help="comma-separated runs to train (with the runs they start "
+                    "from); the report still covers every run whose JSON exists")
     args = ap.parse_args()
-    p, tag = (QUICK, "recipe_study_quick") if args.quick else (FULL, "recipe_study")
+    p, tag = (QUICK, "recipe_study_quick") if args.quick else (FULL, "recipe_study_twin" if args.twin else "recipe_study")
     if args.sweep_seeds:
         p = dict(p, sweep_seeds=tuple(int(x) for x in args.sweep_seeds.split(",")))
     out = os.path.abspath(args.output_dir or os.path.join(ROOT, "output", tag))
     results = os.path.abspath(args.results_dir or (os.path.join(out, "results") if args.quick
                                                    else os.path.join(HERE, "results")))
-    recipe = plan(p, out)
+    recipe = select(plan(p, out, fp_sweep=True), twin.runs(p["seeds"])) if args.twin else plan(p, out)
     runs_dir = os.path.join(results, tag)
     if args.plan:
         for st in recipe.stages:
@@ -214,9 +249,12 @@ def main():
         return 0
     os.chdir(ROOT)                       # the base YAML's data paths are relative to the repository
     if not args.report:
-        run_study(recipe, runs_dir, args.keep_checkpoints)
-    docs = None if args.quick else os.path.join(ROOT, "docs", "recipe.md")
-    summary = report.build_report(recipe, runs_dir, results, tag, docs, quick=args.quick)
+        run_study(select(recipe, args.only.split(",")) if args.only else recipe, runs_dir,
+                  args.keep_checkpoints or args.twin)
+    # docs/recipe.md shows the committed results only (not a --quick or --results_dir elsewhere)
+    docs = None if args.quick or results != os.path.join(HERE, "results") else os.path.join(ROOT, "docs", "recipe.md")
+    build = twin.build_report if args.twin else report.build_report
+    summary = build(recipe, runs_dir, results, tag, docs, quick=args.quick)
     print(summary)
     return 0
 

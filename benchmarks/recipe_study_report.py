@@ -21,7 +21,7 @@ BEGIN, END = "<!-- recipe-study:begin -->", "<!-- recipe-study:end -->"
 # variant -> (label, report table)
 VARIANTS = {
     "fp": ("full precision (the init and teacher)", "gap"), "fp_cont": ("full precision, continued N steps", "gap"),
-    "scratch": ("ternary from scratch", "init"), "qat": ("ternary from FP (g 64, LR 1e-2): reference", "all"),
+    "scratch": ("ternary from scratch (fewer tokens than qat: no FP pretraining)", "init"), "qat": ("ternary from FP (g 64, LR 1e-2): reference", "all"),
     "qat_more": ("pure QAT: qat + M steps", "5"), "kd2": ("two-stage: qat + M steps distilling", "5"),
     "kd1": ("distillation during QAT (N + M steps)", "5"),
     "g-1": ("group size per channel", "7"), "g256": ("group size 256", "7"), "g128": ("group size 128", "7"),
@@ -62,8 +62,22 @@ def _final_train_loss(run: dict):
     return statistics.mean(vals) if vals else None
 
 
+def total_tokens(run: dict, by_name: dict) -> int:
+    """Tokens since random init: the run's own plus those of the chain of runs it starts from."""
+    n, init = run["tokens"], run.get("init_from")
+    while init:
+        n += by_name[init]["tokens"]
+        init = by_name[init].get("init_from")
+    return n
+
+
+def tokens_label(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
+
+
 def aggregate(runs: list) -> dict:
-    """variant -> {bpb, ppl, train_loss (means), bpb_seeds, n}."""
+    """variant -> {bpb, ppl, train_loss (means), bpb_seeds, n, tokens, total_tokens (since random init)}."""
+    by_name = {r["run"]: r for r in runs}
     groups = {}
     for r in runs:
         groups.setdefault(_variant(r["run"]), []).append(r)
@@ -74,7 +88,7 @@ def aggregate(runs: list) -> dict:
         out[v] = {"bpb": statistics.mean(bpb), "bpb_seeds": bpb, "n": len(rs),
                   "ppl": statistics.mean(r["eval"]["perplexity"] for r in rs),
                   "train_loss": statistics.mean(tl) if tl else None, "tokens": rs[0]["tokens"],
-                  "steps": rs[0]["steps"]}
+                  "steps": rs[0]["steps"], "total_tokens": total_tokens(rs[0], by_name)}
     return out
 
 
@@ -128,8 +142,8 @@ def markdown(agg: dict, sigma, claims: dict, gaps: dict, quick: bool) -> str:
         lines.append("**Quick run (`--quick`): a pipeline check on a 1-layer model with short runs and one seed, "
                      "not a result.**\n")
     ref = agg.get("qat", {}).get("bpb")
-    lines += ["| run | table | steps | tokens | held-out bits/byte | vs reference | perplexity | final train loss | seeds |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| run | table | steps | tokens | tokens since random init | held-out bits/byte | vs reference | perplexity "
+              "| final train loss | seeds |", "|---|---|---|---|---|---|---|---|---|---|"]
     for v, (label, table) in VARIANTS.items():
         if v not in agg:
             continue
@@ -137,21 +151,26 @@ def markdown(agg: dict, sigma, claims: dict, gaps: dict, quick: bool) -> str:
         spread = f" ({min(a['bpb_seeds']):.4f}-{max(a['bpb_seeds']):.4f})" if a["n"] > 1 else ""
         rel = f"{a['bpb'] - ref:+.4f}" if ref is not None and v != "qat" else "-"
         tl = f"{a['train_loss']:.3f}" if a["train_loss"] is not None else "-"
-        lines.append(f"| {label} | {table} | {a['steps']} | {a['tokens'] / 1e3:.0f}K | {a['bpb']:.4f}{spread} | {rel} "
+        lines.append(f"| {label} | {table} | {a['steps']} | {a['tokens'] / 1e3:.0f}K | {tokens_label(a['total_tokens'])} "
+                     f"| {a['bpb']:.4f}{spread} | {rel} "
                      f"| {a['ppl']:.1f} | {tl} | {a['n']} |")
     lines.append("")
     lines.append("Seed noise (pooled standard deviation of one run's bits/byte over seeds): "
                  + (f"{sigma:.4f}" if sigma is not None else "unknown (one seed)") + ".\n")
     for title, c in claims.items():
+        def name(v):
+            return f"{SHORT.get(v, v)} ({tokens_label(agg[v]['total_tokens'])})" if v in agg else SHORT.get(v, v)
         lines.append(f"- **{title}**: report: {c['report']}. Ours: **{c['overall']}**. " + "; ".join(
-            f"{SHORT.get(x['pair'][0], x['pair'][0])} vs {SHORT.get(x['pair'][1], x['pair'][1])}: "
+            f"{name(x['pair'][0])} vs {name(x['pair'][1])}: "
             + (f"{x['delta_bpb']:+.4f} bpb, {x['verdict']}" if "delta_bpb" in x else "missing")
             for x in c["pairs"]) + ".")
     for ref, g in gaps.items():
-        name = "the full-precision checkpoint it starts from" if ref == "fp" else \
-            "the full-precision model trained as many tokens"
-        lines.append(f"- **Ternary-to-FP gap** (ternary from FP, g 64, vs {name}): {g['delta_bpb']:+.4f} bits/byte "
-                     f"({g['relative_pct']:+.1f}%).")
+        what = "the full-precision checkpoint it starts from" if ref == "fp" else \
+            "fp_cont, the full-precision model trained as many tokens at the untuned LR 3e-3 (one run; the LR-swept " \
+            "FP twin is in the next section)"
+        toks = f"{tokens_label(agg['qat']['total_tokens'])} vs {tokens_label(agg[ref]['total_tokens'])} tokens"
+        lines.append(f"- **Ternary-to-FP gap** (ternary from FP, g 64, vs {what}; {toks}): {g['delta_bpb']:+.4f} "
+                     f"bits/byte ({g['relative_pct']:+.1f}%).")
     if "g256" in agg and "qat" in agg:
         a, b = agg["g256"], agg["qat"]
         tl = (f"final training loss {a['train_loss'] - b['train_loss']:+.4f} nats, "
@@ -197,15 +216,15 @@ def figure(runs: list, path: str) -> None:
     plt.close(fig)
 
 
-def update_docs(path: str, section: str) -> None:
+def update_docs(path: str, section: str, begin: str = BEGIN, end: str = END) -> None:
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{path} has no {BEGIN} ... {END} section to regenerate")
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
+    if begin not in text or end not in text:
+        raise SystemExit(f"{path} has no {begin} ... {end} section to regenerate")
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
     with atomic_write(path, "w", encoding="utf-8") as f:
-        f.write(head + BEGIN + "\n" + section + END + tail)
+        f.write(head + begin + "\n" + section + end + tail)
 
 
 def build_report(recipe, runs_dir: str, results: str, tag: str, docs_path, quick: bool) -> str:

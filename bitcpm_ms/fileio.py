@@ -160,3 +160,13 @@ def atomic_dir(out_dir: str, overwrite: bool = False, error=BitCPMError):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def plain(obj):
+    """A config (MindFormerConfig / dict / list, nested) as plain dicts and lists, for JSON and
+    comparisons (here because `atomic_json` writers and config checks at every level need it)."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    return obj

@@ -5,6 +5,7 @@ copy of the tiny CPU YAML, and a free loopback port for msrun. Nothing here down
 """
 import os
 import socket
+import json
 
 import numpy as np
 import yaml
@@ -23,15 +24,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_token_rows(path: str, rows) -> str:
-    """Write int32 token rows [n, seq_length + 1] as a one-file MindRecord dataset at `path`."""
+def write_token_rows(path: str, rows, ends=None) -> str:
+    """Write int32 token rows [n, seq_length + 1] as a one-file MindRecord dataset at `path`; with
+    `ends` [n, K] also their actual_seq_len column (data/documents.py)."""
     from mindspore.mindrecord import FileWriter
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     writer = FileWriter(path, shard_num=1, overwrite=True)
-    writer.add_schema({"input_ids": {"type": "int32", "shape": [-1]}}, "packed")
-    writer.write_raw_data([{"input_ids": np.asarray(r, np.int32)} for r in rows])
+    schema = {"input_ids": {"type": "int32", "shape": [-1]}}
+    if ends is not None:
+        schema["actual_seq_len"] = {"type": "int32", "shape": [-1]}
+    writer.add_schema(schema, "packed")
+    records = [{"input_ids": np.asarray(r, np.int32)} for r in rows]
+    for rec, e in zip(records, ends if ends is not None else []):
+        rec["actual_seq_len"] = np.asarray(e, np.int32)
+    writer.write_raw_data(records)
     writer.commit()
     return path
+
+
+def make_document_mindrecord(path: str, num_rows: int, seq_length: int, vocab_size: int, eos_at=(5, 17),
+                             eos_id: int = 2, width: int = 8, seed: int = 0) -> str:
+    """make_mindrecord's rows with EOS at the input positions `eos_at` of every row and the
+    actual_seq_len column: every row has the same documents' lengths, so every row (and every
+    data-parallel rank) counts the same number of loss tokens. Returns the directory."""
+    from .data.documents import rows_actual_seq_len
+    rng = np.random.default_rng(seed)
+    rows = np.stack([np.concatenate([[3 + i % (vocab_size - 3)], rng.integers(3, vocab_size, seq_length)])
+                     for i in range(num_rows)]).astype(np.int32)
+    rows[:, [p for p in eos_at if p < seq_length]] = eos_id
+    write_token_rows(path, rows, rows_actual_seq_len(rows, eos_id, width))
+    return os.path.dirname(path)
 
 
 def make_mindrecord(path: str, num_rows: int, seq_length: int, vocab_size: int, seed: int = 0) -> str:
@@ -44,17 +66,22 @@ def make_mindrecord(path: str, num_rows: int, seq_length: int, vocab_size: int, 
     return os.path.dirname(path)
 
 
-def write_learnable_mindrecord(path: str, n_samples: int, seq_length: int, vocab: int, seed: int = 0) -> str:
+def write_learnable_mindrecord(path: str, n_samples: int, seq_length: int, vocab: int, seed: int = 0,
+                               documents: bool = False) -> str:
     """Samples of seq_length+1 ids following `next = (prev + 3) % vocab` from a random start:
-    a pattern a tiny model learns within a few dozen steps."""
+    a pattern a tiny model learns within a few dozen steps. `documents`: with the actual_seq_len
+    column (a document ends after each id 2, EOS)."""
+    from .data.documents import rows_actual_seq_len
     rng = np.random.default_rng(seed)
-    rows = [(int(rng.integers(0, vocab)) + 3 * np.arange(seq_length + 1)) % vocab for _ in range(n_samples)]
-    return write_token_rows(path, rows)
+    rows = np.stack([(int(rng.integers(0, vocab)) + 3 * np.arange(seq_length + 1)) % vocab
+                     for _ in range(n_samples)]).astype(np.int32)
+    return write_token_rows(path, rows, rows_actual_seq_len(rows, 2, 8) if documents else None)
 
 
 def write_config(path: str, data_dir: str, output_dir: str, batch_size: int, data_parallel: int = 1,
-                 model: dict = None, total_steps: int = 20, group_size: int = 32) -> str:
-    """The tiny CPU YAML, shrunk, deterministic (no shuffle), checkpoint + metrics every step."""
+                 model: dict = None, total_steps: int = 20, group_size: int = 32, documents: bool = False) -> str:
+    """The tiny CPU YAML, shrunk, deterministic (no shuffle), checkpoint + metrics every step;
+    document masking (use_eod_attn_mask_compression) as `documents` says, whatever the YAML's."""
     with open(TINY_YAML, encoding="utf-8") as f:
         cfg = yaml.safe_load(f)          # anchors resolved
     cfg["output_dir"] = output_dir
@@ -66,6 +93,7 @@ def write_config(path: str, data_dir: str, output_dir: str, batch_size: int, dat
     mc.update(model or SMALL_MODEL)
     mc["batch_size"] = batch_size
     mc["qat_config"] = dict(cfg["quant"])
+    mc["use_eod_attn_mask_compression"] = bool(documents)
     cfg["runner_config"]["batch_size"] = batch_size
     cfg["train_dataset"]["batch_size"] = batch_size
     cfg["train_dataset"]["data_loader"]["dataset_dir"] = data_dir
@@ -94,7 +122,6 @@ def write_teacher(out_dir: str, model: dict, seed: int = 0, head_scale: float = 
     """A random full-precision BitCPM teacher for distillation tests and benchmarks: its checkpoint
     and a run config holding its model_config. head_scale > 1 sharpens its output distribution.
     Returns (config_path, checkpoint_path)."""
-    import json
     import mindspore as ms
     from .models import BitCPMConfig, BitCPMForCausalLM
     os.makedirs(out_dir, exist_ok=True)

@@ -11,10 +11,11 @@ import importlib.metadata
 import os
 import sys
 
-PINNED = {"mindspore": "2.9.0", "mindformers": "1.9.0"}
+PINNED = {"mindspore": "2.9.0", "mindformers": "1.9.0", "lm_eval": "0.4.13"}
 NUMPY_MAJOR = "1"                                   # requirements.txt: numpy>=1.26,<2
 MODULES = {"mindspore": "mindspore", "mindformers": "mindformers", "numpy": "numpy", "sentencepiece": "sentencepiece",
-           "yaml": "PyYAML", "pytest": "pytest", "pyarrow": "pyarrow", "safetensors": "safetensors"}
+           "yaml": "PyYAML", "pytest": "pytest", "pyarrow": "pyarrow", "safetensors": "safetensors",
+           "lm_eval": "lm_eval"}
 
 
 def _installed(dist: str):

@@ -17,6 +17,10 @@ SMALL_MODEL = ["--model.model_config.hidden_size", "64", "--model.model_config.n
                "--callbacks.BitCPMMetricsMonitor.log_interval", "5"]
 
 
+# the tiny YAML masks packed documents; data written without the actual_seq_len column trains without
+NO_DOCUMENTS = ["--model.model_config.use_eod_attn_mask_compression", "false"]
+
+
 def run_cli(args, cwd=None, timeout=600):
     """Run run/run_bitcpm.py in a fresh process; returns CompletedProcess (text)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", GLOG_v="3")

@@ -1,7 +1,7 @@
 """The package's layering, checked on the source: no upward imports, no import cycles, small files.
 
 Layers, bottom to top (a module may import its own package and the layers below it):
-  errors < layout, fileio < kernels, data < quant < fused < models, parallel < training, testing, inference < app
+  errors < layout, fileio < kernels, data < quant < fused < models, parallel < training, testing, inference < app < harness
 """
 import ast
 import os
@@ -11,7 +11,8 @@ import pytest
 PKG = "bitcpm_ms"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RANK = {"__init__": 0, "errors": 0, "layout": 1, "fileio": 1, "kernels": 2, "data": 2, "quant": 3,
-        "fused": 4, "models": 5, "parallel": 5, "training": 6, "testing": 6, "inference": 6, "app": 7}
+        "fused": 4, "models": 5, "parallel": 5, "training": 6, "testing": 6, "inference": 6, "app": 7,
+        "harness": 8}
 MAX_LINES = 400
 
 
@@ -95,11 +96,52 @@ def test_no_import_cycles():
             visit(m)
 
 
+MAX_APP_FLOORS = 5
+
+
+def test_app_is_at_most_five_floors_deep():
+    """The longest chain of imports between app/ modules (function-level ones included) has at most
+    MAX_APP_FLOORS modules: the app is a flat room of commands, not a tower of one-function borrowings."""
+    app = {m for m in MODULES if m.startswith(f"{PKG}.app.")}
+    floors = {}
+
+    def floor(m):
+        if m not in floors:
+            floors[m] = 1 + max((floor(t) for t in GRAPH[m] if t in app), default=0)
+        return floors[m]
+
+    def chain(m):
+        deeper = [t for t in GRAPH[m] if t in app]
+        return [m] + (chain(max(deeper, key=floor)) if deeper else [])
+
+    deepest = max(app, key=floor)
+    assert floor(deepest) <= MAX_APP_FLOORS, "app/ chain too deep: " + " -> ".join(
+        x.rsplit(".", 1)[1] for x in chain(deepest))
+
+
+def test_one_cpu_feature_detector():
+    """Only ops/common/cpu_features.cpp asks the CPU what it has; every kernel asks it."""
+    askers = []
+    for dirpath, _, files in os.walk(os.path.join(ROOT, "ops")):
+        for f in files:
+            if f.endswith((".cpp", ".h")):
+                with open(os.path.join(dirpath, f), encoding="utf-8") as fh:
+                    if "__builtin_cpu_supports" in fh.read():
+                        askers.append(os.path.relpath(os.path.join(dirpath, f), ROOT))
+    assert askers and all(a.startswith(os.path.join("ops", "common", "cpu_features.")) for a in askers), askers
+
+
+@pytest.mark.parametrize("package", ["kernels", "fused"])
+def test_kernel_packages_share_one_naming_triad(package):
+    """reference.py (numpy specs), library.py (ctypes), ops.py (MindSpore ops) in both packages."""
+    for face in ("reference", "library", "ops"):
+        assert f"{PKG}.{package}.{face}" in MODULES, f"{PKG}/{package}/{face}.py is missing"
+
+
 # Files allowed over MAX_LINES, each with its reason. Per-ISA C++ kernels keep one ISA's whole
 # family of loops in one file, as ggml-cpu does.
 SIZE_EXEMPT = {
     "ops/ternary_matmul/avx512.cpp": "per-ISA kernel file (all AVX-512 loops of the library)",
-    "benchmarks/generation_speed.py": "being split (issue 24 item 5)",
 }
 SOURCE_SUFFIXES = (".py", ".cpp", ".h", ".sh")
 

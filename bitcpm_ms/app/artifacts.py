@@ -11,9 +11,12 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
+from mindformers.models import build_network
+
 from ..data.manifest import read_manifest_file
 from ..errors import BitCPMError, ConfigError
-from .checkpoints import find_checkpoint, load_weights
+from ..training.checkpoint_loading import find_checkpoint, load_weights
+from .. import models  # noqa: F401  (registration)
 
 TOKENIZER_FILE = "tokenizer.model"
 
@@ -80,8 +83,6 @@ def resolve(config) -> Artifacts:
 
 def build_model(config):
     """The network of config.model through MindFormers' builder (registered BitCPM classes)."""
-    from mindformers.models import build_network
-    from .. import models  # noqa: F401  (registration)
     return build_network(config.model)
 
 

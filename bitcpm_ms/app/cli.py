@@ -1,33 +1,21 @@
 """Command-line entry points: `bitcpm-train`, `bitcpm-prepare`, `bitcpm-export`, `bitcpm-convert-hf`
 (console scripts of pyproject.toml; `run/*.py` call the same functions).
 
-One wrapper, `cli_main`, turns every `BitCPMError` (bad config, data, checkpoint, path) into a
+One wrapper, `console.cli_main`, turns every `BitCPMError` (bad config, data, checkpoint, path) into a
 single `error: ...` line on stderr and exit status 2; anything else is a bug and keeps its
 traceback. Arguments are parsed and checked before MindSpore/MindFormers are imported, so a typo
 fails in a fraction of a second.
 """
 import argparse
-import functools
 import json
 import os
 import sys
 
 from ..errors import BitCPMError, ConfigError
+from .console import cli_main, import_mindformers
 from .overrides import parse_overrides, split_argv
 from .predict_args import PREDICT_FLAGS, add_predict_arguments, check_predict_arguments
-
-
-def cli_main(fn):
-    """fn(argv) -> exit status; a BitCPMError becomes `error: ...` and exit status 2."""
-    @functools.wraps(fn)
-    def main(argv=None):
-        argv = sys.argv[1:] if argv is None else list(argv)
-        try:
-            return fn(argv) or 0
-        except BitCPMError as err:
-            print(f"error: {err}", file=sys.stderr, flush=True)
-            return 2
-    return main
+from .gguf_cli import add_gguf_arguments, check_gguf_arguments, run_gguf_export
 
 
 def _bool(text) -> bool:
@@ -119,12 +107,20 @@ def parse_train_args(argv):
 @cli_main
 def train_main(argv):
     args, overrides = parse_train_args(argv)
-    from .console import import_mindformers
     out = _peek_output_dir(args.config, overrides.get("output_dir"))
     import_mindformers(log_dir=os.path.join(os.path.abspath(out), "log"), verbose=args.verbose)
     from .config import load_config
     from .runner import run
-    return run(load_config(args.config, overrides), args)
+    return run(seeded(load_config(args.config, overrides), args), args)
+
+
+def seeded(config, args):
+    """`--seed N` of a training run is the config's top-level seed (random init and data order), as in
+    run_mindformer.py; in predict mode it is the sampling seed only. (It was taken by the predict flags
+    alone, so `--seed 2` left a training run at the YAML's seed.)"""
+    if args.seed is not None and config.get("run_mode", "train") == "train":
+        config.seed = args.seed
+    return config
 
 
 # ------------------------------------------------------------------ bitcpm-prepare / run/prepare_data.py
@@ -149,6 +145,8 @@ def prepare_parser():
     ap.add_argument("--validation_fraction", type=float)
     ap.add_argument("--seed", type=int)
     ap.add_argument("--shard_samples", type=int)
+    ap.add_argument("--eod_pad_length", type=int,
+                    help="width of the actual_seq_len column: the most documents one sample may hold (default 128)")
     ap.add_argument("--no_shuffle", action="store_true")
     ap.add_argument("--num_workers", type=int)
     ap.add_argument("--overwrite", action="store_true", help="replace an existing different dataset")
@@ -200,7 +198,6 @@ def export_parser():
     p.add_argument("--output_dir", help="--format packed: the export directory")
     p.add_argument("--batch_size", type=int, default=1)
     p.add_argument("--no_mindir", action="store_true", help="only write the packed checkpoint")
-    from .gguf_cli import add_gguf_arguments
     add_gguf_arguments(p)
     p.add_argument("--decode_graphs", action="store_true",
                    help="also export the KV-cache prefill + decode-step graphs to OUTPUT_DIR/decode (MindIR)")
@@ -213,14 +210,11 @@ def export_parser():
 def export_main(argv):
     args, rest = export_parser().parse_known_args(argv)
     overrides = parse_overrides(rest)           # --quant.group_size 256: the config the run trained with
-    from .gguf_cli import check_gguf_arguments
     check_gguf_arguments(args)
-    from .console import import_mindformers
     import_mindformers()
     from .config import load_config
     config = load_config(args.config, overrides)
     if args.format == "gguf":
-        from .gguf_cli import run_gguf_export
         return run_gguf_export(args, config)
     if not config.model.model_config.qat_config.enabled:
         raise ConfigError("export: quant.enabled is false in this config; nothing to pack")
@@ -273,7 +267,6 @@ def convert_hf_main(argv):
     if rest and args.cmd != "to_hf":
         raise ConfigError(f"unrecognized arguments: {' '.join(rest)}")
     overrides = parse_overrides(rest)           # to_hf: --quant.enabled true, as for bitcpm-train
-    from .console import import_mindformers
     import_mindformers()
     from . import hf
     if args.cmd == "from_hf":

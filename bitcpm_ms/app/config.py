@@ -4,17 +4,43 @@
 override whose top-level section does not exist in the file is an error (a typo would otherwise
 be silently ignored).
 """
+import json
 import os
-from typing import Dict
+from typing import Dict, Optional
 
 import yaml
 from mindformers.tools.register import MindFormerConfig
 
 from ..errors import ConfigError
-from ..parallel import check_tp_divisibility
-from ..quant import QuantConfig
-from .train_network import add_default_keys, check_keys
+from .distill import DistillConfig
+from .documents import sync_document_columns
+from .quant_section import sync_quant_section
 from .preflight import check_config_values
+
+DEFAULT_KEYS = {"init_from_checkpoint": "", "require_init_checkpoint": False, "allow_random_init": False,
+                "distill": None}
+
+
+def add_default_keys(config) -> None:
+    """Give a config the keys above when its YAML does not have them (before overrides apply)."""
+    for key, value in DEFAULT_KEYS.items():
+        if key not in config:
+            config[key] = value
+
+
+def check_keys(config) -> Optional[DistillConfig]:
+    """Validate the keys above (after overrides). The init policy (`check_init_policy`) is checked
+    when training starts, so a production YAML still loads for inspection, eval or export."""
+    for key in ("require_init_checkpoint", "allow_random_init"):
+        if not isinstance(config.get(key), bool):
+            raise ConfigError(f"{key} must be true or false, got {config.get(key)!r}")
+    init = config.get("init_from_checkpoint")
+    if init is None:
+        config.init_from_checkpoint = init = ""
+    if not isinstance(init, str):
+        raise ConfigError(f"init_from_checkpoint must be a checkpoint path or '', got {init!r}")
+    return DistillConfig.from_section(config.get("distill"))
+
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -62,16 +88,22 @@ def load_config(path: str, overrides: Dict[str, object] = None) -> MindFormerCon
     # `auto_register: bitcpm_register.X` (kept for run_mindformer.py) resolves under REGISTER_PATH
     os.environ.setdefault("REGISTER_PATH", REPO_ROOT)
     try:
-        config = MindFormerConfig(os.path.realpath(path))
+        if path.endswith(".json"):      # a run's config_resolved.json: json, not YAML 1.1 (which reads 1e-05 as text)
+            with open(path, encoding="utf-8") as f:
+                config = MindFormerConfig(**json.load(f))
+        else:
+            config = MindFormerConfig(os.path.realpath(path))
     except (yaml.YAMLError, ValueError) as err:    # MindFormers re-raises YAML errors as ValueError
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        kind = "JSON" if path.endswith(".json") else "YAML"
+        raise ConfigError(f"config file {path} is not valid {kind}: {err}") from None
     for section in ("model", "runner_config", "context"):
         if section not in config:
             raise ConfigError(f"config file {path} has no '{section}' section")
     if "model_config" not in config.model or "arch" not in config.model:
         raise ConfigError(f"config file {path}: 'model' needs 'model_config' and 'arch'")
-    add_default_keys(config)            # init_from_checkpoint, distill, ... (app/train_network.py)
+    add_default_keys(config)            # init_from_checkpoint, distill, ... (DEFAULT_KEYS)
     apply_overrides(config, overrides or {})
+    sync_document_columns(config)        # the datasets' columns follow use_eod_attn_mask_compression
     sync_dataset_tasks(config)
     sync_quant_section(config)
     check_lr_schedule(config)
@@ -101,21 +133,3 @@ def sync_dataset_tasks(config: MindFormerConfig) -> None:
         task = config.get(f"{name}_task")
         if task is not None and config.get(name) is not None:
             task.dataset_config = config[name]
-
-
-def sync_quant_section(config: MindFormerConfig) -> QuantConfig:
-    """Validate `quant:` and make model.model_config.qat_config equal to it (overrides included).
-
-    The group size must divide every quantized projection's input width on each tensor-parallel
-    rank (`parallel.check_tp_divisibility`; with model_parallel 1 that is the plain widths)."""
-    try:
-        qcfg = QuantConfig.from_dict(config.get("quant"))
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"quant section: {err}") from None
-    if qcfg.enabled and config.model.model_config.get("hidden_size"):
-        mp = int((config.get("parallel_config") or {}).get("model_parallel") or 1)
-        problems = check_tp_divisibility(config.model.model_config, mp, qcfg.group_size)
-        if problems:
-            raise ConfigError("; ".join(problems))
-    config.model.model_config.qat_config = MindFormerConfig(**qcfg.to_dict())
-    return qcfg

@@ -10,12 +10,29 @@ ERROR, routes its config dump into its log, and leaves the full log (INFO and up
 user set GLOG_v. `--verbose` shows everything as before.
 """
 import contextlib
+import functools
 import io
 import logging
 import os
 import sys
+import pprint
+
+from ..errors import BitCPMError
 
 _state = {"log_dir": None}
+
+
+def cli_main(fn):
+    """fn(argv) -> exit status; a BitCPMError becomes `error: ...` and exit status 2."""
+    @functools.wraps(fn)
+    def main(argv=None):
+        argv = sys.argv[1:] if argv is None else list(argv)
+        try:
+            return fn(argv) or 0
+        except BitCPMError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            return 2
+    return main
 
 
 def _mindformers_console_handlers():
@@ -49,7 +66,6 @@ def import_mindformers(log_dir: str = None, verbose: bool = False) -> None:
 
 def _config_dump_to_log() -> None:
     """MindFormers' trainer `pprint`s the whole config to stdout; send it to its log file instead."""
-    import pprint
     from mindformers.tools.logger import logger
     from mindformers.trainer import base_trainer
     if getattr(base_trainer.pprint, "_bitcpm_to_log", False):

@@ -11,7 +11,8 @@ The teacher is a BitCPMForCausalLM built from its own model_config (full precisi
 config enables QAT), which may be larger than the student. It must share the student's vocabulary
 (distillation compares logits token by token): a different `vocab_size`, or a different tokenizer
 file where both configs name one, is refused with the teacher's name. Its checkpoint must fit its
-config (names and shapes, `checkpoints.load_weights`). It sees the student's batch and sequence.
+config (names and shapes, `checkpoints.load_weights`). It sees the student's batch and sequence,
+and the student's documents (`use_eod_attn_mask_compression` is taken from the student).
 """
 import hashlib
 import json
@@ -21,10 +22,11 @@ from typing import Optional
 
 import yaml
 
-from ..errors import ConfigError
-from .overrides import plain
+from ..errors import CheckpointError, ConfigError
+from ..fileio import plain
 
-FIXED_FROM_STUDENT = ("batch_size", "seq_length")
+# the teacher reads the student's batches: their shape, and their documents (packed-document masking)
+FIXED_FROM_STUDENT = ("batch_size", "seq_length", "use_eod_attn_mask_compression")
 
 
 @dataclass
@@ -130,8 +132,7 @@ def build_teacher(dcfg: DistillConfig, student_config, default_args: dict):
     from mindformers.models import build_network
     from mindformers.tools.register import MindFormerConfig
 
-    from ..errors import CheckpointError
-    from .checkpoints import load_weights, verified_checkpoint, verify_once_per_node
+    from ..training.checkpoint_loading import load_weights, verified_checkpoint, verify_once_per_node
     tmc = teacher_model_config(dcfg, student_config)
     try:
         teacher = build_network(MindFormerConfig(model_config=tmc, arch={"type": "BitCPMForCausalLM"}),

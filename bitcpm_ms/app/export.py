@@ -16,6 +16,7 @@ from ..quant import quantized_layer_names
 from ..quant.convert import convert_model
 from ..training.checkpoint_files import file_digest, publish_checkpoint
 from .artifacts import load_model
+from ..inference import CachedLM, export_decode_graphs
 
 
 class LogitsOnly(nn.Cell):
@@ -70,7 +71,6 @@ def export_packed(config, checkpoint: str, output_dir: str, batch_size: int = 1,
             graph = nn.GraphCell(ms.load(os.path.join(tmp, "model.mindir")))
             summary["max_abs_diff_mindir_vs_fake_quant"] = float(np.abs(graph(ids).asnumpy() - ref).max())
         if decode_graphs is not None:
-            from ..inference import CachedLM, export_decode_graphs
             prompt_len, cache_len = decode_graphs
             summary["decode_graphs"] = export_decode_graphs(CachedLM(net), os.path.join(tmp, "decode"), batch_size,
                                                             prompt_len, cache_len or seq)

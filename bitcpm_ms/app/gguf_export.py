@@ -28,10 +28,13 @@ from ..errors import ConversionError
 from ..fileio import publish_file, tmp_name
 from ..kernels.gguf_blocks import block_scales, pack_tq, requantize_block_scales, tq_representable
 from ..layout import ffn_hidden_size
-from ..quant import QuantConfig, dequantize_weight, quantize_weight
+from ..quant import QuantConfig, dequantize_weight, quantize_weight, quantized_layer_names
 from .gguf_options import TERNARY_TYPES, check_export_args
 from .gguf_vocab import sentencepiece_vocab, write_vocab
 from ..models.hf_adapter import ms_to_hf_name
+from ..models.rope import check_rope_scaling, longrope_mscale
+from .quant_section import sync_quant_section
+from .artifacts import load_model, resolve
 
 def minicpm_hparams(mc) -> dict:
     """llama.cpp `minicpm` hyper-parameters from a BitCPMConfig (the built model's config)."""
@@ -57,7 +60,6 @@ def longrope_for_gguf(rope_scaling, head_dim: int, context_length: int):
     `rope_factors_short`, scaling type longrope; llama.cpp picks the long ones only past the
     original context), or None. llama.cpp's minicpm graph applies no cos/sin multiplier, so a
     config whose multiplier is not 1 (max_position_embeddings != original) is refused."""
-    from ..models.rope import check_rope_scaling, longrope_mscale
     scaling = check_rope_scaling(rope_scaling, head_dim)
     if scaling is None:
         return None
@@ -186,15 +188,12 @@ def export_gguf(config, checkpoint: str, out_path: str, gguf_type: str = "tq2_0"
     (`eval_batches` batches of the validation split; 0 skips the perplexity)."""
     import gguf
     check_export_args(out_path, gguf_type, embedding_type, overwrite)
-    from .artifacts import load_model, resolve
-    from .config import sync_quant_section
     quant = sync_quant_section(config)
     tokenizer_file = tokenizer_file or resolve(config).need_tokenizer()
     mc = config.model.model_config                      # the vocabulary is checked before the slow part
     vocab = sentencepiece_vocab(tokenizer_file, int(mc.vocab_size), mc.get("bos_token_id"), mc.get("eos_token_id"))
     net, ckpt = load_model(config, checkpoint)          # checks names and shapes against the config
     hp = minicpm_hparams(net.config)
-    from ..quant import quantized_layer_names
     layers = quantized_layer_names(net) if quant.enabled else []
     if gguf_type in TERNARY_TYPES and not layers:
         raise ConversionError(f"--gguf_type {gguf_type}: the model has no ternary layers (quant.enabled is false)")

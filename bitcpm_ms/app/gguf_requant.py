@@ -11,8 +11,12 @@ the dequantized values), on the first `eval_batches` batches of the validation s
 import copy
 
 import numpy as np
+from mindformers.tools.register import MindFormerConfig
+import mindspore as ms
 
 from ..quant import QuantConfig, fake_quant_weight
+from ..training.evaluation import evaluate_on_prepared
+from .artifacts import build_model, resolve
 
 
 def weight_error(replaced: dict) -> dict:
@@ -32,8 +36,6 @@ def weight_error(replaced: dict) -> dict:
 
 def _float_network(config):
     """The configured model with its quantizers off (plain Linear layers, same parameter names)."""
-    from mindformers.tools.register import MindFormerConfig
-    from .artifacts import build_model
     cfg = copy.deepcopy(config)
     qat = dict(cfg.model.model_config.get("qat_config") or {})
     qat["enabled"] = False
@@ -44,9 +46,6 @@ def _float_network(config):
 def held_out_perplexity_change(config, params: dict, ternary_layers, quant: QuantConfig, replaced: dict,
                                eval_batches: int) -> dict:
     """Perplexity with our dequantized weights vs with the re-fitted ones, same batches."""
-    import mindspore as ms
-    from ..training.evaluation import evaluate_on_prepared
-    from .artifacts import resolve
     dataset = resolve(config).need_dataset()
     batch = int((config.get("eval_dataset") or {}).get("batch_size") or config.runner_config.batch_size)
     net = _float_network(config)

@@ -24,6 +24,10 @@ from ..models.hf_adapter import model_config_to_hf_config as adapter_hf_config
 from ..quant import QuantConfig, fake_quant_weight
 from ..quant.api import default_filter
 from .hf_weights import HFWeights
+from .quant_section import sync_quant_section
+from ..data.hf_tokenizer import load_tokenizer
+from ..data.hf_tokenizer_files import write_tokenizer_files
+from .artifacts import load_model
 
 
 def resolved_model_config(model_config) -> dict:
@@ -80,8 +84,6 @@ def write_hf_dir(out_dir: str, tensors: Dict[str, np.ndarray], hf_config: dict, 
     of ours, or an HF tokenizer directory with its added tokens and chat template), written to a temp
     dir then renamed. The eos list of the tokenizer (MiniCPM4: [2, 73440]) goes into both configs."""
     from safetensors.numpy import save_file
-    from ..data.hf_tokenizer import load_tokenizer
-    from ..data.hf_tokenizer_files import write_tokenizer_files
     tok = load_tokenizer(tokenizer_path) if tokenizer_path else None           # checked first
     if tok is not None:
         n_tok, rows = int(getattr(tok, "vocab_size")), int(hf_config["vocab_size"])
@@ -103,8 +105,6 @@ def write_hf_dir(out_dir: str, tensors: Dict[str, np.ndarray], hf_config: dict, 
 def to_hf(config, checkpoint: str, output: str, tokenizer_file: str = None, flavour: str = "pseudo_quantized",
           dtype: str = "float32") -> int:
     """A bitcpm-ms checkpoint of `config`'s model -> HF directory; returns the tensor count."""
-    from .artifacts import load_model
-    from .config import sync_quant_section
     quant = sync_quant_section(config)
     net, _ = load_model(config, checkpoint)            # checks names and shapes against the config
     params = {p.name: p.asnumpy() for p in net.get_parameters()}

@@ -25,12 +25,15 @@ import json
 import os
 import shutil
 
+import yaml
+
 from ..errors import ConversionError
 from ..fileio import atomic_dir, atomic_json
 from ..layout import PROJECTIONS
 from ..models.hf_adapter import hf_config_to_model_config, imported_name
 from ..quant.pseudo import common_group_size, latent_for, recover_codes_scales, ternary_group_size
 from .hf_weights import HFWeights, write_ckpt_stream
+from ..training.checkpoint_files import publish_checkpoint
 
 CHECKPOINT = "model.ckpt"
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "added_tokens.json", "special_tokens_map.json",
@@ -95,7 +98,6 @@ def _tokenizer_source(hf_dir: str, tokenizer_dir):
 
 def run_config(model_config: dict, out_dir: str, quant: dict, seq_length: int) -> dict:
     """config.yaml: the tiny CPU config's run settings around the imported model."""
-    import yaml
     if not os.path.isfile(TEMPLATE):
         raise ConversionError(f"the run-config template {TEMPLATE} is missing (is bitcpm-ms installed from its "
                               "source tree?)")
@@ -131,8 +133,6 @@ def run_config(model_config: dict, out_dir: str, quant: dict, seq_length: int) -
 def from_hf(hf_dir: str, output_dir: str, seq_length: int = 512, quantized: str = "auto",
             tokenizer_dir: str = None, overwrite: bool = False) -> dict:
     """Import `hf_dir` into `output_dir` (see the module docstring); returns the import summary."""
-    import yaml
-    from ..training.checkpoint_files import publish_checkpoint
     if output_dir.endswith(".ckpt"):
         raise ConversionError(f"--output {output_dir}: from_hf writes a directory (model.ckpt, config.yaml, "
                               "tokenizer/); give a directory name")

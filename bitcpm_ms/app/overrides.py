@@ -58,13 +58,3 @@ def split_argv(argv: List[str], known: Tuple[str, ...]) -> Tuple[List[str], List
             i += 1
         i += 1
     return own, rest
-
-
-def plain(obj):
-    """A config (MindFormerConfig / dict / list, nested) as plain dicts and lists, for JSON and
-    comparisons."""
-    if isinstance(obj, dict):
-        return {k: plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    return obj

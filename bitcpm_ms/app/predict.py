@@ -24,6 +24,10 @@ import mindspore as ms
 from ..errors import ConfigError
 from .artifacts import Artifacts, load_model, model_checkpoint
 from .predict_args import add_predict_arguments, generation_config, is_chat, read_chat, read_prompts
+from ..data.hf_tokenizer import load_tokenizer
+from ..data.tokenizer import PAD_ID
+from ..inference import CachedLM, TextStreamer, generate, generate_batches, load_decode_graphs
+from ..quant.convert import convert_model
 
 
 def greedy_generate(net, prompt_ids, max_new_tokens, seq_length, eos_id=None, pad_id=0):
@@ -59,7 +63,6 @@ def _default_args(prompt, max_new_tokens):
 
 def _decoder(config, art, args):
     """The CachedLM of the configured checkpoint (packed on request), or the exported graphs."""
-    from ..inference import CachedLM, load_decode_graphs
     if args.decode_graphs:
         return load_decode_graphs(args.decode_graphs)
     config.model.model_config.batch_size = 1
@@ -67,7 +70,6 @@ def _decoder(config, art, args):
     if args.packed:
         if not config.model.model_config.qat_config.enabled:
             raise ConfigError("--packed true needs a ternary model, but quant.enabled is false")
-        from ..quant.convert import convert_model
         convert_model(net)
     return CachedLM(net, decode_steps=args.decode_steps, head_dtype=args.head_dtype)
 
@@ -75,9 +77,6 @@ def _decoder(config, art, args):
 def run_predict(config, art: Artifacts, prompt: str, max_new_tokens: int = 32, args=None) -> int:
     """Generate for --prompt (streamed), each line of --prompt_file (printed per batch), or the reply to
     --chat / --chat_file (streamed, without the prompt)."""
-    from ..data.hf_tokenizer import load_tokenizer
-    from ..data.tokenizer import PAD_ID
-    from ..inference import TextStreamer, generate, generate_batches
     args = args if args is not None else _default_args(prompt, max_new_tokens)
     path = art.need_tokenizer()
     tok = load_tokenizer(path)
@@ -108,7 +107,7 @@ def run_predict(config, art: Artifacts, prompt: str, max_new_tokens: int = 32, a
         out = generate_batches(lm, prompts, args.predict_batch_size, cfg, decode=decode, on_batch=show)
     s = out.stats
     print(f"prefill: {s.prompt_tokens} tokens, {s.prefill_tokens_per_s:,.0f} tok/s | decode: {s.decode_tokens} tokens, "
-          f"{s.decode_tokens_per_s:,.1f} tok/s in {s.decode_steps} graph calls | graph compile {s.compile_seconds:.1f} s | "
+          f"{s.decode_tokens_per_s:,.1f} tok/s in {s.decode_calls} graph calls | graph compile {s.compile_seconds:.1f} s | "
           f"{'packed' if args.packed else 'MindIR' if args.decode_graphs else 'fake-quant'} | seed {out.seed}"
           + (f" | {out.finish_reasons[0]}" if chat else ""),
           file=sys.stderr, flush=True)

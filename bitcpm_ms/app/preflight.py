@@ -10,6 +10,8 @@ import math
 import os
 from typing import Optional
 
+import mindspore.dataset as ds
+
 from ..data.integrity import stale_sources, verify_dataset
 from ..data.manifest import read_manifest_file
 from ..errors import ConfigError, DataError
@@ -89,7 +91,6 @@ def _dataset_root(train_dir: str) -> Optional[str]:
 
 
 def _first_row_length(files) -> Optional[int]:
-    import mindspore.dataset as ds
     try:
         it = ds.MindDataset(files, columns_list=["input_ids"], shuffle=False, num_samples=1)
         for row in it.create_tuple_iterator(output_numpy=True, num_epochs=1):

@@ -43,9 +43,9 @@ from typing import Dict, List, Optional
 
 import yaml
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_json, atomic_write
-from .cli import cli_main
+from .console import cli_main
 from .overrides import parse_overrides, split_argv
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -158,8 +158,7 @@ def load_recipe(path: str, output_dir: str = None, cli_overrides: Dict[str, obje
 # ------------------------------------------------------------------ stage state
 def final_checkpoint(out_dir: str, max_steps: int) -> Optional[str]:
     """The newest checkpoint of a stage when it has reached max_steps (its global_step), else None."""
-    from .checkpoints import find_checkpoint
-    from ..errors import CheckpointError
+    from ..training.checkpoint_loading import find_checkpoint
     try:
         ckpt = find_checkpoint(os.path.join(out_dir, "checkpoint"))
     except CheckpointError:

@@ -21,12 +21,16 @@ import sys
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
+import mindspore as ms
+
 from ..errors import CheckpointError, ConfigError
 from ..parallel.agreement import gather_ints, world
 from ..training.checkpoint_files import list_checkpoints, quarantine, read_sidecar, verify_checkpoint
 from ..training.checkpointing import append_event
-from .checkpoints import checkpoint_dir, read_checkpoint
-from .overrides import plain
+from ..training.checkpoint_loading import checkpoint_dir, read_checkpoint
+from ..fileio import plain
+from mindformers.trainer import utils as mf_trainer_utils
+from ..parallel.agreement import barrier
 
 ARCH_KEYS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "n_kv_heads", "intermediate_size",
              "tie_word_embeddings")
@@ -204,10 +208,7 @@ def _cpu_safe_preload_barrier() -> None:
     """MindFormers 1.9.0 waits in `comm_func.barrier()` after preloading a checkpoint in a parallel
     run, which has no CPU kernel ("Unsupported op [Barrier] on CPU"): every msrun job on CPU that
     loads a checkpoint failed there. Use the AllGather barrier on CPU."""
-    import mindspore as ms
     if ms.get_context("device_target") == "CPU":
-        from mindformers.trainer import utils as mf_trainer_utils
-        from ..parallel.agreement import barrier
         mf_trainer_utils.barrier = barrier
 
 

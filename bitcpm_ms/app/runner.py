@@ -12,6 +12,11 @@ from .. import training as _training      # noqa: F401  (registers the wrapper a
 from ..data import mf_tokenizer as _tok    # noqa: F401  (registers BitCPMTokenizer)
 from ..errors import ConfigError
 from .artifacts import resolve
+from .predict import run_predict
+from .console import log_dir
+from .evaluate import run_eval
+from .runlock import RunLock
+from .train import ensure_prepared_data, train
 
 
 def _check_graph_mode():
@@ -31,7 +36,6 @@ def run(config, args) -> int:
     config.output_dir = os.path.abspath(config.output_dir)
     os.makedirs(config.output_dir, exist_ok=True)
     if mode == "train":          # one training run per output_dir (rank 0 holds it for an msrun job)
-        from .runlock import RunLock
         with RunLock(config.output_dir, enabled=is_rank0() and os.environ.get("MS_ROLE") != "MS_SCHED"):
             return _run(config, args, mode)
     return _run(config, args, mode)
@@ -41,10 +45,8 @@ def _run(config, args, mode) -> int:
     build_context(config)
     _check_graph_mode()
     if is_rank0():
-        from .console import log_dir
         print(f"{mode}: {config.output_dir} (MindFormers log: {log_dir()}/rank_*/info.log)", flush=True)
     if mode == "train":
-        from .train import ensure_prepared_data, train
         ensure_prepared_data(config)
         art = resolve(config)
         code = train(config, verify_data=getattr(args, "verify_data", False))
@@ -53,11 +55,8 @@ def _run(config, args, mode) -> int:
         if art.dataset_dir is None:
             print(f"warning: eval_after_train skipped: {art.dataset_problem}", file=sys.stderr, flush=True)
             return 0
-        from .evaluate import run_eval
         return run_eval(config, art, checkpoint=config.output_dir)
     art = resolve(config)
     if mode == "eval":
-        from .evaluate import run_eval
         return run_eval(config, art, max_batches=args.eval_max_batches)
-    from .predict import run_predict
     return run_predict(config, art, prompt=args.prompt, max_new_tokens=args.max_new_tokens, args=args)

@@ -12,11 +12,14 @@ from mindformers.tools.register import MindFormerConfig
 from ..errors import ConfigError
 from ..fileio import atomic_json
 from ..training import preemption
-from .overrides import plain
+from ..fileio import plain
+from .documents import check_document_data
 from .preflight import check_training_data
 from .resume import configure_checkpoint_monitor, prepare_start, remove_resume_view
 from .train_network import build_train_network, check_init_policy
 from .trainer_rules import effective_gradient_accumulation
+from ..data.config import config_from_dict
+from ..data.packing import prepare_dataset
 
 
 def ensure_prepared_data(config) -> None:
@@ -26,8 +29,6 @@ def ensure_prepared_data(config) -> None:
     path = loader.get("dataset_dir")
     if not config.get("data") or (path and os.path.exists(path)):
         return
-    from ..data.config import config_from_dict
-    from ..data.packing import prepare_dataset
     cfg = config_from_dict(config)
     print(f"preparing dataset {cfg.output_dir or '(default dir)'} from the data: section "
           "(once; later runs reuse it)", flush=True)
@@ -88,7 +89,9 @@ def train(config, verify_data: bool = False) -> int:
     """Train as configured (the data must be prepared: see `ensure_prepared_data`). Returns 0, or
     `preemption.PREEMPTED_EXIT_STATUS` when a signal stopped it after saving a checkpoint."""
     check_init_policy(config)              # require_init_checkpoint: no ternary start from random weights
-    check_training_data(config, dataset_files(config.train_dataset, "train_dataset"), verify_data)
+    files = dataset_files(config.train_dataset, "train_dataset")
+    check_training_data(config, files, verify_data)
+    check_document_data(config, files)     # use_eod_attn_mask_compression needs the actual_seq_len column
     start = prepare_start(config)          # a verified load_checkpoint / resume checkpoint
     prepare_callbacks(config)
     configure_checkpoint_monitor(config, start)

@@ -1,6 +1,7 @@
 """The network MindFormers' Trainer trains, and where its first weights come from.
 
-Top-level YAML keys (defaults added to every config, so the flags work with any YAML):
+Top-level YAML keys (defaults added to every config by `app/config.py` DEFAULT_KEYS, so the flags work
+with any YAML):
 
     init_from_checkpoint: ''        # start from these weights: a .ckpt file or a run's output dir
     require_init_checkpoint: False  # a QAT run without an init checkpoint refuses to start ...
@@ -25,36 +26,10 @@ same default arguments, lazy inline off where the Trainer turns it off) and hand
 import copy
 import os
 import sys
-from typing import Optional
 
 from ..errors import ConfigError
 from .distill import DistillConfig, build_teacher
 from .trainer_rules import apply_lazy_inline_rule
-
-DEFAULT_KEYS = {"init_from_checkpoint": "", "require_init_checkpoint": False, "allow_random_init": False,
-                "distill": None}
-
-
-def add_default_keys(config) -> None:
-    """Give a config the keys above when its YAML does not have them (before overrides apply)."""
-    for key, value in DEFAULT_KEYS.items():
-        if key not in config:
-            config[key] = value
-
-
-def check_keys(config) -> Optional[DistillConfig]:
-    """Validate the keys above (after overrides). The init policy (`check_init_policy`) is checked
-    when training starts, so a production YAML still loads for inspection, eval or export."""
-    for key in ("require_init_checkpoint", "allow_random_init"):
-        if not isinstance(config.get(key), bool):
-            raise ConfigError(f"{key} must be true or false, got {config.get(key)!r}")
-    init = config.get("init_from_checkpoint")
-    if init is None:
-        config.init_from_checkpoint = init = ""
-    if not isinstance(init, str):
-        raise ConfigError(f"init_from_checkpoint must be a checkpoint path or '', got {init!r}")
-    return DistillConfig.from_section(config.get("distill"))
-
 
 def check_init_policy(config) -> None:
     """`require_init_checkpoint: True` (the production YAMLs): ternary QAT from random weights is
@@ -101,7 +76,7 @@ def build_train_network(config):
     from mindformers.trainer.utils import set_seed
 
     from ..training.distill import BitCPMDistillForCausalLM
-    from .checkpoints import load_weights, verified_checkpoint, verify_once_per_node
+    from ..training.checkpoint_loading import load_weights, verified_checkpoint, verify_once_per_node
     # a bad path or a corrupt file fails before any building; hashed by one rank per node
     init_file = verified_checkpoint(init, verify_once_per_node) if init else None
     # The Trainer switches lazy inline off for pipeline 1 without gradient accumulation, but only for

@@ -11,16 +11,14 @@ from .tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, SPTokenizer, train_tokeni
 from .config import PrepareConfig
 from .manifest import read_manifest, split_files
 from .packing import prepare_dataset
+from .dataset import build_dataset
 
 __all__ = ["DataError", "DataWarning", "ReadStats", "iter_documents", "resolve_paths",
            "BOS_ID", "EOS_ID", "PAD_ID", "UNK_ID", "SPTokenizer", "train_tokenizer",
-           "PrepareConfig", "prepare_dataset", "read_manifest", "split_files"]
+           "PrepareConfig", "prepare_dataset", "read_manifest", "split_files", "build_dataset"]
 
 
 def __getattr__(name):
-    if name == "build_dataset":
-        from .dataset import build_dataset
-        return build_dataset
     if name == "BitCPMTokenizer":
         from .mf_tokenizer import BitCPMTokenizer
         return BitCPMTokenizer

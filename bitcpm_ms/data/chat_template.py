@@ -3,6 +3,7 @@ Jinja environment with trim_blocks / lstrip_blocks, loop controls, `raise_except
 a non-escaping `tojson` and `{% generation %}` blocks. Compiled templates are cached by source."""
 import json
 from typing import Dict
+from datetime import datetime
 
 from .errors import DataError
 
@@ -13,7 +14,6 @@ def compile_chat_template(source: str):
     """transformers' _compile_jinja_template: a sandboxed environment, trim/lstrip blocks, its helpers."""
     if source in _TEMPLATES:
         return _TEMPLATES[source]
-    from datetime import datetime
 
     import jinja2
     from jinja2 import nodes

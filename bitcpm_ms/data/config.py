@@ -12,6 +12,7 @@ MindFormers-style YAML that fills it.
       seed: 1234                   # shuffle seed (train shards)
       shuffle: true
       shard_samples: 8192          # samples per MindRecord file
+      eod_pad_length: 128          # width of the actual_seq_len column (most documents per sample)
       num_workers: 2               # tokenizer processes (0: in-process)
       tokenizer:
         model_file: null           # existing SentencePiece .model, else train one
@@ -26,7 +27,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import List, Optional, Union
 
+from .documents import DEFAULT_EOD_PAD_LENGTH
 from .errors import DataError
+import yaml
 
 
 @dataclass
@@ -44,6 +47,7 @@ class PrepareConfig:
     seed: int = 1234
     shuffle: bool = True
     shard_samples: int = 8192
+    eod_pad_length: int = DEFAULT_EOD_PAD_LENGTH    # width of the actual_seq_len column
     num_workers: int = 2                           # 0: tokenize in the main process
     task_chars: int = 1 << 18
     tokenizer_model: Optional[str] = None          # an existing SentencePiece .model
@@ -67,7 +71,7 @@ class PrepareConfig:
         return d
 
 _FLAT = {"input", "format", "text_field", "doc_separator", "cleaner", "output_dir", "name",
-         "seq_length", "validation_fraction", "seed", "shuffle", "shard_samples", "num_workers",
+         "seq_length", "validation_fraction", "seed", "shuffle", "shard_samples", "eod_pad_length", "num_workers",
          "task_chars", "progress"}
 _TOK = {"model_file": "tokenizer_model", "type": "tokenizer_type", "vocab_size": "vocab_size",
         "sample_bytes": "tokenizer_sample_bytes"}
@@ -100,7 +104,6 @@ def config_from_dict(cfg: Optional[dict], overrides: Optional[dict] = None) -> P
 def config_from_yaml(path: Optional[str], overrides: Optional[dict] = None) -> PrepareConfig:
     if not path:
         return config_from_dict({}, overrides)
-    import yaml
     try:
         with open(path, "r", encoding="utf-8") as f:
             cfg = yaml.safe_load(f) or {}

@@ -4,8 +4,28 @@ from __future__ import annotations
 import os
 from typing import List, Optional, Sequence, Union
 
+from .documents import ACTUAL_SEQ_LEN
 from .errors import DataError
-from .manifest import SPLITS, split_files
+from .manifest import SPLITS, has_document_column, read_manifest_file, split_files
+
+
+def mindrecord_columns(files: Sequence[str]) -> List[str]:
+    """The column names of a MindRecord dataset (from its first file's schema)."""
+    from mindspore.mindrecord import FileReader
+    reader = FileReader(files[0])
+    try:
+        return sorted(reader.schema())
+    finally:
+        reader.close()
+
+
+def has_documents(dataset_dir_or_files, split: str = "train") -> bool:
+    """Whether the data carries the actual_seq_len column (manifest when prepared, else the schema)."""
+    if isinstance(dataset_dir_or_files, (str, os.PathLike)) and os.path.isdir(dataset_dir_or_files):
+        man = read_manifest_file(os.fspath(dataset_dir_or_files))
+        if man is not None:
+            return has_document_column(man)
+    return ACTUAL_SEQ_LEN in mindrecord_columns(dataset_files(dataset_dir_or_files, split))
 
 
 def dataset_files(dataset_dir_or_files: Union[str, Sequence[str]], split: str = "train") -> List[str]:
@@ -28,8 +48,11 @@ def build_dataset(dataset_dir_or_files: Union[str, Sequence[str]], batch_size: i
                   split: str = "train", shuffle: Optional[bool] = None,
                   rank_id: Optional[int] = None, device_num: Optional[int] = None,
                   seed: Optional[int] = None, drop_remainder: bool = True,
-                  num_parallel_workers: int = 1, repeat: int = 1, num_samples: Optional[int] = None):
-    """A MindSpore dataset of ``input_ids`` batches ``[batch_size, seq_length + 1]`` int32.
+                  num_parallel_workers: int = 1, repeat: int = 1, num_samples: Optional[int] = None,
+                  documents: bool = False):
+    """A MindSpore dataset of ``input_ids`` batches ``[batch_size, seq_length + 1]`` int32, with
+    ``documents`` also of ``actual_seq_len`` batches ``[batch_size, eod_pad_length]`` int32 (a
+    DataError names data prepared without that column).
 
     Built as ``mindspore.dataset.MindDataset`` (data-parallel sharding: ``num_shards=device_num,
     shard_id=rank_id``; every rank gets a disjoint, equally sized part of ``total // device_num``
@@ -61,7 +84,13 @@ def build_dataset(dataset_dir_or_files: Union[str, Sequence[str]], batch_size: i
         raise DataError(f"rank_id {rank_id} out of range for device_num {device_num}")
     if seed is not None:
         ds.config.set_seed(int(seed))
-    kwargs = dict(dataset_files=files, columns_list=["input_ids"], shuffle=shuffle,
+    columns = ["input_ids"]
+    if documents:
+        if not has_documents(dataset_dir_or_files, split):
+            raise DataError(f"{dataset_dir_or_files}: the {split} data has no {ACTUAL_SEQ_LEN} column (prepared "
+                            f"before data format 2); prepare it again (--overwrite) to use document masking")
+        columns.append(ACTUAL_SEQ_LEN)
+    kwargs = dict(dataset_files=files, columns_list=columns, shuffle=shuffle,
                   num_parallel_workers=num_parallel_workers)
     if device_num > 1:
         # MindDataset shards by stride and pads the shorter shards by repeating samples; cap
@@ -79,6 +108,6 @@ def build_dataset(dataset_dir_or_files: Union[str, Sequence[str]], batch_size: i
     n = loader.get_dataset_size()
     if n < batch_size and drop_remainder:
         raise DataError(f"{split} split has {n} samples on this rank, fewer than batch_size {batch_size}")
-    return CausalLanguageModelDataset(data_loader=loader, input_columns=["input_ids"],
+    return CausalLanguageModelDataset(data_loader=loader, input_columns=columns,
                                       batch_size=batch_size, drop_remainder=drop_remainder,
                                       num_parallel_workers=num_parallel_workers, repeat=repeat)

@@ -31,6 +31,8 @@ import shutil
 import unicodedata
 from typing import Optional
 
+from .errors import DataError
+
 DEFAULT_GCIDE_PATH = "/usr/share/dictd/gcide.dict.dz"
 DEBIAN_PACKAGE = "dict-gcide"
 LICENSE = "GPL-2.0-or-later"
@@ -93,7 +95,6 @@ def clean_gcide_entry(text: str) -> str:
 
 def gcide_path(path: Optional[str] = None) -> str:
     """Path of the installed GCIDE dictionary, or a ``DataError`` that says how to install it."""
-    from .errors import DataError
     p = path or os.environ.get("BITCPM_GCIDE", DEFAULT_GCIDE_PATH)
     if os.path.isfile(p):
         return p

@@ -6,6 +6,8 @@ import os
 import shutil
 from typing import List
 
+from sentencepiece import sentencepiece_model_pb2
+
 from .hf_tokenizer import MODEL_FILE, SPECIAL_ATTRS, AddedToken, HFTokenizer, load_tokenizer
 from .tokenizer import SPTokenizer
 
@@ -72,7 +74,6 @@ def _sp_files(tok: SPTokenizer):
     sp = tok.sp
     named = {"bos_token": sp.bos_id(), "eos_token": sp.eos_id(), "unk_token": sp.unk_id(), "pad_token": sp.pad_id()}
     special = {k: sp.id_to_piece(i) for k, i in named.items() if 0 <= i < sp.get_piece_size()}
-    from sentencepiece import sentencepiece_model_pb2
     proto = sentencepiece_model_pb2.ModelProto()
     proto.ParseFromString(sp.serialized_model_proto())
     cfg = {"tokenizer_class": "LlamaTokenizer", "legacy": True, "add_bos_token": False, "add_eos_token": False,

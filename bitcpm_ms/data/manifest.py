@@ -15,7 +15,9 @@ from typing import List, Optional
 from .config import PrepareConfig
 from .errors import DataError
 
-FORMAT_VERSION = 1
+# 2: shards hold the actual_seq_len column (document ends per sample, data/documents.py); datasets
+#    of version 1 (input_ids only) still train, with attention across document boundaries.
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 TOKENIZER_FILE = "tokenizer.model"
 SPLITS = ("train", "validation")
@@ -58,3 +60,17 @@ def split_files(dataset_dir: str, split: str = "train") -> List[str]:
     if not files:
         raise DataError(f"{dataset_dir}: split {split!r} has no samples")
     return files
+
+
+def has_document_column(manifest: dict) -> bool:
+    """Whether the shards of a prepared dataset carry `actual_seq_len` (format 2 onwards)."""
+    return "actual_seq_len" in (manifest.get("columns") or {})
+
+
+def old_format_note(dataset_dir: str, manifest: dict) -> Optional[str]:
+    """A line for datasets prepared before the actual_seq_len column (None for current ones)."""
+    if has_document_column(manifest):
+        return None
+    return (f"note: {dataset_dir} was prepared with data format {manifest.get('format_version', 1)} (no "
+            f"actual_seq_len column): it trains as before, with attention across document boundaries; "
+            f"prepare it again (--overwrite) to train with document masking")

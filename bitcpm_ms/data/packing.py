@@ -22,8 +22,9 @@ Pipeline (``prepare_dataset``):
 7. samples are collected into shards of ``shard_samples`` rows; a train shard is permuted with a
    generator seeded by ``(seed, shard index)`` (shuffle within shards: bounded memory; the
    loader adds a global shuffle across shards each epoch) and written as
-   ``train/shard_NNNNN.mindrecord`` (column ``input_ids``, int32, length ``seq_length + 1``);
-   validation shards keep corpus order.
+   ``train/shard_NNNNN.mindrecord`` (column ``input_ids``, int32, length ``seq_length + 1``, and
+   ``actual_seq_len``, int32, length ``eod_pad_length``: the cumulative document ends among the
+   sample's inputs, data/documents.py); validation shards keep corpus order.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ import numpy as np
 
 from ..fileio import atomic_dir, atomic_json, remove_stale_tmp
 from .config import PrepareConfig
+from .documents import ACTUAL_SEQ_LEN, rows_actual_seq_len
 from .errors import DataError, DataWarning
 from .manifest import (FORMAT_VERSION, MANIFEST, PAGE_SIZE, SPLITS, TOKENIZER_FILE, compute_fingerprint,
                        read_manifest)
@@ -46,6 +48,7 @@ from .readers import ReadStats, iter_documents
 from .sources import detect_format, resolve_paths, uncompressed_size_estimate
 from .tasks import chunk_documents, cleaner_fn, doc_hash, run_tasks
 from .tokenizer import EOS_ID, check_vocab_size, file_sha256, load_sentencepiece, train_tokenizer
+from .gcide import gcide_path
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_CACHE = os.path.join(REPO_ROOT, "data_cache")
@@ -55,7 +58,6 @@ def resolve_inputs(cfg: PrepareConfig) -> Tuple[List[str], str, str]:
     """Files, the effective cleaner and the dataset name for a config."""
     spec = cfg.input
     if spec == "gcide" or spec == ["gcide"]:
-        from .gcide import gcide_path
         files = [gcide_path()]
     else:
         files = resolve_paths(spec)
@@ -77,28 +79,32 @@ def default_output_dir(name: str, vocab_size: int, seq_length: int) -> str:
     return os.path.join(DEFAULT_CACHE, f"{name}_v{vocab_size}_s{seq_length}")
 
 
-SCHEMA = {"input_ids": {"type": "int32", "shape": [-1]}}
+SCHEMA = {"input_ids": {"type": "int32", "shape": [-1]}, ACTUAL_SEQ_LEN: {"type": "int32", "shape": [-1]}}
 
 
-def write_shard(path: str, rows: np.ndarray):
+def write_shard(path: str, rows: np.ndarray, ends: np.ndarray):
+    """rows [n, seq_length + 1] and their actual_seq_len [n, eod_pad_length] as one MindRecord file."""
     from mindspore.mindrecord import FileWriter
     writer = FileWriter(file_name=path, shard_num=1, overwrite=True)
     writer.set_page_size(PAGE_SIZE)
     writer.add_schema(SCHEMA, "bitcpm_packed_tokens")
     for i in range(0, len(rows), 2048):
-        writer.write_raw_data([{"input_ids": r} for r in rows[i:i + 2048]])
+        writer.write_raw_data([{"input_ids": r, ACTUAL_SEQ_LEN: e} for r, e in zip(rows[i:i + 2048], ends[i:i + 2048])])
     writer.commit()
 
 
 class SplitPacker:
-    """Concatenate token arrays, cut ``sample_len`` rows, write shards (see module doc)."""
+    """Concatenate token arrays, cut ``sample_len`` rows, write shards with their document ends
+    (see module doc)."""
 
     def __init__(self, out_dir: str, split: str, sample_len: int, shard_samples: int,
-                 shuffle: bool, seed: int):
+                 shuffle: bool, seed: int, eos_id: int, eod_pad_length: int):
         self.dir = os.path.join(out_dir, split)
         os.makedirs(self.dir, exist_ok=True)
         self.split, self.L, self.shard_samples = split, sample_len, shard_samples
         self.shuffle, self.seed = shuffle, seed
+        self.eos_id, self.width = eos_id, eod_pad_length
+        self.max_documents = 0
         self.carry = np.empty(0, np.int32)
         self.rows: List[np.ndarray] = []
         self.n_rows = 0
@@ -129,7 +135,9 @@ class SplitPacker:
             perm = np.random.default_rng([self.seed, index]).permutation(n)
             shard = shard[perm]
         name = f"shard_{index:05d}.mindrecord"
-        write_shard(os.path.join(self.dir, name), np.ascontiguousarray(shard))
+        ends = rows_actual_seq_len(shard, self.eos_id, self.width, where=f"{self.split} {name}: ")
+        self.max_documents = max(self.max_documents, int((ends < self.L - 1).sum(axis=1).max()) + 1)
+        write_shard(os.path.join(self.dir, name), np.ascontiguousarray(shard), ends)
         self.files.append({"file": f"{self.split}/{name}", "samples": int(n)})
         self.samples += n
 
@@ -146,6 +154,7 @@ class SplitPacker:
             "tokens_in_samples": tokens_in_samples,
             "dropped_tail_tokens": self.tokens - tokens_in_samples,
             "bytes_per_token": (self.text_bytes / self.tokens) if self.tokens else None,
+            "max_documents_per_sample": self.max_documents,
             "files": self.files,
         }
 
@@ -206,6 +215,9 @@ def prepare_dataset(cfg: PrepareConfig, overwrite: bool = False, log=print) -> d
         raise DataError(f"validation_fraction must be in [0, 1), got {cfg.validation_fraction}")
     if cfg.shard_samples < 1:
         raise DataError("shard_samples must be >= 1")
+    if isinstance(cfg.eod_pad_length, bool) or not isinstance(cfg.eod_pad_length, int) or cfg.eod_pad_length < 1:
+        raise DataError(f"eod_pad_length (the width of the actual_seq_len column) must be an integer >= 1, "
+                        f"got {cfg.eod_pad_length!r}")
     files, cleaner, name = resolve_inputs(cfg)
     sources = [{"path": f, "bytes": os.path.getsize(f), "sha256": file_sha256(f),
                 "format": detect_format(f) if cfg.format == "auto" else cfg.format} for f in files]
@@ -229,6 +241,9 @@ def prepare_dataset(cfg: PrepareConfig, overwrite: bool = False, log=print) -> d
         if not overwrite:
             what = (f"a dataset with a different configuration (fingerprint {old.get('fingerprint', '?')[:12]} "
                     f"!= {fingerprint[:12]})" if old is not None else "files that are not a complete dataset")
+            if old is not None and int(old.get("format_version", 1)) < FORMAT_VERSION:
+                what = (f"a dataset of data format {old.get('format_version', 1)}, prepared before the "
+                        f"actual_seq_len column (format {FORMAT_VERSION}); it still trains, as unpacked-attention data")
             raise DataError(f"output directory {out_dir} already holds {what}; choose another "
                             f"--output_dir or pass --overwrite to replace it")
 
@@ -263,7 +278,8 @@ def _build(cfg, files, sources, cleaner, name, fingerprint, tmp_dir, log) -> dic
         raise DataError("internal: trained tokenizer has an unexpected EOS id")
 
     L = cfg.seq_length + 1
-    packers = {s: SplitPacker(tmp_dir, s, L, cfg.shard_samples, cfg.shuffle, cfg.seed) for s in SPLITS}
+    packers = {s: SplitPacker(tmp_dir, s, L, cfg.shard_samples, cfg.shuffle, cfg.seed, sp.eos_id(),
+                              cfg.eod_pad_length) for s in SPLITS}
     stats = ReadStats()
     est = sum(uncompressed_size_estimate(f) for f in files)
     prog = _Progress(est, cfg.progress)
@@ -310,6 +326,8 @@ def _build(cfg, files, sources, cleaner, name, fingerprint, tmp_dir, log) -> dic
         "sample_length": L,
         "column": "input_ids",
         "dtype": "int32",
+        "columns": {"input_ids": [L], ACTUAL_SEQ_LEN: [cfg.eod_pad_length]},
+        "eod_pad_length": cfg.eod_pad_length,
         "seed": cfg.seed,
         "shuffle": cfg.shuffle,
         "validation_fraction": cfg.validation_fraction,

@@ -17,6 +17,7 @@ import numpy as np
 from .errors import DataError
 from .manifest import SPLITS
 from .tokenizer import SPTokenizer
+from .gcide import clean_gcide_entry
 
 
 def doc_hash(doc: str) -> float:
@@ -31,7 +32,6 @@ def is_validation(doc: str, fraction: float) -> bool:
 
 def cleaner_fn(name: str):
     if name == "gcide":
-        from .gcide import clean_gcide_entry
         return clean_gcide_entry
     if name in ("none", None):
         return None

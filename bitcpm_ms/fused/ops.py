@@ -214,17 +214,20 @@ def attention_shape_problem(q, k, v, cos, sin, mask, num_heads: int, n_kv_heads:
     if list(k) != [b, s, n_kv_heads * d] or list(v) != list(k):
         return f"k {list(k)} and v {list(v)} must be [{b}, {s}, {n_kv_heads * d}]"
     for name, t in (("cos", cos), ("sin", sin)):
-        if _numel(t) != s * d or t[-1] != d:
-            return f"{name} {list(t)} must hold [seq={s}, head_dim={d}] values (one position table for the batch)"
+        if _numel(t) not in (s * d, b * s * d) or t[-1] != d or _numel(t) != _numel(cos):
+            return (f"{name} {list(t)} must hold [batch={b} or 1, seq={s}, head_dim={d}] values (one position "
+                    f"table for the batch, or one per row)")
     if _numel(mask) not in (s * s, b * s * s) or mask[-1] != s or mask[-2] != s:
         return f"mask {list(mask)} must be [batch or 1, 1, {s}, {s}] (additive)"
     return None
 
 
 class FusedAttention(nn.Cell):
-    """(q [B,S,H*D], k [B,S,Hkv*D], v, cos [S,D], sin [S,D], mask [B,1,S,S]) -> o [B,S,H*D]:
+    """(q [B,S,H*D], k [B,S,Hkv*D], v, cos [S,D] or [B,1,S,D], sin, mask [B,1,S,S]) -> o [B,S,H*D]:
     rotary embedding, scaled scores plus the additive mask, softmax and the weighted values of
     MindFormers' LLaMA attention (GQA, no flash attention) in one kernel, with its backward.
+    Per-row cos / sin tables (B of them) carry per-row positions: packed documents whose RoPE
+    positions restart at every document (models/documents.py).
     Keys whose mask removes them are skipped only where that is exact (ops/fused_train/ft_attention.h)."""
 
     def __init__(self, num_heads: int, n_kv_heads: int, head_dim: int):

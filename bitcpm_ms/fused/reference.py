@@ -8,6 +8,8 @@ mask); the backward formulas are their exact gradients.
 """
 import numpy as np
 
+from ..data.documents import document_ids
+
 
 def _f64(*xs):
     return [np.asarray(x, np.float64) for x in xs]
@@ -128,7 +130,8 @@ def _heads(x, n, d):
 
 
 def attention_forward(q, k, v, cos, sin, mask, num_heads, n_kv_heads):
-    """q [B,S,H*D], k/v [B,S,Hkv*D], cos/sin [S,D], mask additive [Bm,1,S,S] -> o [B,S,H*D].
+    """q [B,S,H*D], k/v [B,S,Hkv*D], cos/sin [S,D] or [B,S,D] (per-row positions), mask additive
+    [Bm,1,S,S] -> o [B,S,H*D].
 
     softmax((rope(q) rope(k)^T) / sqrt(D) + mask) v, head h reading kv head h // (H / Hkv)."""
     B, S, HD = np.shape(q)
@@ -138,12 +141,12 @@ def attention_forward(q, k, v, cos, sin, mask, num_heads, n_kv_heads):
 
 def _attention_probs(q, k, v, cos, sin, mask, num_heads, n_kv_heads):
     """The forward's shared part in float64: softmax probabilities p [B, H, S, S], rope(q) and
-    rope(k) / v repeated to H heads [B, H, S, D], and cos / sin as [S, D]."""
+    rope(k) / v repeated to H heads [B, H, S, D], and cos / sin as [Bc, 1, S, D] (Bc 1 or B)."""
     q, k, v, cos, sin, mask = _f64(q, k, v, cos, sin, mask)
     B, S, HD = q.shape
     D = HD // num_heads
     rep = num_heads // n_kv_heads
-    cos, sin = cos.reshape(S, D), sin.reshape(S, D)
+    cos, sin = cos.reshape(-1, 1, S, D), sin.reshape(-1, 1, S, D)      # [Bc, 1, S, D]: broadcast over heads
     qr = rope(_heads(q, num_heads, D), cos, sin)
     kr = np.repeat(rope(_heads(k, n_kv_heads, D), cos, sin), rep, axis=1)
     vv = np.repeat(_heads(v, n_kv_heads, D), rep, axis=1)
@@ -186,6 +189,18 @@ def causal_mask(tokens, pad_token_id=0, dtype=np.float32):
     tokens = np.asarray(tokens)
     B, S = tokens.shape
     keep = np.tril(np.ones((S, S), dtype))[None] * (tokens != pad_token_id).astype(dtype)[:, None, :]
+    return ((1.0 - keep) * -10000.0).astype(dtype)[:, None]
+
+
+def document_mask(tokens, ends, pad_token_id=0, dtype=np.float32):
+    """The mask of packed documents (models/documents.py): causal, within each document only, pad
+    keys masked: (1 - tril * same_document * not_pad(key)) * -10000, shape [B, 1, S, S]. `ends`
+    [B, K] is the rows' actual_seq_len (data/documents.py)."""
+    tokens = np.asarray(tokens)
+    B, S = tokens.shape
+    doc = document_ids(ends, S)                                                       # [B, S]
+    same = (doc[:, :, None] == doc[:, None, :]).astype(dtype)                         # [B, S, S]
+    keep = np.tril(np.ones((S, S), dtype))[None] * same * (tokens != pad_token_id).astype(dtype)[:, None, :]
     return ((1.0 - keep) * -10000.0).astype(dtype)[:, None]
 
 

@@ -10,6 +10,7 @@ See docs/generation.md. The layer sits above models/quant/kernels and below app.
 from .sampling import (GenerationConfig, GenerationError, apply_repetition_penalty, apply_temperature,
                        filtered_logits, next_token, softmax, top_k_mask, top_p_mask)
 from .streaming import IncrementalText, TextStreamer
+import importlib
 
 __all__ = ["GenerationConfig", "GenerationError", "apply_repetition_penalty", "apply_temperature",
            "filtered_logits", "next_token", "softmax", "top_k_mask", "top_p_mask", "IncrementalText",
@@ -23,6 +24,5 @@ _LAZY = {"CachedLM": "runtime", "generate": "generation", "generate_batches": "g
 
 def __getattr__(name):  # lazy: the numpy parts (sampling, streaming) do not import MindSpore
     if name in _LAZY:
-        import importlib
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(name)

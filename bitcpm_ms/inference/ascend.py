@@ -7,14 +7,16 @@ prefill / decode-step graphs would run the Ascend matmul (attention stays MindSp
 """
 from typing import List
 
+from ..errors import ConversionError
+
+from ..kernels.ascend import ascend_ternary_linear
+
 
 def convert_for_ascend(net, compute_dtype=None, allow_a8: bool = False) -> List[str]:
     """Swap every PackedTernaryLinear of `net` (after quant.convert.convert_model) in place for an
     AscendTernaryLinear (A16W4 per-group). W1.58A8 layers are refused unless allow_a8: CANN has no
     per-group int8 x ternary matmul, so they would run weight-only (different numerics).
     Returns the names of the swapped layers."""
-    from ..errors import ConversionError
-    from ..kernels.ascend import ascend_ternary_linear
     from ..kernels.linear import PackedTernaryLinear
     from ..quant.swap import replace_cells
 

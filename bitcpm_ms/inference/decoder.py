@@ -1,8 +1,9 @@
-"""KV-cache decoding graphs over a trained BitCPM model: one prefill graph and one decode-step graph.
+"""KV-cache decoding graphs over a trained BitCPM model: a prefill graph, a decode-step graph and
+(packed models) a multi-step greedy graph.
 
 MindFormers' own incremental path (`use_past=True`) cannot run on CPU: its `InferAttention` needs
 `ApplyRotaryPosEmb` (float16/bfloat16 only, no CPU kernel), `ReshapeAndCache` and `PagedAttention`
-(Ascend-only; "Unsupported op ... on CPU", see docs/generation.md). These two Cells are the compact
+(Ascend-only; "Unsupported op ... on CPU", see docs/generation.md). These Cells are the compact
 replacement. They hold no weights of their own: they call the model's own cells (embedding, RMSNorms,
 q/k/v/o projections, SwiGLU feed-forward, the MiniCPM residual `add` and scaled final norm, lm_head),
 so they run unchanged on the fake-quant model (`TernaryLinear`) and on the packed model
@@ -27,8 +28,11 @@ place, so the caller writes nothing; step j runs at min(positions + j, S - 1).
 """
 import numpy as np
 import mindspore as ms
-from mindspore import Tensor, nn, ops
+from mindspore import Parameter, Tensor, nn, ops
 from mindspore.ops import operations as P
+
+from .fused_layer import layer_kernel, unfusable_reason
+from ..kernels.ops import decode_attention_cell, float_matmul_nt_cell
 
 MASK_VALUE = -10000.0   # MindFormers' LowerTriangularMaskWithDynamic adder
 
@@ -66,7 +70,6 @@ def half_head_weight(lm):
     """A float16 copy of lm's head weight [V, H], the precision of llama.cpp's F16 output tensor: the
     decode step streams half the bytes (the head is the largest weight of a small ternary model).
     Logits then differ from the float32 model by the weight rounding (~1e-3 relative)."""
-    from mindspore import Parameter
     if not fast_head_ok(lm):
         raise ValueError(HALF_HEAD_NEEDS)
     w = lm.lm_head.weight
@@ -110,7 +113,6 @@ class _CachedDecoderBase(nn.Cell):
         if head_weight is not None and not self.fast_head:
             raise ValueError(HALF_HEAD_NEEDS)
         if self.fast_head:
-            from ..kernels.decode_ops import float_matmul_nt_cell
             self.head_kernel = float_matmul_nt_cell(head.weight if head_weight is None else head_weight)
         else:
             self.lm_head = head
@@ -131,7 +133,6 @@ class _CachedDecoderBase(nn.Cell):
 
     def _layer_kernels(self, lm, write_cache: bool):
         """One DecodeLayer Cell per layer of lm (fused_layer.py), on the layers' own Parameters."""
-        from .fused_layer import layer_kernel
         names = {id(p): p.name for p in lm.get_parameters()}
         scale = 1.0 / np.sqrt(self.head_dim)
         kernels = nn.CellList([layer_kernel(layer, scale, self.num_heads, write_cache) for layer in lm.model.layers])
@@ -216,13 +217,12 @@ class DecodeStepGraph(_CachedDecoderBase):
     * fused_layers: each packed decoder layer is one C++ op (`DecodeLayer`, fused_layer.py): the step
       is L + ~5 ops. Needs every layer packed (`convert_model`); default on CPU when they are.
     * fused_attention: RoPE + attention of a layer run as one C++ op (`DecodeAttention`,
-      kernels/decode_ops.py) instead of ~20 MindSpore ops; the projections stay the model's cells
+      kernels/ops.py) instead of ~20 MindSpore ops; the projections stay the model's cells
       (fake-quant or packed). Default on CPU otherwise.
     * neither: the MindSpore-ops form (any backend). With one token, [B, 1, heads, d] and
       [B, heads, 1, d] share a layout: reshapes, no transposes."""
 
     def __init__(self, lm, fused_attention: bool = None, fused_layers: bool = None, head_weight=None):
-        from .fused_layer import unfusable_reason
         on_cpu = ms.get_context("device_target") == "CPU"
         reasons = [unfusable_reason(layer) for layer in lm.model.layers]
         if fused_layers is None:
@@ -237,7 +237,6 @@ class DecodeStepGraph(_CachedDecoderBase):
         if self.fused_layers:
             self.layer_kernels = self._layer_kernels(lm, write_cache=False)
         if self.fused_attention:
-            from ..kernels.decode_ops import decode_attention_cell
             self.attention_kernel = decode_attention_cell(1.0 / np.sqrt(self.head_dim), self.num_heads)
 
     def construct(self, input_ids, positions, *cache):
@@ -314,7 +313,6 @@ class DecodeMultiStepGraph(_CachedDecoderBase):
     no kept token reads."""
 
     def __init__(self, lm, steps: int, head_weight=None):
-        from .fused_layer import unfusable_reason
         if not isinstance(steps, (int, np.integer)) or steps < 2:
             raise ValueError(f"a multi-step decode graph needs steps >= 2, got {steps!r}")
         reasons = [unfusable_reason(layer) for layer in lm.model.layers]

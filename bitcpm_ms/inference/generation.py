@@ -34,7 +34,7 @@ class GenerationStats:
     decode_tokens: int = 0         # tokens produced by decode steps and kept (a multi-step call's tokens
                                    # past a row's stop are dropped and not counted)
     decode_seconds: float = 0.0    # step graph calls + cache writes
-    decode_steps: int = 0          # step graph calls (one or CachedLM.decode_steps tokens each)
+    decode_calls: int = 0          # step graph calls (one token, or CachedLM.decode_steps tokens, per row)
     host_seconds: float = 0.0      # sampling, detokenization, streaming
     compile_seconds: float = 0.0   # graph compilation (first call per shape), excluded above
 
@@ -83,13 +83,58 @@ def check_prompts(prompts, cfg: GenerationConfig, context: int, vocab_size: int)
     return rows
 
 
+@dataclass
+class _Batch:
+    """The state of one generate() call that both decode loops share (rows in prompt order)."""
+    cfg: GenerationConfig
+    lm: object
+    cache: object
+    stats: GenerationStats
+    rows: List[List[int]]
+    texts: Optional[List[IncrementalText]]
+    streamer: object
+    positions: np.ndarray                   # [B] int32: the next cache slot of each row
+    seen: List[List[int]] = field(default_factory=list)
+    new: List[List[int]] = field(default_factory=list)
+    reasons: List[Optional[str]] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.seen = [list(r) for r in self.rows]
+        self.new = [[] for _ in self.rows]
+        self.reasons = [None] * len(self.rows)
+
+    def take(self, b: int, tokens) -> int:
+        """Append row b's tokens up to its stop; returns how many it kept."""
+        kept = 0
+        for token in tokens:
+            kept += 1
+            self.reasons[b] = _take(b, int(token), self.cfg, self.new, self.seen, self.texts, self.streamer)
+            if self.reasons[b] is not None:
+                break
+        return kept
+
+    def active(self) -> List[int]:
+        return [b for b in range(len(self.rows)) if self.reasons[b] is None]
+
+    def step_inputs(self):
+        """(ids [B, 1] int32: each row's last token, pad for finished rows; positions [B] int32)."""
+        pad = self.cfg.pad_token_id
+        ids = np.array([[self.new[b][-1] if self.reasons[b] is None else pad] for b in range(len(self.rows))],
+                       np.int32)
+        return ids, np.minimum(self.positions, self.cache.length - 1).astype(np.int32)  # finished rows: any slot
+
+
 def generate(lm, prompts, config: GenerationConfig = None, streamer=None,
              decode: Callable[[List[int]], str] = None, **kwargs) -> GenerationOutput:
     """Generate for a batch of prompts (token id lists) with `lm`: a CachedLM, loaded MindIR graphs, or
     a BitCPMForCausalLM (its CachedLM is built on first use and kept on the model).
 
     kwargs override fields of `config` (MindFormers style: generate(ids, max_new_tokens=64, top_p=0.7)).
-    streamer: an object with put(row, token_id, text) and end(); text needs `decode`."""
+    streamer: an object with put(row, token_id, text) and end(); text needs `decode`.
+
+    Greedy decoding without a repetition penalty needs no logits on the host, so with a CachedLM
+    that decodes K > 1 tokens per graph call (`CachedLM.decode_steps`) it runs the multi-step loop;
+    everything else runs the sampled loop, one token per row per graph call."""
     cfg = replace(config or GenerationConfig(), **kwargs) if kwargs or config is None else config
     cfg.validate()
     lm = as_decoder(lm)
@@ -99,64 +144,80 @@ def generate(lm, prompts, config: GenerationConfig = None, streamer=None,
     seed = cfg.seed if cfg.seed is not None else secrets.randbits(32)
     stats = GenerationStats(prompts=len(rows), prompt_tokens=sum(len(r) for r in rows))
     compiled_before = lm.compile_seconds
+    run, logits = _prefill(lm, rows, cfg, stats, streamer,
+                           [IncrementalText(decode, cfg.stop_strings) for _ in rows] if decode is not None else None)
+    if cfg.greedy and cfg.repetition_penalty == 1.0 and getattr(lm, "decode_steps", 1) > 1:
+        _greedy_multi_step_loop(run, logits)
+    else:
+        _sampled_loop(run, logits, seed)
+    if streamer is not None:
+        for b in range(len(rows)):
+            if run.texts is not None:
+                streamer.put(b, -1, run.texts[b].finish())
+        streamer.end()
+    stats.compile_seconds = lm.compile_seconds - compiled_before
+    return GenerationOutput(tokens=run.new, finish_reasons=run.reasons, seed=seed, stats=stats,
+                            texts=[t.text for t in run.texts] if run.texts is not None else None)
 
+
+def _prefill(lm, rows, cfg, stats, streamer, texts):
+    """Right-pad the prompts to the prompt bucket, run the prefill graph and fill the cache.
+    Returns the batch state and the logits of each row's last prompt position [B, vocab]."""
     batch, lengths = len(rows), np.array([len(r) for r in rows], np.int32)
     p_len, s_len = lm.shapes(batch, int(lengths.max()), int(lengths.max()) + cfg.max_new_tokens - 1)
     cache = lm.new_cache(batch, s_len)
     lm.warm_up(batch, p_len, cache)
-    input_ids = np.full((batch, p_len), cfg.pad_token_id, np.int32)
+    input_ids = np.full((batch, p_len), cfg.pad_token_id, np.int32)        # [B, P] right-padded
     for b, ids in enumerate(rows):
         input_ids[b, :len(ids)] = ids
-
     t = time.perf_counter()
     logits, keys, values = lm.prefill(input_ids, lengths)
     cache.write_prompt(keys, values)
     stats.prefill_seconds = time.perf_counter() - t
+    return _Batch(cfg, lm, cache, stats, rows, texts, streamer, lengths.copy()), logits
 
-    rngs = [np.random.default_rng(seed) for _ in rows]
-    texts = [IncrementalText(decode, cfg.stop_strings) for _ in rows] if decode is not None else None
-    seen = [list(r) for r in rows]
-    new = [[] for _ in rows]
-    reasons: List[Optional[str]] = [None] * batch
-    positions = lengths.copy()
-    # greedy without a repetition penalty needs no host logits: K steps per graph call (CachedLM.multi_step)
-    multi = cfg.greedy and cfg.repetition_penalty == 1.0 and getattr(lm, "decode_steps", 1) > 1
-    chunk = None                       # [B, K] tokens of the last multi-step call
+
+def _sampled_loop(run: _Batch, logits, seed: int) -> None:
+    """One token per row per graph call, chosen on the host from the logits (sampling.next_token:
+    temperature, top-k/p, repetition penalty, or argmax), each row with its own generator."""
+    rngs = [np.random.default_rng(seed) for _ in run.rows]
     while True:
         t = time.perf_counter()
-        for b in range(batch):
-            if reasons[b] is not None:
-                continue
-            row = chunk[b] if chunk is not None else [next_token(logits[b], seen[b], cfg, rngs[b])]
-            for token in row:
-                reasons[b] = _take(b, int(token), cfg, new, seen, texts, streamer)
-                stats.decode_tokens += chunk is not None
-                if reasons[b] is not None:
-                    break
-        stats.host_seconds += time.perf_counter() - t
-        active = [b for b in range(batch) if reasons[b] is None]
+        for b in run.active():
+            run.take(b, [next_token(logits[b], run.seen[b], run.cfg, rngs[b])])
+        run.stats.host_seconds += time.perf_counter() - t
+        active = run.active()
         if not active:
-            break
-        step_ids = np.array([[new[b][-1] if reasons[b] is None else cfg.pad_token_id] for b in range(batch)], np.int32)
-        step_pos = np.minimum(positions, s_len - 1).astype(np.int32)    # finished rows: any valid slot
+            return
+        step_ids, step_pos = run.step_inputs()
         t = time.perf_counter()
-        if multi:
-            chunk = lm.multi_step(step_ids, step_pos, cache)             # writes the cache itself
-        else:
-            logits, keys, values = lm.step(step_ids, step_pos, cache)
-            cache.write_step(keys, values, step_pos)
-            stats.decode_tokens += len(active)
-        stats.decode_seconds += time.perf_counter() - t
-        stats.decode_steps += 1
-        positions += chunk.shape[1] if multi else 1
-    if streamer is not None:
-        for b in range(batch):
-            if texts is not None:
-                streamer.put(b, -1, texts[b].finish())
-        streamer.end()
-    stats.compile_seconds = lm.compile_seconds - compiled_before
-    return GenerationOutput(tokens=new, finish_reasons=reasons, seed=seed, stats=stats,
-                            texts=[t.text for t in texts] if texts is not None else None)
+        logits, keys, values = run.lm.step(step_ids, step_pos, run.cache)
+        run.cache.write_step(keys, values, step_pos)
+        run.stats.decode_seconds += time.perf_counter() - t
+        run.stats.decode_tokens += len(active)
+        run.stats.decode_calls += 1
+        run.positions += 1
+
+
+def _greedy_multi_step_loop(run: _Batch, logits) -> None:
+    """K greedy tokens per row per graph call (CachedLM.multi_step: argmax in the graph, the cache
+    written by the layer ops). The first token comes from the prefill's logits; a row's tokens past
+    its stop are dropped and not counted."""
+    t = time.perf_counter()
+    for b in run.active():
+        run.take(b, [next_token(logits[b], run.seen[b], run.cfg, None)])    # greedy: no generator
+    run.stats.host_seconds += time.perf_counter() - t
+    while run.active():
+        step_ids, step_pos = run.step_inputs()
+        t = time.perf_counter()
+        chunk = run.lm.multi_step(step_ids, step_pos, run.cache)           # [B, K] tokens
+        run.stats.decode_seconds += time.perf_counter() - t
+        run.stats.decode_calls += 1
+        run.positions += chunk.shape[1]
+        t = time.perf_counter()
+        for b in run.active():
+            run.stats.decode_tokens += run.take(b, chunk[b])
+        run.stats.host_seconds += time.perf_counter() - t
 
 
 def as_decoder(lm):

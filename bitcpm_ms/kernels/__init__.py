@@ -11,7 +11,7 @@ See docs/kernels.md for the packed layout, build/cache details and benchmarks.
 from .packing import (PackedTernary, bits_per_weight, bits_per_weight_report, format_bits_report, pack_ternary,
                       unpack_ternary)
 from .reference import quantize_activations_int8, ternary_matmul_dx_reference, ternary_matmul_reference
-from .ops import (MAX_ISA_AVX2, MAX_ISA_BEST, get_force_portable, get_max_isa, get_num_threads, has_avx2,
+from .library import (MAX_ISA_AVX2, MAX_ISA_BEST, get_force_portable, get_max_isa, get_num_threads, has_avx2,
                   has_avx512_vnni, isa_path, portable_path, quantize_pack_numpy, set_force_portable, set_max_isa,
                   set_num_threads, ternary_matmul_dx_numpy, ternary_matmul_numpy)
 from .api import ternary_matmul
@@ -32,6 +32,6 @@ def __getattr__(name):  # lazy: importing MindSpore is slow and not needed for t
         from .linear import PackedTernaryLinear
         return PackedTernaryLinear
     if name in ("get_ms_op", "TernaryMatmul"):
-        from . import ms_ops
-        return getattr(ms_ops, name)
+        from . import ops
+        return getattr(ops, name)
     raise AttributeError(name)

@@ -1,13 +1,13 @@
 """``ternary_matmul``: the one functional entry point, for numpy arrays and MindSpore Tensors.
 
 numpy in -> numpy out through ctypes (``ops.py``; MindSpore is not imported); Tensor in -> Tensor
-out through the AOT op (``ms_ops.py``; PyNative or GRAPH_MODE, with a bprop).
+out through the AOT op (``ops.py``; PyNative or GRAPH_MODE, with a bprop).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .ops import _is_ms_tensor, ternary_matmul_numpy
+from .library import _is_ms_tensor, ternary_matmul_numpy
 from .packing import PackedTernary
 
 
@@ -18,7 +18,7 @@ def ternary_matmul(x, packed: PackedTernary, act_bits=None, eps: float = 1e-5):
     Accepts numpy arrays (returns numpy, via ctypes) or MindSpore Tensors (returns a Tensor, via the
     AOT Custom op). x must be float32 with last dimension in_features."""
     if _is_ms_tensor(x):
-        from .ms_ops import ternary_matmul_ms
+        from .ops import ternary_matmul_ms
         return ternary_matmul_ms(x, packed, act_bits, eps)
     if not isinstance(x, np.ndarray):
         raise ValueError(f"x must be a numpy array or a MindSpore Tensor, got {type(x).__name__}")

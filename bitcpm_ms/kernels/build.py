@@ -3,7 +3,9 @@ header, the flags, the compiler version and the CPU features.
 
 Two libraries, each a `KernelLibrary` spec: `TERNARY` (``ops/ternary_matmul/``: packed ternary
 matmul and the fake-quant op) and `FUSED_TRAIN` (``ops/fused_train/``: fused training ops, which
-reuse the ternary library's thread pool source). ``library_path(spec)`` builds one on first use.
+reuse the ternary library's thread pool source). Both compile ``ops/common/`` (the CPU-feature
+detector and the C-ABI error helpers) into their own copy. ``library_path(spec)`` builds one on
+first use.
 
 Cache: ``$BITCPM_MS_CACHE/kernels/<key>/<library name>`` (default ``~/.cache/bitcpm_ms``).
 The library is compiled to a unique temporary name in the same directory and renamed into place,
@@ -49,15 +51,21 @@ class KernelLibrary:
 # from placement alone).
 _COMMON_FLAGS = ("-O3", "-fPIC", "-shared", "-pthread", "-std=c++17", "-fvisibility=hidden", "-falign-functions=64")
 
+# ops/common/, compiled into each library (each gets its own error state); found with -I common.
+_COMMON_SOURCES = ("common/cpu_features.cpp", "common/c_abi_util.cpp")
+_COMMON_HEADERS = ("common/cpu_features.h", "common/c_abi_util.h")
+
 # One translation unit per code path (ggml-cpu style); all linked into the one library.
 # -ffp-contract=off: every path gives bit-identical results where the tests demand it.
 TERNARY = KernelLibrary(
     name="libbitcpm_ternary.so",
     sources=tuple(f"ternary_matmul/{f}" for f in
                   ("threads.cpp", "dispatch.cpp", "portable.cpp", "avx2.cpp", "avx512.cpp", "c_abi.cpp",
-                   "decode_ops.cpp", "decode_layer.cpp")),
-    headers=("ternary_matmul/ternary_common.h",),
+                   "decode_ops.cpp", "decode_layer.cpp"))
+    + _COMMON_SOURCES,
+    headers=("ternary_matmul/ternary_common.h",) + _COMMON_HEADERS,
     cxxflags=_COMMON_FLAGS + ("-ffp-contract=off",),
+    include_dirs=("common",),
     env_src="BITCPM_MS_KERNEL_SRC")
 
 # The kernel bodies (headers) are compiled once per instruction set by isa_*.cpp. FMA contraction
@@ -68,11 +76,11 @@ FUSED_TRAIN = KernelLibrary(
     sources=tuple(f"fused_train/{f}" for f in
                   ("isa_avx512.cpp", "isa_avx2.cpp", "isa_portable.cpp", "dispatch.cpp", "c_abi.cpp",
                    "blas_matmul.cpp"))
-    + ("ternary_matmul/threads.cpp",),
+    + ("ternary_matmul/threads.cpp",) + _COMMON_SOURCES,
     headers=tuple(f"fused_train/{f}" for f in ("ft_common.h", "ft_vec.h", "ft_kernels.h", "ft_attention.h"))
-    + ("ternary_matmul/ternary_common.h",),
+    + ("ternary_matmul/ternary_common.h",) + _COMMON_HEADERS,
     cxxflags=_COMMON_FLAGS + ("-ffp-contract=fast", "-Wno-psabi", "-Wl,--no-undefined"),
-    include_dirs=("ternary_matmul",),
+    include_dirs=("ternary_matmul", "common"),
     libs=("-ldl",))
 
 _lock = threading.Lock()
@@ -116,7 +124,8 @@ def _cpu_features() -> str:
                     break
     except OSError:
         pass
-    return platform.machine() + ":" + ",".join(sorted(flags & {"avx2", "fma", "avx512f", "avx512bw", "avx512vnni"}))
+    wanted = {"avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni"}
+    return platform.machine() + ":" + ",".join(sorted(flags & wanted))
 
 
 def _compiler() -> str:

@@ -16,11 +16,12 @@ is the MindSpore primitive.
 from __future__ import annotations
 
 import numpy as np
+import mindspore as ms
 
 from .aot_call import call_aot, prepared_aot_call
-from .decode_ops import _aot, decode_attention_reference
-from .ops import _load, _raise_kernel
-from .reference import ternary_matmul_reference
+from .library import _load, _raise_kernel
+from .ops import _aot
+from .reference import decode_attention_reference, ternary_matmul_reference
 
 PROJECTIONS = ("wq", "wk", "wv", "wo", "w1", "w3", "w2")
 
@@ -102,7 +103,6 @@ def decode_layer_op():
     """The AOT op (one per process), inference only (no bprop):
     op(h, w_attn_norm, w_ffn_norm, 7 x (packed, scales), k_cache, v_cache, positions, cos, sin, spec)
     -> (h_out [B, H], k_rot [B, KVH*D], v [B, KVH*D])."""
-    import mindspore as ms
 
     def out_shape(h, *rest):
         kv = rest[4][0]                       # wk packed [KVH*D, H/4]

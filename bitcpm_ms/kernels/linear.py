@@ -10,8 +10,8 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
-from .ms_ops import get_ms_op
-from .ops import _check_mode
+from .ops import get_ms_op
+from .library import _check_mode
 from .packing import PackedTernary
 
 

@@ -1,201 +1,183 @@
-"""The C++ kernel library through ctypes: loading, settings, and the numpy routes.
+"""The C++ kernels as MindSpore ops: AOT ``ops.Custom`` primitives (with bprop) and the
+``TernaryMatmul`` Cell that binds the A8 activation quantizer's eps.
 
-``ternary_matmul_numpy(x, packed, act_bits=None, eps=1e-5)``: numpy in -> numpy out (no MindSpore
-needed). ``eps`` is the A8 activation quantizer's floor, s = 127 / max(max|x_row|, eps): pass the
-QuantConfig.eps the model was trained with. The MindSpore AOT ops over the same library are in
-``ms_ops.py``; ``api.ternary_matmul`` accepts either kind of input.
-
-Settings shared by both routes (they live in the loaded library, which MindSpore's AOT loader and
-ctypes share: the same path is dlopen'ed once per process):
-  ``set_num_threads(n)``  threads over output rows (default: env BITCPM_MS_NUM_THREADS, else all cores)
-  ``set_force_portable(True)`` / ``portable_path()`` context: disable every SIMD path.
-  ``set_max_isa(MAX_ISA_AVX2)`` / ``isa_path(level)`` context: cap the kernels at AVX2+FMA (no
-  AVX-512), e.g. to test or time the AVX2 path on an AVX-512 machine; ``MAX_ISA_BEST`` lifts the cap.
+Works in PyNative and GRAPH_MODE and exports to MindIR. The primitives and ctypes share one
+loaded library (``library._load``), so the settings of ``library.py`` (threads, ISA caps) apply here too.
 """
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import math
-import os
-import threading
-
 import numpy as np
+import mindspore as ms
+from mindspore import Tensor, nn, ops
 
 from .build import library_path
-from .packing import PackedTernary, check_packed_group
+from .library import _check, _check_mode, _load
+from .packing import PackedTernary
 
-_lib = None
-_lib_lock = threading.Lock()
-
-
-def _load():
-    global _lib
-    if _lib is not None:
-        return _lib
-    with _lib_lock:
-        if _lib is None:
-            lib = ctypes.CDLL(str(library_path()))
-            i64, i32 = ctypes.c_int64, ctypes.c_int
-            vp = ctypes.c_void_p
-            lib.bitcpm_ternary_matmul.argtypes = [vp, vp, vp, vp, i64, i64, i64, i64, i32, ctypes.c_float, i32, i32]
-            lib.bitcpm_ternary_matmul.restype = i32
-            lib.bitcpm_ternary_matmul_dx.argtypes = [vp, vp, vp, vp, i64, i64, i64, i64, i32]
-            lib.bitcpm_ternary_matmul_dx.restype = i32
-            lib.bitcpm_quantize_pack.argtypes = [vp, i64, i64, i64, ctypes.c_float, vp, vp, i32]
-            lib.bitcpm_quantize_pack.restype = i32
-            lib.bitcpm_last_error.restype = ctypes.c_char_p
-            for f in ("bitcpm_set_num_threads", "bitcpm_set_force_portable", "bitcpm_set_max_isa"):
-                getattr(lib, f).argtypes = [i32]
-            env = os.environ.get("BITCPM_MS_NUM_THREADS")
-            if env:
-                lib.bitcpm_set_num_threads(int(env))
-            _lib = lib
-    return _lib
+_ms_ops = {}
 
 
-def set_num_threads(n: int) -> int:
-    """Threads used by the kernels (n <= 0: all cores). Returns the effective count."""
-    return int(_load().bitcpm_set_num_threads(int(n)))
+def _custom(func_name, out_shape, bprop=None):
+
+    return ops.Custom(f"{library_path()}:{func_name}", out_shape=out_shape,
+                      out_dtype=lambda *a: ms.float32, func_type="aot", bprop=bprop)
 
 
-def get_num_threads() -> int:
-    return int(_load().bitcpm_get_num_threads())
+def _matmul_primitive(act_bits=None):
+    """The AOT Custom op itself (cached, one per mode), with its bprop. Most callers want
+    `get_ms_op`, which binds eps.
+
+    Weight-only: ``op(x [M,K] f32, packed [N,K/4] u8, scales [N,G] f32) -> y [M,N] f32``.
+    A8: ``op(x, packed, scales, spec [1,1] f32 = (eps,)) -> y``: eps, the activation quantizer's
+    floor, is an input tensor (a constant in graphs and MindIR), like TernaryFakeQuant's spec.
+    bprop: dx = dy @ W_q via the TernaryMatmulDx kernel; packed/scales (and spec) get zero
+    gradients (they are frozen inference weights)."""
+    key = 8 if act_bits == 8 else 0
+    if key in _ms_ops:
+        return _ms_ops[key]
+    _load()  # make sure settings from the environment are applied
+
+    dx_op = _ms_ops.get("dx")
+    if dx_op is None:
+        dx_op = _custom("TernaryMatmulDx", lambda dy, p, s: (dy[0], p[1] * 4))
+        _ms_ops["dx"] = dx_op
+    zeros_like = ops.ZerosLike()
+
+    if key == 8:
+        def bprop(x, packed, scales, spec, out, dout):
+            return dx_op(dout, packed, scales), zeros_like(packed), zeros_like(scales), zeros_like(spec)
+
+        op = _custom("TernaryMatmulA8", lambda x, p, s, spec: (x[0], p[0]), bprop=bprop)
+    else:
+        def bprop(x, packed, scales, out, dout):
+            return dx_op(dout, packed, scales), zeros_like(packed), zeros_like(scales)
+
+        op = _custom("TernaryMatmulW", lambda x, p, s: (x[0], p[0]), bprop=bprop)
+    _ms_ops[key] = op
+    return op
 
 
-def set_force_portable(flag: bool) -> None:
-    """Force the portable C++ path (no AVX2) for all later calls, including the MindSpore op."""
-    _load().bitcpm_set_force_portable(1 if flag else 0)
-
-
-def get_force_portable() -> bool:
-    return bool(_load().bitcpm_get_force_portable())
-
-
-def has_avx2() -> bool:
-    return bool(_load().bitcpm_has_avx2())
-
-
-def has_avx512_vnni() -> bool:
-    """Whether the CPU has avx512f + avx512bw + avx512vnni (the VNNI A8 kernels)."""
-    return bool(_load().bitcpm_has_avx512_vnni())
-
-
-MAX_ISA_BEST = 0  # the kernels use the best instruction set the CPU has
-MAX_ISA_AVX2 = 1  # at most AVX2+FMA: every AVX-512 path off
-
-
-def set_max_isa(level: int) -> None:
-    """Cap the instruction set of all later calls, including the MindSpore op (MAX_ISA_BEST or
-    MAX_ISA_AVX2). `set_force_portable(True)` still wins over any level."""
-    if level not in (MAX_ISA_BEST, MAX_ISA_AVX2):
-        raise ValueError(f"max ISA level must be MAX_ISA_BEST (0) or MAX_ISA_AVX2 (1), got {level!r}")
-    _load().bitcpm_set_max_isa(int(level))
-
-
-def get_max_isa() -> int:
-    return int(_load().bitcpm_get_max_isa())
-
-
-@contextlib.contextmanager
-def portable_path(flag: bool = True):
-    old = get_force_portable()
-    set_force_portable(flag)
-    try:
-        yield
-    finally:
-        set_force_portable(old)
-
-
-@contextlib.contextmanager
-def isa_path(level: int):
-    """``with isa_path(MAX_ISA_AVX2):`` runs the enclosed calls with the ISA capped, then restores."""
-    old = get_max_isa()
-    set_max_isa(level)
-    try:
-        yield
-    finally:
-        set_max_isa(old)
-
-
-def _is_ms_tensor(x) -> bool:
-    return type(x).__module__.startswith("mindspore") and hasattr(x, "asnumpy")
-
-
-def _check_mode(act_bits, eps):
-    if act_bits not in (None, 8):
-        raise ValueError(f"act_bits must be None (weight-only) or 8 (W1.58A8), got {act_bits!r}")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0 < eps and math.isfinite(eps)):
-        raise ValueError(f"eps (activation quantizer floor) must be a positive finite number, got {eps!r}")
-
-
-def _check(x_shape, x_dtype, packed: PackedTernary, act_bits, eps):
-    if not isinstance(packed, PackedTernary):
-        raise ValueError(f"packed must be a PackedTernary, got {type(packed).__name__}")
-    packed.validate()
+def get_ms_op(act_bits=None, eps: float = 1e-5):
+    """A new `TernaryMatmul` Cell ``op(x [M,K] f32, packed [N,K/4] u8, scales [N,G] f32) -> y [M,N] f32``
+    (PyNative and GRAPH_MODE, exportable, with the bprop of `_matmul_primitive`). act_bits None:
+    weight-only; 8: W1.58A8 with activation quantizer floor eps (QuantConfig.eps of the trained model)."""
     _check_mode(act_bits, eps)
-    if str(x_dtype) not in ("float32", "Float32"):
-        raise ValueError(f"x must be float32, got {x_dtype}")
-    if len(x_shape) < 1 or x_shape[-1] != packed.in_features:
-        raise ValueError(f"x last dimension must be in_features={packed.in_features}, got shape {tuple(x_shape)}")
+    return TernaryMatmul(act_bits, eps)
 
 
-def _raise_kernel(rc):
-    msg = _load().bitcpm_last_error().decode(errors="replace")
-    raise ValueError(f"ternary matmul kernel failed (code {rc}): {msg}")
+def get_fake_quant_op():
+    """AOT op ``fq(w [N,K] f32, spec [1,2] f32 = (group_size, eps)) -> wq [N,K] f32``: the ternary
+    weight fake-quantization in one C++ pass (CPU). It has no bprop of its own: it is meant to sit
+    inside `WeightFakeQuant`, whose bprop is the straight-through estimator."""
+    if "fq" not in _ms_ops:
+        _load()
+        _ms_ops["fq"] = _custom("TernaryFakeQuant", lambda w, spec: w)
+    return _ms_ops["fq"]
 
 
-def ternary_matmul_numpy(x: np.ndarray, packed: PackedTernary, act_bits=None, eps: float = 1e-5, *,
-                         num_threads: int = 0, force_portable: bool = False) -> np.ndarray:
-    """ctypes route: x float32 [..., K] -> y float32 [..., N]."""
-    x = np.asarray(x)
+def _ms_weights(packed: PackedTernary):
+    cache = packed.__dict__.setdefault("_ms_cache", {})
+    key = (id(packed.packed), id(packed.scales))
+    if key not in cache:
+        cache.clear()
+        cache[key] = (ms.Tensor(packed.packed), ms.Tensor(packed.scales))
+    return cache[key]
+
+
+_functional_cells = {}  # (act_bits, eps) -> TernaryMatmul Cell of the functional MindSpore route
+
+
+def ternary_matmul_ms(x, packed: PackedTernary, act_bits=None, eps: float = 1e-5):
+    """MindSpore route: x Tensor float32 [..., K] -> Tensor [..., N] via the AOT op."""
     _check(x.shape, x.dtype, packed, act_bits, eps)
-    lib = _load()
-    N, K = packed.shape
-    lead = x.shape[:-1]
-    x2 = np.ascontiguousarray(x.reshape(-1, K))
-    M = x2.shape[0]
-    w = np.ascontiguousarray(packed.packed)
-    s = np.ascontiguousarray(packed.scales)
-    y = np.empty((M, N), np.float32)
-    rc = lib.bitcpm_ternary_matmul(x2.ctypes.data, w.ctypes.data, s.ctypes.data, y.ctypes.data, M, K, N,
-                                   s.shape[1], 8 if act_bits == 8 else 0, float(eps), int(num_threads),
-                                   int(bool(force_portable)))
-    if rc:
-        _raise_kernel(rc)
+    w, s = _ms_weights(packed)
+    K, N = packed.in_features, packed.out_features
+    lead = tuple(x.shape[:-1])
+    key = (act_bits, float(eps))
+    if key not in _functional_cells:
+        _functional_cells[key] = get_ms_op(act_bits, eps)
+    y = _functional_cells[key](x.reshape(-1, K), w, s)
     return y.reshape(*lead, N)
 
 
-def ternary_matmul_dx_numpy(dy: np.ndarray, packed: PackedTernary, num_threads: int = 0) -> np.ndarray:
-    """ctypes route of the backward: dx = dy @ W_q."""
-    dy = np.ascontiguousarray(np.asarray(dy, np.float32))
-    N, K = packed.shape
-    if dy.ndim != 2 or dy.shape[1] != N:
-        raise ValueError(f"dy must be [M, {N}], got {dy.shape}")
-    dx = np.empty((dy.shape[0], K), np.float32)
-    w = np.ascontiguousarray(packed.packed)
-    s = np.ascontiguousarray(packed.scales)
-    rc = _load().bitcpm_ternary_matmul_dx(dy.ctypes.data, w.ctypes.data, s.ctypes.data, dx.ctypes.data,
-                                          dy.shape[0], K, N, s.shape[1], int(num_threads))
-    if rc:
-        _raise_kernel(rc)
-    return dx
+class TernaryMatmul(nn.Cell):
+    """y [M,N] = x [M,K] f32 @ W^T, W given as packed [N,K/4] u8 and scales [N,G] f32.
+
+    act_bits None: weight-only; 8: W1.58A8 with s = 127 / max(max|x_row|, eps). eps reaches the
+    kernel as a constant [1,1] float32 input (`spec`), so it is part of the graph and of a MindIR
+    export, not a Parameter (checkpoints are unchanged)."""
+
+    def __init__(self, act_bits=None, eps: float = 1e-5):
+        super().__init__()
+        _check_mode(act_bits, eps)
+        self.act_bits = act_bits
+        self.eps = float(eps)
+        self.a8 = act_bits == 8
+        self.op = _matmul_primitive(act_bits)
+        self.spec = Tensor(np.array([[eps]], np.float32))  # read by the A8 op only
+
+    def construct(self, x, packed, scales):
+        if self.a8:
+            return self.op(x, packed, scales, self.spec)
+        return self.op(x, packed, scales)
+
+    def extend_repr(self):
+        return f"act_bits={self.act_bits}, eps={self.eps}"
 
 
-def quantize_pack_numpy(w: np.ndarray, group_size: int, eps: float = 1e-5, num_threads: int = 0) -> PackedTernary:
-    """C++ one-pass ternary quantize + pack of a latent float32 weight [out, in] (s = max(mean|W_g|, eps)).
+# --- the KV-cache decoder's float kernels as AOT ops (decode_ops.cpp) ---
 
-    The first half of a fused training forward; used by the benchmark. The group mean is summed in
-    double, so a scale may differ from numpy's float32 mean (quantize_weight) in the last bit."""
-    w = np.ascontiguousarray(np.asarray(w))
-    if w.dtype != np.float32 or w.ndim != 2:
-        raise ValueError(f"w must be a float32 2-D array, got {w.dtype} {w.shape}")
-    N, K = w.shape
-    g = check_packed_group(K, group_size)
-    packed = np.empty((N, K // 4), np.uint8)
-    scales = np.empty((N, K // g), np.float32)
-    rc = _load().bitcpm_quantize_pack(w.ctypes.data, N, K, K // g, float(eps), packed.ctypes.data,
-                                      scales.ctypes.data, int(num_threads))
-    if rc:
-        _raise_kernel(rc)
-    return PackedTernary(packed, scales, int(group_size), (N, K))
+_ops = {}
+
+
+def _aot(name, out_shape, out_dtype):
+    if name not in _ops:
+        _load()
+        _ops[name] = ops.Custom(f"{library_path()}:{name}", out_shape=out_shape, out_dtype=out_dtype,
+                                func_type="aot")
+    return _ops[name]
+
+
+def decode_attention_op():
+    """The AOT op (one per process): op(q, k, v, k_cache, v_cache, positions, cos, sin, spec [1, 2] =
+    (scale, H)) -> (ctx [B, H*D], k_rot [B, KVH*D]). Inference only (no bprop)."""
+    return _aot("DecodeAttention", lambda q, k, *rest: (q, k), lambda *a: (ms.float32, ms.float32))
+
+
+def float_matmul_nt_op():
+    """The AOT op: op(x [M, K] float32, w [N, K] float32 or float16) -> y [M, N] float32. Inference only."""
+    return _aot("FloatMatmulNT", lambda x, w: [x[0], w[0]], lambda *a: ms.float32)
+
+
+def decode_attention_cell(scale: float, num_heads: int):
+    """A Cell around the DecodeAttention op binding (scale, heads) as its constant spec input
+    (its own scope in profiles: `.../attention_kernel-DecodeAttentionCell/Custom`)."""
+    op = decode_attention_op()
+
+    class DecodeAttentionCell(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.op = op
+            self.spec = Tensor(np.array([[scale, num_heads]], np.float32))
+
+        def construct(self, q, k, v, k_cache, v_cache, positions, cos, sin):
+            return self.op(q, k, v, k_cache, v_cache, positions, cos, sin, self.spec)
+
+    return DecodeAttentionCell()
+
+
+def float_matmul_nt_cell(weight):
+    """A Cell computing x [M, K] @ weight [N, K]^T with the FloatMatmulNT op; `weight` is a Parameter
+    shared with its owner (e.g. the model's lm_head)."""
+    op = float_matmul_nt_op()
+
+    class FloatMatmulNTCell(nn.Cell):
+        def __init__(self):
+            super().__init__(auto_prefix=False)
+            self.op = op
+            self.weight = weight
+
+        def construct(self, x):
+            return self.op(x, self.weight)
+
+    return FloatMatmulNTCell()

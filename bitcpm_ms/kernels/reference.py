@@ -1,4 +1,11 @@
-"""Plain numpy reference of the ternary quant-matmul (the spec the C++ kernels are tested against)."""
+"""Plain numpy references of the C++ kernels (the specs they are tested against): the ternary
+quant-matmul, and the KV-cache decoder's float kernels (decode-step attention, the head's x @ W^T).
+
+    ctx, k_rot = decode_attention_reference(q, k, v, k_cache, v_cache, positions, cos, sin, scale)
+    q [B, H*D], k/v [B, KVH*D] (this token, before RoPE), caches [B, KVH, S, D] (rotated keys),
+    positions [B] int32 (row b attends to cache slots < positions[b] and to itself), cos/sin [B, D]
+    (the RoPE tables at each row's position) -> ctx [B, H*D], k_rot [B, KVH*D]
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -53,3 +60,41 @@ def ternary_matmul_reference(x, packed: PackedTernary, act_bits=None, eps: float
 def ternary_matmul_dx_reference(dy, packed: PackedTernary) -> np.ndarray:
     """dx = dy @ W_q (dequantized weight)."""
     return (np.asarray(dy, np.float32) @ packed.dequantize()).astype(np.float32)
+
+
+# --- the KV-cache decoder's float kernels (ops/ternary_matmul/decode_ops.cpp) ---
+
+
+def _rope(x, cos, sin):
+    """MindFormers' rotate-half RoPE: x * cos + concat(-x2, x1) * sin (x [..., D], cos/sin broadcast)."""
+    half = x.shape[-1] // 2
+    return x * cos + np.concatenate([-x[..., half:], x[..., :half]], -1) * sin
+
+
+def decode_attention_reference(q, k, v, k_cache, v_cache, positions, cos, sin, scale):
+    """The numpy specification (float64 internally); see the module docstring for shapes."""
+    bsz, kvh, _, d = k_cache.shape
+    h = q.shape[1] // d
+    rep = h // kvh
+    ctx = np.zeros((bsz, h * d))
+    k_rot = np.zeros((bsz, kvh * d))
+    for b in range(bsz):
+        p = int(positions[b])
+        c, s = cos[b].astype(np.float64), sin[b].astype(np.float64)
+        for g in range(kvh):
+            kr = _rope(k[b, g * d:(g + 1) * d].astype(np.float64), c, s)
+            k_rot[b, g * d:(g + 1) * d] = kr
+            keys = np.concatenate([k_cache[b, g, :p], kr[None]])              # [p + 1, D]
+            vals = np.concatenate([v_cache[b, g, :p], v[b, g * d:(g + 1) * d][None]])
+            for r in range(rep):
+                hh = g * rep + r
+                qr = _rope(q[b, hh * d:(hh + 1) * d].astype(np.float64), c, s)
+                z = keys @ qr * scale
+                w = np.exp(z - z.max())
+                ctx[b, hh * d:(hh + 1) * d] = (w / w.sum()) @ vals
+    return ctx.astype(np.float32), k_rot.astype(np.float32)
+
+
+def float_matmul_nt_reference(x, w):
+    """y [M, N] = x [M, K] @ w [N, K]^T (float64 internally)."""
+    return (np.asarray(x, np.float64) @ np.asarray(w, np.float64).T).astype(np.float32)

@@ -49,6 +49,9 @@ class BitCPMConfig(LlamaConfig):
         rope_scaling (dict): Hugging Face's `rope_scaling` (MiniCPM4: `{rope_type: longrope,
             short_factor, long_factor, original_max_position_embeddings}`; see models/rope.py).
             None is plain RoPE.
+        use_eod_attn_mask_compression (bool, LlamaConfig's): packed documents; the model then takes
+            `actual_seq_len` and keeps attention and RoPE positions inside each document, on CPU
+            too, where MindFormers alone refuses it without flash attention (models/documents.py).
     """
     model_type = "bitcpm"
 
@@ -76,6 +79,9 @@ class BitCPMConfig(LlamaConfig):
         n_kv = self.n_kv_heads or self.num_heads
         if self.num_heads % n_kv:
             raise ValueError(f"num_heads={self.num_heads} is not divisible by n_kv_heads={n_kv}")
+        if getattr(self, "use_eod_attn_mask_compression", False) and getattr(self, "rmsnorm_compute_2d", False):
+            raise ValueError("use_eod_attn_mask_compression (packed documents) needs rmsnorm_compute_2d False: the "
+                             "packed forward keeps hidden states [batch, seq, hidden] (models/documents.py)")
         if getattr(self, "extend_method", "None") not in (None, "None"):
             raise ValueError(f"extend_method={self.extend_method!r}: BitCPM models extend RoPE with "
                              "rope_scaling (Hugging Face's keys), not MindFormers' extend_method")

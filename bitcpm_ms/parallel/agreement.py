@@ -12,6 +12,8 @@ msrun, 2 workers, ~10 ms per call). A single process needs no communication at a
 from typing import Sequence, Tuple
 
 import numpy as np
+from mindspore import ops
+import mindspore as ms
 
 
 def world() -> Tuple[int, int]:
@@ -31,8 +33,6 @@ def gather_ints(values: Sequence[int]) -> np.ndarray:
     _, size = world()
     if size == 1:
         return row.astype(np.int64)
-    import mindspore as ms
-    from mindspore import ops
     out = ops.AllGather()(ms.Tensor(row.reshape(-1)))
     return out.asnumpy().reshape(size, -1).astype(np.int64)
 

@@ -12,12 +12,12 @@ from typing import Dict, Tuple
 
 import mindspore as ms
 from mindspore import nn
+import mindformers.modules.transformer.op_parallel_config as opc
 
 
 @contextlib.contextmanager
 def simulated_semi_auto(device_num: int, pipeline_stages: int = 1):
     """Build-time semi-auto-parallel context for `device_num` ranks; restored afterwards."""
-    import mindformers.modules.transformer.op_parallel_config as opc
     saved_mode = ms.get_auto_parallel_context("parallel_mode")
     saved_group_size = opc.D.get_group_size
     ms.set_auto_parallel_context(parallel_mode="semi_auto_parallel", device_num=device_num, full_batch=True,

@@ -11,6 +11,7 @@ from mindspore import Tensor, nn
 from mindspore.ops import operations as P
 
 from .primitives import SPACES
+from ..kernels.ops import get_fake_quant_op
 
 
 class WeightFakeQuant(nn.Cell):
@@ -60,7 +61,6 @@ class WeightFakeQuant(nn.Cell):
                       and ms.get_context("device_target") == "CPU"
                       and ms.get_auto_parallel_context("parallel_mode") in ("stand_alone", "data_parallel"))
         if self.fused:
-            from ..kernels.ms_ops import get_fake_quant_op
             self.fused_op = get_fake_quant_op()
             self.fused_spec = Tensor(np.array([[group_size, eps]], np.float32))
 

@@ -21,6 +21,7 @@ from .config import QuantConfig
 from .linear import TernaryLinear
 from .primitives import quantize_weight
 from .swap import replace_cells
+from bitcpm_ms.kernels import PackedTernaryLinear, pack_ternary
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,6 @@ def _to_numpy_f32(t):
 
 def packed_from_ternary_linear(layer: TernaryLinear, name: str = ""):
     """Build the PackedTernaryLinear equivalent of one TernaryLinear."""
-    from bitcpm_ms.kernels import PackedTernaryLinear, pack_ternary
 
     cfg: QuantConfig = layer.quant_config
     where = f" {name!r}" if name else ""

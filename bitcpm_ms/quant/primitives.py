@@ -12,6 +12,7 @@ halved so that, for every space, the dequantized weight is exactly `codes * scal
 from dataclasses import dataclass
 
 import numpy as np
+import mindspore as ms
 
 from .config import QuantConfig
 
@@ -52,7 +53,6 @@ def _to_numpy(x):
 def _from_numpy(x, as_tensor):
     if not as_tensor:
         return x
-    import mindspore as ms
     return ms.Tensor(x)
 
 

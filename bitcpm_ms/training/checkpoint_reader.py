@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
+from mindspore.common import np_dtype
+import mindspore as ms
 
 from ..errors import CheckpointError
 
@@ -54,7 +56,6 @@ class Entry:
 
 
 def _numpy_type(tensor_type: str):
-    from mindspore.common import np_dtype
     types = {"Int8": np.int8, "UInt8": np.uint8, "Int16": np.int16, "UInt16": np.uint16, "Int32": np.int32,
              "UInt32": np.uint32, "Int64": np.int64, "UInt64": np.uint64, "Float16": np.float16,
              "Float32": np.float32, "Float64": np.float64, "Bool": np.bool_, "BFloat16": np_dtype.bfloat16}
@@ -181,7 +182,6 @@ def index(path: str) -> "OrderedDict[str, Entry]":
 
 def read(path: str, entry: Entry, f: Optional[BinaryIO] = None):
     """One parameter as a `mindspore.Tensor` (a str for string entries), read into a single buffer."""
-    import mindspore as ms
     buf = bytearray(entry.nbytes)
     view = memoryview(buf)
     own = f is None

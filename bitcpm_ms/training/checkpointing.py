@@ -26,6 +26,7 @@ from mindspore import Tensor
 from mindspore.train.callback import Callback
 from mindformers.tools.logger import logger
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
+from mindformers.tools.utils import get_output_root_path
 
 from ..errors import ConfigError
 from ..fileio import atomic_json
@@ -124,7 +125,6 @@ class BitCPMCheckpointMonitor(Callback):
     def _output_dir(self):
         if self.directory:
             return os.path.abspath(self.directory)
-        from mindformers.tools.utils import get_output_root_path
         return get_output_root_path()
 
     def _restore_skipped_steps(self, network) -> None:

@@ -16,7 +16,10 @@ inputs), but `get_parameters()` / `trainable_params()` never see them, so:
     pass through `ops.stop_gradient`).
 The teacher's parameter names get a `teacher.` prefix so no name is shared with the student's.
 
-Outside training (`set_train(False)`), the forward is the plain student's.
+With document masking (`use_eod_attn_mask_compression` and the `actual_seq_len` column) the
+teacher runs on the same documents as the student: the same ends, its own positions and mask
+(models/documents.py), and the KD term is masked where the CE term is (labels that start another
+document). Outside training (`set_train(False)`), the forward is the plain student's.
 """
 import numpy as np
 from mindspore import Parameter, Tensor, ops
@@ -51,6 +54,10 @@ class BitCPMDistillForCausalLM(BitCPMForCausalLM):
         if int(teacher.config.vocab_size) != int(config.vocab_size):
             raise ValueError(f"teacher vocab_size {teacher.config.vocab_size} != student vocab_size "
                              f"{config.vocab_size}")
+        if bool(getattr(teacher, "document_mask", False)) != bool(getattr(config, "use_eod_attn_mask_compression",
+                                                                          False)):
+            raise ValueError("the teacher and the student must both mask documents (use_eod_attn_mask_compression) "
+                             "or neither: the teacher reads the student's documents")
         super().__init__(config=config)
         self.alpha = float(alpha)
         self.temperature = float(temperature)
@@ -80,18 +87,30 @@ class BitCPMDistillForCausalLM(BitCPMForCausalLM):
                                      init_reset, batch_valid_length, batch_index, zactivate_len, block_tables,
                                      slot_mapping, prefix_keys_values, llm_boost_inputs, q_seq_lens, loss_mask,
                                      gather_index, seq_range, actual_seq_len)
+        if self.document_mask and actual_seq_len is None:
+            raise ValueError("use_eod_attn_mask_compression is on but no actual_seq_len was given: feed the "
+                             "dataset's actual_seq_len column (input_columns), or switch document masking off")
         # the training path of LlamaForCausalLM.construct (packed input_ids [B, S + 1], no labels given)
         bsz, seqlen = self.shape(input_ids)
         tokens = self.slice(input_ids, (0, 0), (bsz, seqlen - 1), (1, 1))          # [B, S]
         labels = self.slice(input_ids, (0, 1), (bsz, seqlen), (1, 1))              # [B, S]
-        logits = self.lm_head(self.model(tokens))                                  # [B, S, V]
         input_mask = self.cast(self.not_equal(tokens, self.pad_token_id), mstype.float32)
+        if self.document_mask:       # packed documents: the teacher below reads the same documents
+            hidden, keep = self.document_hidden(tokens, actual_seq_len)
+            input_mask = self.mul(input_mask, keep)
+        else:
+            hidden = self.model(tokens)
+        logits = self.lm_head(hidden)                                              # [B, S, V]
         logits = self.cast(self.reshape(logits, (-1, self.vocab)), mstype.float32)  # [B*S, V]
         labels = self.reshape(labels, (-1,))
         input_mask = self.reshape(input_mask, (-1,))
         if self.alpha == 0.0:                                                      # plain QAT
             return self.loss(logits, labels, input_mask)
-        t_logits = self.teacher.lm_head(self.teacher.model(tokens))                # [B, S, V]
+        if self.document_mask:
+            t_hidden = self.teacher.document_hidden(tokens, actual_seq_len)[0]
+        else:
+            t_hidden = self.teacher.model(tokens)
+        t_logits = self.teacher.lm_head(t_hidden)                                  # [B, S, V]
         t_logits = ops.stop_gradient(self.cast(self.reshape(t_logits, (-1, self.vocab)), mstype.float32))
         loss, ce, kd = self.distill_loss(logits, t_logits, labels, input_mask)[:3]
         # the logged terms: side effects in the forward; the compiled step still runs the forward

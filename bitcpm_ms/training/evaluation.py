@@ -4,7 +4,10 @@ Definitions (``evaluate_lm``):
 
 * every sample holds ``seq_length + 1`` ids; the model predicts ids 1..seq_length from their
   prefixes, so a batch contributes ``batch * seq_length`` predicted tokens (fewer only if a
-  token equals the model's ``pad_token_id``, which packed data never contains);
+  token equals the model's ``pad_token_id``, which packed data never contains). A network that
+  masks documents (``use_eod_attn_mask_compression``) gets each batch's ``actual_seq_len`` and
+  predicts only labels inside a document: a document's first token, whose prediction would read
+  the previous document, is not counted (data/documents.py ``crossing_labels``);
 * ``loss`` = mean negative log-likelihood per predicted token, in nats
   (``total_nll_nats / tokens``), where ``total_nll_nats`` = sum over batches of the model's mean
   batch loss times the batch's predicted-token count;
@@ -27,27 +30,35 @@ import time
 from typing import Optional
 
 import numpy as np
+import mindspore as ms
 
+from ..data.documents import check_actual_seq_len, crossing_labels, eos_ids
 from ..fileio import atomic_json
+from ..data.dataset import build_dataset
+from ..data.manifest import read_manifest
 
 LN2 = math.log(2.0)
 
 
+def _np(x):
+    return None if x is None else np.asarray(x.asnumpy() if hasattr(x, "asnumpy") else x)
+
+
 def _batches(dataset):
-    """Yield numpy ``input_ids`` batches from a MindSpore dataset or an iterable."""
+    """Yield numpy (``input_ids``, ``actual_seq_len`` or None) batches from a MindSpore dataset
+    (its columns in that order) or an iterable (arrays, tuples, or dicts by column name)."""
     if hasattr(dataset, "create_tuple_iterator"):
         for cols in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True):
-            yield np.asarray(cols[0])
+            yield np.asarray(cols[0]), (np.asarray(cols[1]) if len(cols) > 1 else None)
         return
     for item in dataset:
+        ends = None
         if isinstance(item, dict):
-            item = item["input_ids"]
+            item, ends = item["input_ids"], item.get("actual_seq_len")
         elif isinstance(item, (tuple, list)) and len(item) and not np.isscalar(item[0]) \
-                and np.asarray(item[0]).ndim == 2:
-            item = item[0]
-        if hasattr(item, "asnumpy"):
-            item = item.asnumpy()
-        yield np.asarray(item)
+                and np.asarray(_np(item[0])).ndim == 2:
+            item, ends = item[0], (item[1] if len(item) > 1 else None)
+        yield _np(item), _np(ends)
 
 
 def metrics_from_totals(total_nll_nats: float, tokens: int, n_bytes: Optional[float] = None) -> dict:
@@ -74,29 +85,38 @@ def evaluate_lm(network, dataset, n_bytes: Optional[float] = None, max_batches: 
     Returns ``{"loss", "perplexity", "bits_per_token", "bits_per_byte", "tokens", "n_bytes",
     "total_nll_nats", "batches", "samples", "seconds", "tokens_per_s"}``; ``bits_per_byte`` is
     None when neither ``n_bytes`` nor ``bytes_per_token`` is given. See module docstring."""
-    import mindspore as ms
 
     if pad_token_id is None:
         pad_token_id = getattr(network, "pad_token_id", None)
+    documents = bool(getattr(network, "document_mask", False))
+    eos = eos_ids(network.config) if documents else ()
     was_training = bool(getattr(network, "training", False))
     network.set_train(True)
     total_nll, tokens, batches, samples = 0.0, 0, 0, 0
     t0 = time.time()
     try:
-        for ids in _batches(dataset):
+        for ids, ends in _batches(dataset):
             if max_batches is not None and batches >= max_batches:
                 break
             if ids.ndim != 2 or ids.shape[1] < 2:
                 raise ValueError(f"expected input_ids batches [batch, seq_length + 1], got {ids.shape}")
             ids = ids.astype(np.int32, copy=False)
-            loss = network(ms.Tensor(ids, ms.int32))
+            keep = np.ones((ids.shape[0], ids.shape[1] - 1), bool)
+            if documents:
+                if ends is None:
+                    raise ValueError("the network masks documents (use_eod_attn_mask_compression): the "
+                                     "evaluation batches need their actual_seq_len column")
+                ends = check_actual_seq_len(ends, ids.shape[1] - 1, "evaluation actual_seq_len")
+                keep = ~crossing_labels(ends, ids[:, :-1], eos)
+                loss = network(ms.Tensor(ids, ms.int32), actual_seq_len=ms.Tensor(ends.astype(np.int32)))
+            else:
+                loss = network(ms.Tensor(ids, ms.int32))
             if isinstance(loss, (tuple, list)):
                 loss = loss[0]
             loss = float(loss.asnumpy()) if hasattr(loss, "asnumpy") else float(loss)
-            if pad_token_id is None:
-                n = ids.shape[0] * (ids.shape[1] - 1)
-            else:
-                n = int(np.count_nonzero(ids[:, :-1] != pad_token_id))
+            if pad_token_id is not None:
+                keep &= ids[:, :-1] != pad_token_id
+            n = int(np.count_nonzero(keep))
             if not math.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss {loss} in evaluation batch {batches}")
             total_nll += loss * n
@@ -120,10 +140,9 @@ def evaluate_on_prepared(network, dataset_dir: str, batch_size: int, max_batches
                          split: str = "validation") -> dict:
     """Convenience for the runner: build the held-out split of a prepared dataset (no shuffle,
     every sample once, remainder batch dropped) and evaluate with the manifest's bytes/token."""
-    from ..data.dataset import build_dataset
-    from ..data.manifest import read_manifest
     man = read_manifest(dataset_dir)
-    ds = build_dataset(dataset_dir, batch_size, split=split, shuffle=False, rank_id=0, device_num=1)
+    ds = build_dataset(dataset_dir, batch_size, split=split, shuffle=False, rank_id=0, device_num=1,
+                       documents=bool(getattr(network, "document_mask", False)))
     out = evaluate_lm(network, ds, max_batches=max_batches,
                       bytes_per_token=man["splits"][split]["bytes_per_token"])
     out.update({"split": split, "dataset": os.path.abspath(dataset_dir),

@@ -24,6 +24,10 @@ import mindspore as ms
 from mindspore import nn
 from mindspore.ops import operations as P
 
+from ..fused import FusionConfig, cpu_fusions_available
+
+from ..fused.ops import FusedDistill
+
 
 def log_softmax_np(x: np.ndarray) -> np.ndarray:
     """log softmax over the last axis in float64 (max-subtracted)."""
@@ -157,7 +161,6 @@ class FusedDistillLoss(nn.Cell):
 
     def __init__(self, fallback: DistillLoss):
         super().__init__()
-        from ..fused.ops import FusedDistill
         self.fallback = fallback
         self.alpha, self.t2 = fallback.alpha, fallback.t2
         self.op = FusedDistill(fallback.temperature)
@@ -178,7 +181,6 @@ def distill_loss_cell(temperature: float, alpha: float, cpu_fused_ops=None) -> n
     """The distillation loss Cell: FusedDistillLoss where the model's `cpu_fused_ops` enables the fused
     cross-entropy and the fused ops can run (CPU, stand-alone or data parallel), else DistillLoss."""
     loss = DistillLoss(temperature, alpha)
-    from ..fused import FusionConfig, cpu_fusions_available
     if FusionConfig.from_value(cpu_fused_ops).cross_entropy and cpu_fusions_available() is None:
         return FusedDistillLoss(loss)
     return loss

@@ -2,9 +2,11 @@
 
 Logged every `log_interval` steps: step, loss, learning rate, global grad norm, tokens/s,
 model TFLOP/s (per device, formula in `bitcpm_ms.models.flops.train_flops_per_token`),
-skipped (non-finite) steps, step time. Throughput is measured between consecutive logged steps
-(wall clock, data loading included); the first step, which includes graph compilation, is
-reported separately as `first_step_s` and excluded from throughput.
+skipped (non-finite) steps, step time, and for a ternary model its health (zero codes, codes changed
+since the last log, latent weights near a rounding boundary: `ternary_health.py`). Throughput is
+measured between consecutive logged steps (wall clock, data loading included); the first step,
+which includes graph compilation, is reported separately as `first_step_s` and excluded from
+throughput.
 
 One rank writes (`metrics_rank`): the one holding the valid loss. With pipeline parallelism only
 the last stage computes the loss (the other stages return 0 or a partial value), and the
@@ -27,6 +29,7 @@ from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 from ..models.flops import train_flops_per_token
 from .throughput import tokens_per_step
 from .distill import loss_terms
+from .ternary_health import DEFAULT_SAMPLE, TernaryHealth
 
 
 def _scalar(x):
@@ -118,11 +121,15 @@ class BitCPMMetricsMonitor(Callback):
             out (MindFormers' own run_mindformer.py builds this callback from the YAML alone), the
             first two come from the train network at train begin: MindFormers' pipeline /
             accumulation wrapper (MFPipelineWithLossScaleCell) sums its loss over `micro_size`.
+        ternary_health: log zero_code_frac, code_change_frac, near_boundary_frac of the ternary
+            layers (`ternary_health.py`; nothing for a full-precision model); ternary_health_sample:
+            weights read per layer per log.
     """
 
     def __init__(self, log_interval=1, output_dir="./output", total_steps=None, device_num=None, rank_id=None,
                  micro_batch_num=None, gradient_accumulation_steps=None, micro_batch_interleave_num=1,
-                 calculate_per_token_loss=None, **kwargs):
+                 calculate_per_token_loss=None, ternary_health=True, ternary_health_sample=DEFAULT_SAMPLE,
+                 **kwargs):
         super().__init__()
         if int(log_interval) < 1:
             raise ValueError(f"BitCPMMetricsMonitor.log_interval must be >= 1, got {log_interval}")
@@ -135,6 +142,7 @@ class BitCPMMetricsMonitor(Callback):
                                micro_batch_interleave_num=micro_batch_interleave_num,
                                calculate_per_token_loss=calculate_per_token_loss)
         self._configure_pipeline()
+        self._health = TernaryHealth(ternary_health_sample) if ternary_health else None
         self.path = os.path.join(output_dir, "metrics.jsonl")
         self._flops_per_token = None
         self._t_last = None
@@ -231,6 +239,8 @@ class BitCPMMetricsMonitor(Callback):
                "skipped_steps": int(_scalar(skipped)) if skipped is not None else None,
                "tokens_seen": self._tokens_seen, "time": time.time()}
         rec.update(loss_terms(network))       # ce_loss / kd_loss when distilling (training/distill.py)
+        if self._health is not None and self.is_writer:
+            rec.update(self._health.measure(network))
         if first_step_s is not None:
             rec["first_step_s"] = round(first_step_s, 3)
         if step_time:
@@ -262,6 +272,11 @@ class BitCPMMetricsMonitor(Callback):
             parts.append(f"{rec['tokens_per_s']:,.0f} tok/s")
         if "tflops_per_device" in rec:
             parts.append(f"{rec['tflops_per_device']:.4f} TFLOP/s")
+        if "zero_code_frac" in rec:
+            change = rec["code_change_frac"]
+            parts.append(f"zeros {100 * rec['zero_code_frac']:.1f}%"
+                         + (f" changed {100 * change:.2f}%" if change is not None else "")
+                         + f" near-boundary {100 * rec['near_boundary_frac']:.1f}%")
         if rec.get("skipped_steps"):
             parts.append(f"skipped {rec['skipped_steps']}")
         if "first_step_s" in rec:

@@ -15,8 +15,6 @@
 
 #include "ft_common.h"
 
-#define BITCPM_API extern "C" __attribute__((visibility("default")))
-
 namespace bitcpm {
 namespace ft {
 namespace {
@@ -29,13 +27,11 @@ constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
 std::mutex g_blas_mu;
 std::atomic<sgemm_fn> g_sgemm{nullptr};
 
-int shape_error(const char *name, const std::string &what) { return set_error(4, std::string(name) + ": " + what); }
-
 int check2d(const char *name, int nparam, int *ndims, const char **dtypes) {
-  if (nparam != 3) return set_error(3, std::string(name) + ": expected 3 tensors, got " + std::to_string(nparam));
+  if (int rc = check_count(name, nparam, 3, "tensors")) return rc;
   for (int i = 0; i < 3; ++i) {
     if (ndims[i] != 2) return shape_error(name, "tensor " + std::to_string(i) + " must be 2-D");
-    if (dtypes[i] == nullptr || std::strcmp(dtypes[i], "float32") != 0)
+    if (!dtype_is(dtypes[i], "float32"))
       return set_error(3, std::string(name) + ": tensor " + std::to_string(i) + " must be float32");
   }
   if (g_sgemm.load() == nullptr)
@@ -43,12 +39,22 @@ int check2d(const char *name, int nparam, int *ndims, const char **dtypes) {
   return 0;
 }
 
-bool fits_int(int64_t v) { return v >= 0 && v <= 0x7fffffff; }
+bool fits_int(int64_t a, int64_t b, int64_t c) {
+  for (int64_t v : {a, b, c})
+    if (v < 0 || v > 0x7fffffff) return false;
+  return true;
+}
 
-// call(r0, r1) for contiguous blocks of output rows (multiples of 16), one per pool thread.
-template <class F>
-void split_rows(int64_t rows, F call) {
-  parallel_for(rows, resolve_threads(0), 16, [&](int64_t r0, int64_t r1) { call(r0, r1); });
+// c [rows, n] = op_a(a) op_b(b) with a reduction of length k: contiguous blocks of c's rows
+// (multiples of 16), one single-threaded sgemm call each on a pool thread. Row r of op_a(a) starts
+// at a + r * a_step (a_step = lda when a is read as is, 1 when it is read transposed).
+void sgemm_rows(int op_a, int op_b, int64_t rows, int64_t n, int64_t k, const float *a, int64_t lda, int64_t a_step,
+                const float *b, int64_t ldb, float *c) {
+  const sgemm_fn f = g_sgemm.load();
+  parallel_for(rows, resolve_threads(0), 16, [&](int64_t r0, int64_t r1) {
+    f(kRowMajor, op_a, op_b, (int)(r1 - r0), (int)n, (int)k, 1.0f, a + r0 * a_step, (int)lda, b, (int)ldb, 0.0f,
+      c + r0 * n, (int)n);
+  });
 }
 
 }  // namespace
@@ -78,52 +84,35 @@ BITCPM_API int bitcpm_fused_set_blas(const char *path) {
 
 BITCPM_API int bitcpm_fused_has_blas() { return g_sgemm.load() != nullptr ? 1 : 0; }
 
-#define AOT_ARGS int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *
+#define F32(i) ((float *)params[i])
+#define CF32(i) ((const float *)params[i])
 
-BITCPM_API int LinearFwd(AOT_ARGS) {
+BITCPM_API int LinearFwd(BITCPM_AOT_ARGS) {
   const char *name = "LinearFwd";
   if (int rc = check2d(name, nparam, ndims, dtypes)) return rc;
   const int64_t M = shapes[0][0], K = shapes[0][1], N = shapes[1][0];
-  if (shapes[1][1] != K || shapes[2][0] != M || shapes[2][1] != N || !fits_int(M) || !fits_int(N) || !fits_int(K))
+  if (shapes[1][1] != K || shapes[2][0] != M || shapes[2][1] != N || !fits_int(M, N, K))
     return shape_error(name, "x [M,K], w [N,K], y [M,N]");
-  const float *x = (const float *)params[0], *w = (const float *)params[1];
-  float *y = (float *)params[2];
-  sgemm_fn f = g_sgemm.load();
-  split_rows(M, [&](int64_t r0, int64_t r1) {
-    f(kRowMajor, kNoTrans, kTrans, (int)(r1 - r0), (int)N, (int)K, 1.0f, x + r0 * K, (int)K, w, (int)K, 0.0f,
-      y + r0 * N, (int)N);
-  });
+  sgemm_rows(kNoTrans, kTrans, M, N, K, CF32(0), K, K, CF32(1), K, F32(2));  // y = x w^T
   return 0;
 }
 
-BITCPM_API int LinearDx(AOT_ARGS) {
+BITCPM_API int LinearDx(BITCPM_AOT_ARGS) {
   const char *name = "LinearDx";
   if (int rc = check2d(name, nparam, ndims, dtypes)) return rc;
   const int64_t M = shapes[0][0], N = shapes[0][1], K = shapes[1][1];
-  if (shapes[1][0] != N || shapes[2][0] != M || shapes[2][1] != K || !fits_int(M) || !fits_int(N) || !fits_int(K))
+  if (shapes[1][0] != N || shapes[2][0] != M || shapes[2][1] != K || !fits_int(M, N, K))
     return shape_error(name, "dy [M,N], w [N,K], dx [M,K]");
-  const float *dy = (const float *)params[0], *w = (const float *)params[1];
-  float *dx = (float *)params[2];
-  sgemm_fn f = g_sgemm.load();
-  split_rows(M, [&](int64_t r0, int64_t r1) {
-    f(kRowMajor, kNoTrans, kNoTrans, (int)(r1 - r0), (int)K, (int)N, 1.0f, dy + r0 * N, (int)N, w, (int)K, 0.0f,
-      dx + r0 * K, (int)K);
-  });
+  sgemm_rows(kNoTrans, kNoTrans, M, K, N, CF32(0), N, N, CF32(1), K, F32(2));  // dx = dy w
   return 0;
 }
 
-BITCPM_API int LinearDw(AOT_ARGS) {
+BITCPM_API int LinearDw(BITCPM_AOT_ARGS) {
   const char *name = "LinearDw";
   if (int rc = check2d(name, nparam, ndims, dtypes)) return rc;
   const int64_t M = shapes[0][0], N = shapes[0][1], K = shapes[1][1];
-  if (shapes[1][0] != M || shapes[2][0] != N || shapes[2][1] != K || !fits_int(M) || !fits_int(N) || !fits_int(K))
+  if (shapes[1][0] != M || shapes[2][0] != N || shapes[2][1] != K || !fits_int(M, N, K))
     return shape_error(name, "dy [M,N], x [M,K], dw [N,K]");
-  const float *dy = (const float *)params[0], *x = (const float *)params[1];
-  float *dw = (float *)params[2];
-  sgemm_fn f = g_sgemm.load();
-  split_rows(N, [&](int64_t r0, int64_t r1) {   // dw[r0:r1] = dy[:, r0:r1]^T x
-    f(kRowMajor, kTrans, kNoTrans, (int)(r1 - r0), (int)K, (int)M, 1.0f, dy + r0, (int)N, x, (int)K, 0.0f,
-      dw + r0 * K, (int)K);
-  });
+  sgemm_rows(kTrans, kNoTrans, N, K, M, CF32(0), N, 1, CF32(1), K, F32(2));  // dw[r0:r1] = dy[:, r0:r1]^T x
   return 0;
 }

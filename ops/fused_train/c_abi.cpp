@@ -7,29 +7,18 @@
 //     "spec" input. Every function checks counts, dtypes and shapes, and returns 0 on success or a
 //     nonzero code with a message (bitcpm_fused_last_error, also printed to stderr, since MindSpore
 //     only reports the code). Shapes are checked again, by name, in Python before a graph is built.
-
-#include <cstdio>
-#include <mutex>
+// The error state and the count / dtype helpers are ops/common/c_abi_util.cpp's.
 
 #include "ft_common.h"
 
-#define BITCPM_API extern "C" __attribute__((visibility("default")))
-
 namespace bitcpm {
 
-namespace {
-std::mutex g_err_mu;
-std::string g_err;
-}  // namespace
-
-int set_error(int code, const std::string &msg) {
-  std::lock_guard<std::mutex> lk(g_err_mu);
-  g_err = msg;
-  std::fprintf(stderr, "bitcpm fused op error: %s\n", msg.c_str());
-  return code;
-}
+const char *const kErrorEchoPrefix = "bitcpm fused op error";  // set_error also prints to stderr
 
 namespace ft {
+
+int shape_error(const char *name, const std::string &what) { return set_error(4, std::string(name) + ": " + what); }
+
 namespace {
 
 int64_t numel(const int *ndims, int64_t **shapes, int i) {
@@ -43,21 +32,18 @@ int64_t last_dim(const int *ndims, int64_t **shapes, int i) { return ndims[i] > 
 // Count and dtypes ("f" float32, "i" int32 per param).
 int check(const char *name, int nparam, const char **dtypes, const char *kinds) {
   const int expected = (int)std::strlen(kinds);
-  if (nparam != expected)
-    return set_error(3, std::string(name) + ": expected " + std::to_string(expected) + " tensors, got " +
-                            std::to_string(nparam));
+  if (int rc = check_count(name, nparam, expected, "tensors")) return rc;
   for (int i = 0; i < expected; ++i) {
     const char *want = kinds[i] == 'i' ? "int32" : "float32";
-    if (dtypes[i] == nullptr || std::strcmp(dtypes[i], want) != 0)
+    if (!dtype_is(dtypes[i], want))
       return set_error(3, std::string(name) + ": tensor " + std::to_string(i) + " must be " + want + ", got " +
-                              (dtypes[i] ? dtypes[i] : "null"));
+                              dtype_name(dtypes[i]));
   }
   return 0;
 }
 
-int shape_error(const char *name, const std::string &what) { return set_error(4, std::string(name) + ": " + what); }
-
-// Attention dims from q [B,S,H*D], k [B,S,Hkv*D], cos [.., S, D], mask [Bm,1,S,S], spec (H, Hkv, scale).
+// Attention dims from q [B,S,H*D], k [B,S,Hkv*D], cos / sin [Bc, .., S, D] (Bc 1 or B), mask [Bm,1,S,S],
+// spec (H, Hkv, scale).
 int attn_dims(const char *name, int *ndims, int64_t **shapes, void **params, AttnDims &dm) {
   const float *spec = (const float *)params[6];
   if (numel(ndims, shapes, 6) < 3) return shape_error(name, "spec must hold (num_heads, n_kv_heads, scale)");
@@ -75,9 +61,11 @@ int attn_dims(const char *name, int *ndims, int64_t **shapes, void **params, Att
   for (int i = 1; i <= 2; ++i)
     if (shapes[i][0] != dm.B || shapes[i][1] != dm.S || shapes[i][2] != dm.Hkv * dm.D)
       return shape_error(name, "k and v must be [batch, seq, n_kv_heads*head_dim]");
-  for (int i = 3; i <= 4; ++i)
-    if (numel(ndims, shapes, i) != dm.S * dm.D || last_dim(ndims, shapes, i) != dm.D)
-      return shape_error(name, "cos and sin must hold [seq, head_dim] values");
+  const int64_t cn = numel(ndims, shapes, 3);
+  if ((cn != dm.S * dm.D && cn != dm.B * dm.S * dm.D) || numel(ndims, shapes, 4) != cn ||
+      last_dim(ndims, shapes, 3) != dm.D || last_dim(ndims, shapes, 4) != dm.D)
+    return shape_error(name, "cos and sin must hold [batch or 1, seq, head_dim] values");
+  dm.Bc = cn / (dm.S * dm.D);
   const int64_t mn = numel(ndims, shapes, 5);
   if (mn != dm.S * dm.S && mn != dm.B * dm.S * dm.S)
     return shape_error(name, "mask must be [batch or 1, 1, seq, seq]");
@@ -92,7 +80,6 @@ int attn_dims(const char *name, int *ndims, int64_t **shapes, void **params, Att
 using namespace bitcpm;
 using namespace bitcpm::ft;
 
-#define AOT_ARGS int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *
 #define F32(i) ((float *)params[i])
 #define CF32(i) ((const float *)params[i])
 
@@ -109,16 +96,11 @@ BITCPM_API int bitcpm_fused_set_max_isa(int level) {
 }
 BITCPM_API int bitcpm_fused_get_max_isa() { return ft::g_max_isa.load(); }
 BITCPM_API const char *bitcpm_fused_isa_name() { return table().name; }
-BITCPM_API const char *bitcpm_fused_last_error() {
-  static thread_local std::string copy;
-  std::lock_guard<std::mutex> lk(g_err_mu);
-  copy = g_err;
-  return copy.c_str();
-}
+BITCPM_API const char *bitcpm_fused_last_error() { return last_error(); }
 
 // ---------------------------------------------------------------- cross-entropy
 // logits f32 [N, V], labels i32 [N] -> loss f32 [N], lse f32 [N].
-BITCPM_API int FusedCrossEntropyFwd(AOT_ARGS) {
+BITCPM_API int FusedCrossEntropyFwd(BITCPM_AOT_ARGS) {
   const char *name = "FusedCrossEntropyFwd";
   if (int rc = check(name, nparam, dtypes, "fiff")) return rc;
   if (ndims[0] != 2) return shape_error(name, "logits must be 2-D [tokens, vocab]");
@@ -130,7 +112,7 @@ BITCPM_API int FusedCrossEntropyFwd(AOT_ARGS) {
 }
 
 // logits, labels, lse [N], dloss [N], dlse [N] -> dlogits [N, V].
-BITCPM_API int FusedCrossEntropyBwd(AOT_ARGS) {
+BITCPM_API int FusedCrossEntropyBwd(BITCPM_AOT_ARGS) {
   const char *name = "FusedCrossEntropyBwd";
   if (int rc = check(name, nparam, dtypes, "fifff" "f")) return rc;
   if (ndims[0] != 2 || numel(ndims, shapes, 5) != numel(ndims, shapes, 0))
@@ -145,7 +127,7 @@ BITCPM_API int FusedCrossEntropyBwd(AOT_ARGS) {
 // ---------------------------------------------------------------- distillation (CE + KL)
 // s f32 [N, V] (student logits), t f32 [N, V] (teacher logits), labels i32 [N], spec [1] = (1 / T)
 // -> ce f32 [N], kl f32 [N], stats f32 [N, 3] (for the backward).
-BITCPM_API int FusedDistillFwd(AOT_ARGS) {
+BITCPM_API int FusedDistillFwd(BITCPM_AOT_ARGS) {
   const char *name = "FusedDistillFwd";
   if (int rc = check(name, nparam, dtypes, "ffifff" "f")) return rc;
   if (ndims[0] != 2 || ndims[1] != 2 || shapes[1][0] != shapes[0][0] || shapes[1][1] != shapes[0][1])
@@ -161,7 +143,7 @@ BITCPM_API int FusedDistillFwd(AOT_ARGS) {
 }
 
 // s, t, labels, spec, stats [N, 3], dce [N], dkl [N] -> ds f32 [N, V].
-BITCPM_API int FusedDistillBwd(AOT_ARGS) {
+BITCPM_API int FusedDistillBwd(BITCPM_AOT_ARGS) {
   const char *name = "FusedDistillBwd";
   if (int rc = check(name, nparam, dtypes, "ffifffff")) return rc;
   if (ndims[0] != 2 || numel(ndims, shapes, 1) != numel(ndims, shapes, 0) ||
@@ -179,7 +161,7 @@ BITCPM_API int FusedDistillBwd(AOT_ARGS) {
 
 // ---------------------------------------------------------------- RMSNorm
 // x [..., D], w [D], spec [1] = (eps) -> y [..., D], rstd [N] (N = numel(x) / D).
-BITCPM_API int FusedRmsNormFwd(AOT_ARGS) {
+BITCPM_API int FusedRmsNormFwd(BITCPM_AOT_ARGS) {
   const char *name = "FusedRmsNormFwd";
   if (int rc = check(name, nparam, dtypes, "fffff")) return rc;
   const int64_t D = last_dim(ndims, shapes, 0), n = numel(ndims, shapes, 0);
@@ -190,7 +172,7 @@ BITCPM_API int FusedRmsNormFwd(AOT_ARGS) {
 }
 
 // x, w, rstd, dy -> dx, dw.
-BITCPM_API int FusedRmsNormBwd(AOT_ARGS) {
+BITCPM_API int FusedRmsNormBwd(BITCPM_AOT_ARGS) {
   const char *name = "FusedRmsNormBwd";
   if (int rc = check(name, nparam, dtypes, "ffffff")) return rc;
   const int64_t D = last_dim(ndims, shapes, 0), n = numel(ndims, shapes, 0);
@@ -203,7 +185,7 @@ BITCPM_API int FusedRmsNormBwd(AOT_ARGS) {
 
 // ---------------------------------------------------------------- SwiGLU
 // g, u -> h = silu(g) * u (any equal shapes).
-BITCPM_API int FusedSwigluFwd(AOT_ARGS) {
+BITCPM_API int FusedSwigluFwd(BITCPM_AOT_ARGS) {
   const char *name = "FusedSwigluFwd";
   if (int rc = check(name, nparam, dtypes, "fff")) return rc;
   const int64_t n = numel(ndims, shapes, 0);
@@ -213,7 +195,7 @@ BITCPM_API int FusedSwigluFwd(AOT_ARGS) {
 }
 
 // g, u, dh -> dg, du.
-BITCPM_API int FusedSwigluBwd(AOT_ARGS) {
+BITCPM_API int FusedSwigluBwd(BITCPM_AOT_ARGS) {
   const char *name = "FusedSwigluBwd";
   if (int rc = check(name, nparam, dtypes, "fffff")) return rc;
   const int64_t n = numel(ndims, shapes, 0);
@@ -224,9 +206,9 @@ BITCPM_API int FusedSwigluBwd(AOT_ARGS) {
 }
 
 // ---------------------------------------------------------------- attention
-// q [B,S,H*D], k [B,S,Hkv*D], v, cos [S,D], sin [S,D], mask [Bm,1,S,S], spec (H, Hkv, scale)
+// q [B,S,H*D], k [B,S,Hkv*D], v, cos [Bc,S,D], sin [Bc,S,D], mask [Bm,1,S,S], spec (H, Hkv, scale)
 //   -> out [B,S,H*D], stats [B,H,S,2].
-BITCPM_API int FusedAttentionFwd(AOT_ARGS) {
+BITCPM_API int FusedAttentionFwd(BITCPM_AOT_ARGS) {
   const char *name = "FusedAttentionFwd";
   if (int rc = check(name, nparam, dtypes, "fffffffff")) return rc;
   AttnDims dm;
@@ -238,7 +220,7 @@ BITCPM_API int FusedAttentionFwd(AOT_ARGS) {
 }
 
 // q, k, v, cos, sin, mask, spec, out, stats, dout -> dq, dk, dv.
-BITCPM_API int FusedAttentionBwd(AOT_ARGS) {
+BITCPM_API int FusedAttentionBwd(BITCPM_AOT_ARGS) {
   const char *name = "FusedAttentionBwd";
   if (int rc = check(name, nparam, dtypes, "fffffffffffff")) return rc;
   AttnDims dm;
@@ -257,7 +239,7 @@ BITCPM_API int FusedAttentionBwd(AOT_ARGS) {
 // p, g, m, v (same size), lr [1], weight decay [1], step i32 [1], hyper [3] = (beta1, beta2, eps),
 // grad scale [1] (the clip factor, applied to g inside the update: no separate pass over the gradients)
 //   -> p', m', v' (MindFormers' AdamW update; the optimizer assigns them to its parameters).
-BITCPM_API int FusedAdamW(AOT_ARGS) {
+BITCPM_API int FusedAdamW(BITCPM_AOT_ARGS) {
   const char *name = "FusedAdamW";
   if (int rc = check(name, nparam, dtypes, "ffffffifffff")) return rc;
   const int64_t n = numel(ndims, shapes, 0);
@@ -274,7 +256,7 @@ BITCPM_API int FusedAdamW(AOT_ARGS) {
 }
 
 // x (any shape) -> [1] = sum(x * x).
-BITCPM_API int SumSquares(AOT_ARGS) {
+BITCPM_API int SumSquares(BITCPM_AOT_ARGS) {
   const char *name = "SumSquares";
   if (int rc = check(name, nparam, dtypes, "ff")) return rc;
   if (numel(ndims, shapes, 1) != 1) return shape_error(name, "the output is one value");

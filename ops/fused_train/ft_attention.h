@@ -3,7 +3,9 @@
 //   qr = rope(q), kr = rope(k)        rope(x) = x * cos + concat(-x2, x1) * sin  (use_rope_slice)
 //   s_ij = (qr_i . kr_j) * scale + mask_ij         (additive mask [Bm, 1, S, S], Bm in {1, B})
 //   p = softmax_j(s), o_i = sum_j p_ij v_j         head h reads kv head h / (H / Hkv)
-// Inputs q [B, S, H*D], k and v [B, S, Hkv*D] (the projections' outputs), cos / sin [S, D];
+// Inputs q [B, S, H*D], k and v [B, S, Hkv*D] (the projections' outputs), cos / sin [Bc, S, D]
+// (Bc = 1: one position table for the batch; Bc = B: per-row positions, e.g. packed documents whose
+// positions restart at every document);
 // output o [B, S, H*D] (what the output projection reads) and stats [B, H, S, 2] = (lse, n): the
 // row's log-sum-exp and the number of leading keys the row was computed over.
 //
@@ -284,9 +286,10 @@ static void attention_forward(const float *q, const float *k, const float *v, co
     std::vector<float> qr((size_t)padded_rows(S) * D, 0.0f), sc((size_t)kR * S), ob((size_t)kR * D);
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t b = u / dm.Hkv, g = u % dm.Hkv, bm = dm.Bm == 1 ? 0 : b;
-      kv.load(k, v, cos_t, sin_t, dm, b, g, false);
+      const float *cos_b = cos_t + (dm.Bc == 1 ? 0 : b) * S * D, *sin_b = sin_t + (dm.Bc == 1 ? 0 : b) * S * D;
+      kv.load(k, v, cos_b, sin_b, dm, b, g, false);
       for (int64_t h = g * rep; h < (g + 1) * rep; ++h) {
-        rope_rows(q + b * S * dm.H * D + h * D, dm.H * D, cos_t, sin_t, S, D, qr.data());
+        rope_rows(q + b * S * dm.H * D + h * D, dm.H * D, cos_b, sin_b, S, D, qr.data());
         for (int64_t i0 = 0; i0 < S; i0 += kR)
           forward_block(qr.data(), kv, mask + bm * S * S, info.data() + bm * S, dm, b, h, i0, sc.data(), ob.data(),
                         out, stats);
@@ -312,11 +315,12 @@ static void attention_backward(const float *q, const float *k, const float *v, c
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t b = u / dm.Hkv, g = u % dm.Hkv, bm = dm.Bm == 1 ? 0 : b;
       const float *mask_b = mask + bm * S * S;
-      kv.load(k, v, cos_t, sin_t, dm, b, g, true);
+      const float *cos_b = cos_t + (dm.Bc == 1 ? 0 : b) * S * D, *sin_b = sin_t + (dm.Bc == 1 ? 0 : b) * S * D;
+      kv.load(k, v, cos_b, sin_b, dm, b, g, true);
       std::fill(dkr.begin(), dkr.end(), 0.0f);
       std::fill(dvv.begin(), dvv.end(), 0.0f);
       for (int64_t h = g * rep; h < (g + 1) * rep; ++h) {
-        rope_rows(q + b * S * qw + h * D, qw, cos_t, sin_t, S, D, qr.data());
+        rope_rows(q + b * S * qw + h * D, qw, cos_b, sin_b, S, D, qr.data());
         gather_rows(dout + b * S * qw + h * D, qw, S, D, go.data());
         for (int64_t i = 0; i < S; ++i) delta[i] = dot(go.data() + i * D, out + (b * S + i) * qw + h * D, D);
         const float *st = stats + (b * dm.H + h) * S * 2;
@@ -351,12 +355,12 @@ static void attention_backward(const float *q, const float *k, const float *v, c
           cols_update(dP.data(), S, n, qr.data() + i0 * D, D, dkr.data());
           for (int r = 0; r < nr; ++r) {
             const int64_t i = i0 + r;
-            rope_back_row(dqr.data() + r * D, cos_t + i * D, sin_t + i * D, D, dq + (b * S + i) * qw + h * D);
+            rope_back_row(dqr.data() + r * D, cos_b + i * D, sin_b + i * D, D, dq + (b * S + i) * qw + h * D);
           }
         }
       }
       for (int64_t j = 0; j < S; ++j) {
-        rope_back_row(dkr.data() + j * D, cos_t + j * D, sin_t + j * D, D, dk + (b * S + j) * kvw + g * D);
+        rope_back_row(dkr.data() + j * D, cos_b + j * D, sin_b + j * D, D, dk + (b * S + j) * kvw + g * D);
         std::memcpy(dv + (b * S + j) * kvw + g * D, dvv.data() + j * D, (size_t)D * sizeof(float));
       }
     }

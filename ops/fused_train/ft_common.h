@@ -39,6 +39,7 @@ constexpr float kUnderflowMargin = 120.0f;  // expf(x) == 0.0f in float32 for x 
 
 struct AttnDims {
   int64_t B, S, H, Hkv, D, Bm;  // Bm: batch of the mask (1 or B)
+  int64_t Bc;                   // batch of the cos / sin tables (1, or B: per-row positions, packed documents)
   float scale;
 };
 
@@ -83,8 +84,17 @@ BITCPM_FT_DECLARE_TABLE(portable)
 // dispatch.cpp
 const KernelTable &table();  // the table for the CPU and the max-ISA setting
 extern std::atomic<int> g_max_isa;
-bool cpu_has_avx2_fma();
-bool cpu_has_avx512();
+
+// What each table asks of the CPU (cpu::has, ops/common/cpu_features.h): exactly the instruction
+// sets of the `#pragma GCC target` of its isa_*.cpp. The vector-extension code of the AVX-512 table
+// is compiled with DQ and VL enabled and the compiler uses them (GCC 12 emits vpmullq,
+// vextractf32x8, EVEX xmm16-31 forms): unlike the ternary library's AVX-512 kernels, it needs them.
+constexpr unsigned kNeedAvx2 = cpu::kAvx2 | cpu::kFma;  // isa_avx2.cpp
+constexpr unsigned kNeedAvx512 =
+    kNeedAvx2 | cpu::kAvx512F | cpu::kAvx512BW | cpu::kAvx512DQ | cpu::kAvx512VL;  // isa_avx512.cpp
+
+// c_abi.cpp, blas_matmul.cpp: set_error(4, "<name>: <what>") for a shape that does not fit.
+int shape_error(const char *name, const std::string &what);
 
 // Rows per parallel work chunk of the row-wise kernels (independent of the thread count, so that
 // the chunked reductions are deterministic).

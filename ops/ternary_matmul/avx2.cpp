@@ -1,9 +1,11 @@
-// AVX2 + FMA path (x86 CPUs with avx2 and fma; functions compiled with target("avx2,fma")).
+// AVX2 + FMA path (x86 CPUs with avx2 and fma, kNeedAvx2: functions compiled with target("avx2,fma");
+// the float16 decode head also needs f16c, kNeedF16c).
 //   Weight-only: the group scale is folded into an 8-entry lookup table indexed by the 2-bit code,
 //     so each weight costs one permute and one FMA per activation row (GEMV tile for M < 4).
 //   A8: maddubs of u = code + 1 (unsigned) by int8 activations, int16 then int32 accumulation,
 //     exact integer group sums.
 //   Weight fake quantization of one row (training forward).
+//   The decode head (float32 and, with F16C, float16 weights) of decode_ops.cpp.
 
 #include <algorithm>
 #include <vector>
@@ -169,6 +171,63 @@ AVX2_FN void tile_a8(const int8_t *xq, const int32_t *xsum, const float *xs, int
     for (int r = 0; r < NR; ++r) y[i * ldy + r] = hsum256(facc[i][r]) / xs[i];
 }
 
+// A8 GEMV (decode: one activation row), one packed row at a time, whole groups at a time. The rows
+// of a projection are contiguous, so the matrix is read as one sequential stream (on the Zen 4 of
+// docs/generation.md four interleaved rows cost 25% more CPU time per decode step once the weights
+// no longer fit in L2), with a software prefetch 1 KiB ahead. Groups of whole 128-blocks
+// (g % 128 == 0): each block's 32 bytes are loaded once and split into its four 32-input slots
+// (shift, mask); runs of at most 8 blocks accumulate maddubs pairs in two int16 registers
+// (|a0 + a1| <= 16 * 2 * 512 = 16384), widened once per run. Smaller groups (g = 32, 64, 96, ...) take
+// one slot at a time. The +1 offset is removed by -sum(xq over the group) in lane 0 of the int32
+// group sum, as in tile_a8: the group sums are exact int32.
+AVX2_FN void gemv_a8_row(const int8_t *xq, const int32_t *xsum, float xs, const uint8_t *W, const float *S,
+                         int64_t G, int64_t g, float *y) {
+  const __m256i mask3 = _mm256_set1_epi8(3), ones16 = _mm256_set1_epi16(1);
+  __m256 facc = _mm256_setzero_ps();
+  if (g % 128 == 0) {
+    const int64_t bpg = g / 128;
+    for (int64_t gi = 0; gi < G; ++gi) {
+      __m256i acc32 = _mm256_setr_epi32(-xsum[gi], 0, 0, 0, 0, 0, 0, 0);
+      _mm_prefetch((const char *)(W + gi * bpg * 32 + 1024), _MM_HINT_T0);
+      for (int64_t b0 = gi * bpg, bend = b0 + bpg; b0 < bend; b0 += 8) {
+        const int64_t b1 = std::min(bend, b0 + 8);
+        __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+        for (int64_t b = b0; b < b1; ++b) {
+          const int8_t *xb = xq + b * 128;
+          const __m256i w = _mm256_loadu_si256((const __m256i *)(W + b * 32));
+          const __m256i u0 = _mm256_and_si256(w, mask3);
+          const __m256i u1 = _mm256_and_si256(_mm256_srli_epi16(w, 2), mask3);
+          const __m256i u2 = _mm256_and_si256(_mm256_srli_epi16(w, 4), mask3);
+          const __m256i u3 = _mm256_and_si256(_mm256_srli_epi16(w, 6), mask3);
+          a0 = _mm256_add_epi16(a0, _mm256_add_epi16(_mm256_maddubs_epi16(u0, _mm256_loadu_si256((const __m256i *)xb)),
+                                                     _mm256_maddubs_epi16(u1, _mm256_loadu_si256((const __m256i *)(xb + 32)))));
+          a1 = _mm256_add_epi16(a1, _mm256_add_epi16(_mm256_maddubs_epi16(u2, _mm256_loadu_si256((const __m256i *)(xb + 64))),
+                                                     _mm256_maddubs_epi16(u3, _mm256_loadu_si256((const __m256i *)(xb + 96)))));
+        }
+        acc32 = _mm256_add_epi32(acc32, _mm256_madd_epi16(_mm256_add_epi16(a0, a1), ones16));
+      }
+      facc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc32), _mm256_set1_ps(S[gi]), facc);
+    }
+  } else {  // groups of whole 32-input slots inside or across blocks: slot c = (block c / 4, shift 2 (c % 4))
+    const int64_t cpg = g / 32;
+    for (int64_t gi = 0; gi < G; ++gi) {
+      __m256i acc32 = _mm256_setr_epi32(-xsum[gi], 0, 0, 0, 0, 0, 0, 0);
+      for (int64_t c0 = gi * cpg, cend = c0 + cpg; c0 < cend; c0 += 32) {  // <= 32 slots per int16 run
+        const int64_t c1 = std::min(cend, c0 + 32);
+        __m256i a = _mm256_setzero_si256();
+        for (int64_t c = c0; c < c1; ++c) {
+          const __m256i w = _mm256_loadu_si256((const __m256i *)(W + (c >> 2) * 32));
+          const __m256i u = _mm256_and_si256(_mm256_srl_epi16(w, _mm_cvtsi32_si128((int)(2 * (c & 3)))), mask3);
+          a = _mm256_add_epi16(a, _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(xq + c * 32))));
+        }
+        acc32 = _mm256_add_epi32(acc32, _mm256_madd_epi16(a, ones16));
+      }
+      facc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc32), _mm256_set1_ps(S[gi]), facc);
+    }
+  }
+  *y = hsum256(facc) / xs;
+}
+
 template <int MR, int NR>
 void run_f32_tiles(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N,
                    int64_t G, const Chunk8 *ch, int64_t nch, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
@@ -238,8 +297,11 @@ void avx2_f32(const float *x, const uint8_t *W, const float *S, float *y, int64_
 
 void avx2_a8(const int8_t *xq, const int32_t *xsum, const float *xs, const uint8_t *W, const float *S, float *y,
              int64_t M, int64_t K, int64_t N, int64_t G, int64_t n0, int64_t n1) {
-  if (M < 2) {
-    run_a8_tiles<1, 4>(xq, xsum, xs, W, S, y, K, N, G, 0, M, n0, n1);
+  if (M < 2) {  // decode: the one-stream whole-group GEMV
+    const int64_t ldw = K / 4, g = K / G;
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = n0; n < n1; ++n)
+        gemv_a8_row(xq + m * K, xsum + m * G, xs[m], W + n * ldw, S + n * G, G, g, y + m * N + n);
     return;
   }
   const int64_t MB = 64;
@@ -267,6 +329,67 @@ AVX2_FN void fake_quant_row_avx2(const float *w, float *out, int64_t K, int64_t 
                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
       lv = _mm256_min_ps(one, _mm256_max_ps(mone, lv));
       _mm256_storeu_ps(out + k0 + k, _mm256_mul_ps(lv, vs));
+    }
+  }
+}
+
+// ---------------------------------------------------------------- decode head (decode_ops.cpp)
+// One contiguous dot product per output, 16 partial sums (mul + add: the library is built with
+// -ffp-contract=off).
+AVX2_FN void gemv_rows_avx2(const float *x, const float *W, float *y, int64_t M, int64_t K, int64_t N, int64_t n0,
+                            int64_t n1) {
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t m = 0; m < M; ++m) {
+      const float *a = x + m * K, *b = W + n * K;
+      float acc[16] = {0};
+      int64_t i = 0;
+      for (; i + 16 <= K; i += 16)
+        for (int u = 0; u < 16; ++u) acc[u] += a[i + u] * b[i + u];
+      float s = 0.0f;
+      for (int u = 0; u < 16; ++u) s += acc[u];
+      for (; i < K; ++i) s += a[i] * b[i];
+      y[m * N + n] = s;
+    }
+}
+
+#define F16C_FN __attribute__((target("avx2,fma,f16c")))
+
+namespace {
+
+// ((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7)): not hsum256's order, which sums l1 before l2; the half
+// head keeps the order it was tested with.
+F16C_FN inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+F16C_FN inline __m256 load_half8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+
+}  // namespace
+
+// One weight row at a time, read as one sequential stream (four rows interleaved ran at ~60% of the
+// bandwidth on the 2-core VM of docs/generation.md); four 8-lane accumulators hide the add latency.
+// mul + add, no FMA contraction, like every float kernel here. K % 32 tail: 8 lanes, then scalar.
+F16C_FN void half_gemv_rows_f16c(const float *x, const uint16_t *W, float *y, int64_t M, int64_t K, int64_t N,
+                                 int64_t n0, int64_t n1) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float *a = x + m * K;
+    for (int64_t n = n0; n < n1; ++n) {
+      const uint16_t *b = W + n * K;
+      __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+      int64_t i = 0;
+      for (; i + 32 <= K; i += 32) {
+        s0 = _mm256_add_ps(s0, _mm256_mul_ps(_mm256_loadu_ps(a + i), load_half8(b + i)));
+        s1 = _mm256_add_ps(s1, _mm256_mul_ps(_mm256_loadu_ps(a + i + 8), load_half8(b + i + 8)));
+        s2 = _mm256_add_ps(s2, _mm256_mul_ps(_mm256_loadu_ps(a + i + 16), load_half8(b + i + 16)));
+        s3 = _mm256_add_ps(s3, _mm256_mul_ps(_mm256_loadu_ps(a + i + 24), load_half8(b + i + 24)));
+      }
+      for (; i + 8 <= K; i += 8) s0 = _mm256_add_ps(s0, _mm256_mul_ps(_mm256_loadu_ps(a + i), load_half8(b + i)));
+      float r = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+      for (; i < K; ++i) r += a[i] * half_to_float(b[i]);
+      y[m * N + n] = r;
     }
   }
 }

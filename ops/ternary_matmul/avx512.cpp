@@ -1,4 +1,5 @@
-// AVX-512 paths (x86 CPUs with avx512f + avx512bw; the A8 kernels also need avx512vnni).
+// AVX-512 paths (x86 CPUs with avx512f + avx512bw, kNeedAvx512; the A8 kernels also need avx512vnni,
+// kNeedVnni). No DQ or VL instruction: the target attributes below do not enable them.
 //   A8 (VNNI): decode (M < kVnniPrefillMinM) reads the packed rows directly; prefill unpacks a
 //     panel of 32 rows once and is bit-identical to the portable path.
 //   Weight-only: decode (M < kF32PrefillMinM) is a 16-wide GEMV; prefill expands 4 rows at a time
@@ -22,7 +23,7 @@
 namespace bitcpm {
 
 // ---------------------------------------------------------------- VNNI A8
-// Selected at run time when avx512f+avx512bw+avx512vnni are present (and neither force_portable
+// Selected at run time when the CPU has kNeedVnni, this target (and neither force_portable
 // nor bitcpm_set_max_isa(1)). vpdpbusd multiplies unsigned u = code+1 in {0,1,2} (u8 operand) by
 // int8 activations (s8 operand) and adds groups of 4 products into int32 lanes; the +1 offset is
 // removed with the activation sum, so every per-group integer sum is exact.

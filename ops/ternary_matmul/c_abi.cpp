@@ -1,6 +1,6 @@
 // Exported C functions of libbitcpm_ternary.so: the only symbols with default visibility (the
 // library is built with -fvisibility=hidden).
-//   ctypes (bitcpm_ms/kernels/ops.py): settings, bitcpm_ternary_matmul, bitcpm_ternary_matmul_dx,
+//   ctypes (bitcpm_ms/kernels/library.py): settings, bitcpm_ternary_matmul, bitcpm_ternary_matmul_dx,
 //     bitcpm_quantize_pack, bitcpm_last_error.
 //   MindSpore AOT (ops.Custom func_type="aot"): TernaryMatmulW, TernaryMatmulA8, TernaryMatmulDx,
 //     TernaryFakeQuant. Signature: int F(int nparam, void **params, int *ndims, int64_t **shapes,
@@ -9,45 +9,29 @@
 //     as a small float32 "spec" input, so one compiled function serves every setting and a
 //     MindIR export keeps them as constants.
 // Every function returns 0 on success and a nonzero code on error, with a message for
-// bitcpm_last_error() (MindSpore turns a nonzero AOT return into a RuntimeError).
+// bitcpm_last_error() (MindSpore turns a nonzero AOT return into a RuntimeError). The error state
+// and the count / dtype helpers are ops/common/c_abi_util.cpp's.
 
-#include <cstring>
-#include <mutex>
 #include <string>
 
 #include "ternary_common.h"
 
-#define BITCPM_API extern "C" __attribute__((visibility("default")))
-
 namespace bitcpm {
 
-namespace {
-std::mutex g_err_mu;
-std::string g_err;
-}  // namespace
-
-int set_error(int code, const std::string &msg) {
-  std::lock_guard<std::mutex> lk(g_err_mu);
-  g_err = msg;
-  return code;
-}
+const char *const kErrorEchoPrefix = nullptr;  // messages go to bitcpm_last_error() only
 
 namespace {
-
-bool is_dtype(const char *d, const char *want) { return d != nullptr && std::strcmp(d, want) == 0; }
 
 int check_aot(int nparam, int expected, int *ndims, const char **dtypes, const char *name,
               const char *const *want_dtypes) {
-  if (nparam != expected)
-    return set_error(3, std::string(name) + ": expected " + std::to_string(expected) + " params, got " +
-                            std::to_string(nparam));
+  if (int rc = check_count(name, nparam, expected, "params")) return rc;
   for (int i = 0; i < expected; ++i) {
     if (ndims[i] != 2)
       return set_error(3, std::string(name) + ": param " + std::to_string(i) + " must be 2-D, got ndim " +
                               std::to_string(ndims[i]));
-    if (!is_dtype(dtypes[i], want_dtypes[i]))
+    if (!dtype_is(dtypes[i], want_dtypes[i]))
       return set_error(3, std::string(name) + ": param " + std::to_string(i) + " must be " + want_dtypes[i] +
-                              ", got " + (dtypes[i] ? dtypes[i] : "null"));
+                              ", got " + dtype_name(dtypes[i]));
   }
   return 0;
 }
@@ -88,8 +72,8 @@ BITCPM_API int bitcpm_set_force_portable(int f) {
   return 0;
 }
 BITCPM_API int bitcpm_get_force_portable() { return g_force_portable.load(); }
-BITCPM_API int bitcpm_has_avx2() { return cpu_has_avx2() ? 1 : 0; }
-BITCPM_API int bitcpm_has_avx512_vnni() { return cpu_has_vnni() ? 1 : 0; }
+BITCPM_API int bitcpm_has_avx2() { return cpu::has(kNeedAvx2) ? 1 : 0; }
+BITCPM_API int bitcpm_has_avx512_vnni() { return cpu::has(kNeedVnni) ? 1 : 0; }
 // Highest instruction set the kernels may use (tests / benchmarks): 0 = best available,
 // 1 = at most AVX2+FMA (disables every AVX-512 path). force_portable still wins.
 BITCPM_API int bitcpm_set_max_isa(int level) {
@@ -97,12 +81,7 @@ BITCPM_API int bitcpm_set_max_isa(int level) {
   return 0;
 }
 BITCPM_API int bitcpm_get_max_isa() { return g_max_isa.load(); }
-BITCPM_API const char *bitcpm_last_error() {
-  static thread_local std::string copy;
-  std::lock_guard<std::mutex> lk(g_err_mu);
-  copy = g_err;
-  return copy.c_str();
-}
+BITCPM_API const char *bitcpm_last_error() { return last_error(); }
 
 // ---------------------------------------------------------------- ctypes
 // act_bits 0 (weight-only) or 8 (A8, activation quantizer floor eps); nthreads <= 0: use the global
@@ -129,27 +108,18 @@ BITCPM_API int bitcpm_quantize_pack(const float *w, int64_t N, int64_t K, int64_
 
 // ---------------------------------------------------------------- MindSpore AOT
 // Inputs x float32 [M,K], packed uint8 [N,K/4], scales float32 [N,G]; output y float32 [M,N].
-BITCPM_API int TernaryMatmulW(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                              void *stream, void *extra) {
-  (void)stream;
-  (void)extra;
+BITCPM_API int TernaryMatmulW(BITCPM_AOT_ARGS) {
   return aot_forward(nparam, params, ndims, shapes, dtypes, 0, "TernaryMatmulW");
 }
 
 // Inputs x float32 [M,K], packed uint8 [N,K/4], scales float32 [N,G], spec float32 [1,1] = (eps);
 // output y float32 [M,N].
-BITCPM_API int TernaryMatmulA8(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                               void *stream, void *extra) {
-  (void)stream;
-  (void)extra;
+BITCPM_API int TernaryMatmulA8(BITCPM_AOT_ARGS) {
   return aot_forward(nparam, params, ndims, shapes, dtypes, 8, "TernaryMatmulA8");
 }
 
 // Backward: inputs dy float32 [M,N], packed uint8 [N,K/4], scales float32 [N,G]; output dx float32 [M,K].
-BITCPM_API int TernaryMatmulDx(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                               void *stream, void *extra) {
-  (void)stream;
-  (void)extra;
+BITCPM_API int TernaryMatmulDx(BITCPM_AOT_ARGS) {
   static const char *const want[4] = {"float32", "uint8", "float32", "float32"};
   int rc = check_aot(nparam, 4, ndims, dtypes, "TernaryMatmulDx", want);
   if (rc) return rc;
@@ -165,10 +135,7 @@ BITCPM_API int TernaryMatmulDx(int nparam, void **params, int *ndims, int64_t **
 // wq = clamp(nearbyint(w / s), -1, 1) * s, s = max(mean|w_group|, eps). Same formula and rounding
 // (half to even) as bitcpm_ms.quant.primitives; the group mean is accumulated in double. The
 // backward (identity, STE) belongs to the calling Cell's bprop.
-BITCPM_API int TernaryFakeQuant(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                                void *stream, void *extra) {
-  (void)stream;
-  (void)extra;
+BITCPM_API int TernaryFakeQuant(BITCPM_AOT_ARGS) {
   static const char *const want[3] = {"float32", "float32", "float32"};
   int rc = check_aot(nparam, 3, ndims, dtypes, "TernaryFakeQuant", want);
   if (rc) return rc;

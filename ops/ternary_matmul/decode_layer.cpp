@@ -8,11 +8,12 @@
 // L + 4 ops. The arithmetic is the same kernels the unfused graph calls (matmul_impl for every
 // projection, decode_attention_impl for RoPE + attention), in the model's order:
 //   x  = rmsnorm(h, w_attn_norm, eps_attn)          = h * (1 / sqrt(mean(h^2) + eps)) * w
-//   q, k, v = x Wq^T, x Wk^T, x Wv^T                (packed ternary; A8 quantizes x per row)
+//   q, k, v = x Wq^T, x Wk^T, x Wv^T                (packed ternary; A8 quantizes x per row, once for
+//                                                    the three: matmul_multi_impl, one parallel region)
 //   ctx, k_rot = decode_attention(q, k, v, caches, positions, cos, sin, 1/sqrt(D))
 //   h1 = h + (ctx Wo^T) * c                         (c: MiniCPM residual scale, 1 for LLaMA)
 //   x2 = rmsnorm(h1, w_ffn_norm, eps_ffn)
-//   h_out = h1 + (silu(x2 W1^T) * (x2 W3^T)) W2^T * c
+//   h_out = h1 + (silu(x2 W1^T) * (x2 W3^T)) W2^T * c   (gate and up: one quantization, one region)
 // Outputs h_out [B,H], k_rot [B,KVH*D] (rotated new key) and v [B,KVH*D] (new value) for the cache.
 //
 // spec[7] = 1 (write_cache) also stores k_rot and v into slot positions[b] of the caches, in place,
@@ -24,12 +25,12 @@
 
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ternary_common.h"
-
-#define BITCPM_API extern "C" __attribute__((visibility("default")))
 
 namespace bitcpm {
 namespace {
@@ -71,10 +72,29 @@ int decode_layer_impl(const float *h, const float *w_attn_norm, const float *w_f
   auto mm = [&](const float *in, const Proj &p, float *out) {
     return matmul_impl(in, p.packed, p.scales, out, B, p.K, p.N, p.G, act_bits, a8_eps, 0, 0);
   };
+  // Projections of the same input (q/k/v, gate/up): one activation quantization and one parallel
+  // region when their scale groups agree (they do in every model we convert), else one call each.
+  auto mm_shared = [&](const float *in, std::initializer_list<std::pair<const Proj *, float *>> outs) {
+    const uint8_t *W[3];
+    const float *S[3];
+    float *Y[3];
+    int64_t N[3];
+    int n = 0;
+    bool same = true;
+    for (const auto &o : outs) {
+      W[n] = o.first->packed, S[n] = o.first->scales, Y[n] = o.second, N[n] = o.first->N;
+      same = same && o.first->G == outs.begin()->first->G;
+      ++n;
+    }
+    if (same) return matmul_multi_impl(in, n, W, S, Y, N, B, outs.begin()->first->K, outs.begin()->first->G,
+                                       act_bits, a8_eps, 0);
+    for (const auto &o : outs)
+      if (int rc = mm(in, *o.first, o.second)) return rc;
+    return 0;
+  };
   int rc;
   rmsnorm(h, w_attn_norm, eps_attn, B, H, x.data());
-  if ((rc = mm(x.data(), wq, q.data())) || (rc = mm(x.data(), wk, k.data())) || (rc = mm(x.data(), wv, v_out)))
-    return rc;
+  if ((rc = mm_shared(x.data(), {{&wq, q.data()}, {&wk, k.data()}, {&wv, v_out}}))) return rc;
   rc = decode_attention_impl(q.data(), k.data(), v_out, k_cache, v_cache, pos, cos, sin, attn_scale, B, heads, KVH,
                              S, D, ctx.data(), k_rot, 0);
   if (rc) return rc;
@@ -90,7 +110,7 @@ int decode_layer_impl(const float *h, const float *w_attn_norm, const float *w_f
   if ((rc = mm(ctx.data(), wo, o.data()))) return rc;
   for (int64_t i = 0; i < B * H; ++i) h_out[i] = h[i] + o[i] * res_scale;  // h1, kept in h_out
   rmsnorm(h_out, w_ffn_norm, eps_ffn, B, H, x.data());
-  if ((rc = mm(x.data(), w1, gate.data())) || (rc = mm(x.data(), w3, up.data()))) return rc;
+  if ((rc = mm_shared(x.data(), {{&w1, gate.data()}, {&w3, up.data()}}))) return rc;
   for (int64_t i = 0; i < B * I; ++i) {
     const float g = gate[i];
     gate[i] = (g / (1.0f + std::exp(-g))) * up[i];  // silu(g) * up
@@ -115,16 +135,13 @@ constexpr int kParams = 26;
 // 22 spec f32 [1,8] = (eps_attn, eps_ffn, residual scale, attention scale, heads, act_bits 0|8, A8 eps,
 //    write_cache 0|1).
 // Outputs: 23 h_out f32 [B,H], 24 k_rot f32 [B,KVH*D], 25 v f32 [B,KVH*D].
-BITCPM_API int DecodeLayer(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
-                           void *extra) {
-  (void)stream;
-  (void)extra;
-  if (nparam != kParams) return set_error(3, "DecodeLayer: expected 26 params, got " + std::to_string(nparam));
+BITCPM_API int DecodeLayer(BITCPM_AOT_ARGS) {
+  if (int rc = check_count("DecodeLayer", nparam, kParams, "params")) return rc;
   for (int i = 0; i < kParams; ++i) {
     const bool packed = i >= 3 && i <= 16 && (i - 3) % 2 == 0;
     const char *want = i == 19 ? "int32" : packed ? "uint8" : "float32";
     const int nd = (i == 1 || i == 2 || i == 19) ? 1 : (i == 17 || i == 18) ? 4 : 2;
-    if (ndims[i] != nd || dtypes[i] == nullptr || std::strcmp(dtypes[i], want) != 0)
+    if (ndims[i] != nd || !dtype_is(dtypes[i], want))
       return set_error(3, "DecodeLayer: param " + std::to_string(i) + " must be " + want + " with " +
                               std::to_string(nd) + " dims");
   }

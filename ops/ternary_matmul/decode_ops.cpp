@@ -1,5 +1,6 @@
-// The two float kernels of the KV-cache decoder (bitcpm_ms/inference/decoder.py); references in
-// bitcpm_ms/kernels/attention.py.
+// The two float kernels of the KV-cache decoder (bitcpm_ms/inference/decoder.py): portable code and
+// drivers (the AVX2 / F16C head rows are in avx2.cpp). MindSpore ops in bitcpm_ms/kernels/ops.py,
+// ctypes in bitcpm_ms/kernels/library.py, numpy references in bitcpm_ms/kernels/reference.py.
 //
 // 1. DecodeAttention: one decode step of grouped-query attention with a KV cache, one kernel
 //    instead of ~20 MindSpore ops per layer (decode_attention_reference).
@@ -27,12 +28,6 @@
 #include <vector>
 
 #include "ternary_common.h"
-
-#if BITCPM_X86
-#include <immintrin.h>
-#endif
-
-#define BITCPM_API extern "C" __attribute__((visibility("default")))
 
 namespace bitcpm {
 namespace {
@@ -108,59 +103,12 @@ int decode_attention_impl(const float *q_in, const float *k_in, const float *v_i
   return 0;
 }
 
-
 namespace {
 
-inline void gemv_rows(const float *x, const float *W, float *y, int64_t M, int64_t K, int64_t N, int64_t n0,
-                      int64_t n1) {
+// The portable head rows (the SIMD ones are avx2.cpp's gemv_rows_avx2 and half_gemv_rows_f16c).
+void gemv_rows(const float *x, const float *W, float *y, int64_t M, int64_t K, int64_t N, int64_t n0, int64_t n1) {
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t m = 0; m < M; ++m) y[m * N + n] = dot(x + m * K, W + n * K, K);
-}
-
-#if BITCPM_X86
-__attribute__((target("avx2,fma"))) void gemv_rows_avx2(const float *x, const float *W, float *y, int64_t M,
-                                                          int64_t K, int64_t N, int64_t n0, int64_t n1) {
-  for (int64_t n = n0; n < n1; ++n)
-    for (int64_t m = 0; m < M; ++m) {
-      const float *a = x + m * K, *b = W + n * K;
-      float acc[16] = {0};
-      int64_t i = 0;
-      for (; i + 16 <= K; i += 16)
-        for (int u = 0; u < 16; ++u) acc[u] += a[i + u] * b[i + u];
-      float s = 0.0f;
-      for (int u = 0; u < 16; ++u) s += acc[u];
-      for (; i < K; ++i) s += a[i] * b[i];
-      y[m * N + n] = s;
-    }
-}
-#endif
-
-}  // namespace
-
-namespace {
-
-// IEEE binary16 -> float32, exact (the portable path; F16C's vcvtph2ps gives the same values).
-inline float half_to_float(uint16_t h) {
-  const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
-  uint32_t bits;
-  if (exp == 0x1fu) {
-    bits = sign | 0x7f800000u | (man << 13);                      // inf / nan
-  } else if (exp != 0) {
-    bits = sign | ((exp + 112u) << 23) | (man << 13);              // normal: rebias 15 -> 127
-  } else if (man == 0) {
-    bits = sign;                                                   // +-0
-  } else {                                                         // subnormal: normalize
-    int e = -1;
-    uint32_t m = man;
-    do {
-      ++e;
-      m <<= 1;
-    } while ((m & 0x400u) == 0);
-    bits = sign | ((uint32_t)(112 - e) << 23) | ((m & 0x3ffu) << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
 }
 
 void half_gemv_rows(const float *x, const uint16_t *W, float *y, int64_t M, int64_t K, int64_t N, int64_t n0,
@@ -178,47 +126,6 @@ void half_gemv_rows(const float *x, const uint16_t *W, float *y, int64_t M, int6
       y[m * N + n] = s;
     }
 }
-
-#if BITCPM_X86
-bool cpu_has_f16c() {
-  static const bool ok = cpu_has_avx2() && __builtin_cpu_supports("f16c");
-  return ok;
-}
-
-__attribute__((target("avx2,fma,f16c"))) inline float hsum8(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-// One weight row at a time, read as one sequential stream (four rows interleaved ran at ~60% of the
-// bandwidth on the 2-core VM of docs/generation.md); four 8-lane accumulators hide the add latency.
-// mul + add, no FMA contraction, like every float kernel here. K % 32 tail: 8 lanes, then scalar.
-__attribute__((target("avx2,fma,f16c"))) void half_gemv_rows_f16c(const float *x, const uint16_t *W, float *y,
-                                                                    int64_t M, int64_t K, int64_t N, int64_t n0,
-                                                                    int64_t n1) {
-  for (int64_t m = 0; m < M; ++m) {
-    const float *a = x + m * K;
-    for (int64_t n = n0; n < n1; ++n) {
-      const uint16_t *b = W + n * K;
-      __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-      int64_t i = 0;
-      for (; i + 32 <= K; i += 32) {
-        s0 = _mm256_add_ps(s0, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i)))));
-        s1 = _mm256_add_ps(s1, _mm256_mul_ps(_mm256_loadu_ps(a + i + 8), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i + 8)))));
-        s2 = _mm256_add_ps(s2, _mm256_mul_ps(_mm256_loadu_ps(a + i + 16), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i + 16)))));
-        s3 = _mm256_add_ps(s3, _mm256_mul_ps(_mm256_loadu_ps(a + i + 24), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i + 24)))));
-      }
-      for (; i + 8 <= K; i += 8)
-        s0 = _mm256_add_ps(s0, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i)))));
-      float r = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-      for (; i < K; ++i) r += a[i] * half_to_float(b[i]);
-      y[m * N + n] = r;
-    }
-  }
-}
-#endif
 
 }  // namespace
 
@@ -238,7 +145,8 @@ int gemv_nt_driver(const float *x, const WT *W, float *y, int64_t M, int64_t K, 
 
 int half_matmul_nt_impl(const float *x, const uint16_t *W, float *y, int64_t M, int64_t K, int64_t N, int nthreads) {
 #if BITCPM_X86
-  return gemv_nt_driver<uint16_t>(x, W, y, M, K, N, nthreads, cpu_has_f16c(), half_gemv_rows_f16c, half_gemv_rows);
+  return gemv_nt_driver<uint16_t>(x, W, y, M, K, N, nthreads, cpu::has(kNeedF16c), half_gemv_rows_f16c,
+                                  half_gemv_rows);
 #else
   return gemv_nt_driver<uint16_t>(x, W, y, M, K, N, nthreads, false, half_gemv_rows, half_gemv_rows);
 #endif
@@ -246,7 +154,7 @@ int half_matmul_nt_impl(const float *x, const uint16_t *W, float *y, int64_t M, 
 
 int float_matmul_nt_impl(const float *x, const float *W, float *y, int64_t M, int64_t K, int64_t N, int nthreads) {
 #if BITCPM_X86
-  return gemv_nt_driver<float>(x, W, y, M, K, N, nthreads, cpu_has_avx2(), gemv_rows_avx2, gemv_rows);
+  return gemv_nt_driver<float>(x, W, y, M, K, N, nthreads, cpu::has(kNeedAvx2), gemv_rows_avx2, gemv_rows);
 #else
   return gemv_nt_driver<float>(x, W, y, M, K, N, nthreads, false, gemv_rows, gemv_rows);
 #endif
@@ -269,16 +177,13 @@ BITCPM_API int bitcpm_decode_attention(const float *q, const float *k, const flo
 // MindSpore AOT. Inputs: q float32 [B,H*D], k float32 [B,KVH*D], v float32 [B,KVH*D],
 // k_cache float32 [B,KVH,S,D], v_cache float32 [B,KVH,S,D], positions int32 [B], cos float32 [B,D],
 // sin float32 [B,D], spec float32 [1,2] = (scale, H). Outputs: ctx float32 [B,H*D], k_rot float32 [B,KVH*D].
-BITCPM_API int DecodeAttention(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                               void *stream, void *extra) {
-  (void)stream;
-  (void)extra;
+BITCPM_API int DecodeAttention(BITCPM_AOT_ARGS) {
   static const char *const want[11] = {"float32", "float32", "float32", "float32", "float32", "int32",
                                        "float32", "float32", "float32", "float32", "float32"};
   static const int want_ndim[11] = {2, 2, 2, 4, 4, 1, 2, 2, 2, 2, 2};
-  if (nparam != 11) return set_error(3, "DecodeAttention: expected 11 params, got " + std::to_string(nparam));
+  if (int rc = check_count("DecodeAttention", nparam, 11, "params")) return rc;
   for (int i = 0; i < 11; ++i) {
-    if (ndims[i] != want_ndim[i] || dtypes[i] == nullptr || std::strcmp(dtypes[i], want[i]) != 0)
+    if (ndims[i] != want_ndim[i] || !dtype_is(dtypes[i], want[i]))
       return set_error(3, "DecodeAttention: param " + std::to_string(i) + " must be " + want[i] + " with " +
                               std::to_string(want_ndim[i]) + " dims");
   }
@@ -308,14 +213,11 @@ BITCPM_API int bitcpm_half_matmul_nt(const float *x, const uint16_t *W, float *y
 }
 
 // MindSpore AOT. Inputs x float32 [M,K], W float32 or float16 [N,K]; output y float32 [M,N].
-BITCPM_API int FloatMatmulNT(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                             void *stream, void *extra) {
-  (void)stream;
-  (void)extra;
-  if (nparam != 3) return set_error(3, "FloatMatmulNT: expected 3 params, got " + std::to_string(nparam));
-  const bool half = dtypes[1] != nullptr && std::strcmp(dtypes[1], "float16") == 0;
+BITCPM_API int FloatMatmulNT(BITCPM_AOT_ARGS) {
+  if (int rc = check_count("FloatMatmulNT", nparam, 3, "params")) return rc;
+  const bool half = dtype_is(dtypes[1], "float16");
   for (int i = 0; i < 3; ++i)
-    if (ndims[i] != 2 || dtypes[i] == nullptr || (std::strcmp(dtypes[i], "float32") != 0 && !(i == 1 && half)))
+    if (ndims[i] != 2 || !(dtype_is(dtypes[i], "float32") || (i == 1 && half)))
       return set_error(3, "FloatMatmulNT: x and y must be 2-D float32 tensors, W 2-D float32 or float16");
   const int64_t M = shapes[0][0], K = shapes[0][1], N = shapes[1][0];
   if (shapes[1][1] != K || shapes[2][0] != M || shapes[2][1] != N)

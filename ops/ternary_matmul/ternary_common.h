@@ -20,7 +20,8 @@
 //     The integer group sums are computed exactly in int32.
 //
 // SIMD functions carry __attribute__((target(...))): the library is built without -march and
-// select_path() (dispatch.cpp) chooses a path at run time from __builtin_cpu_supports.
+// select_path() (dispatch.cpp) chooses a path at run time from the CPU's features
+// (ops/common/cpu_features.h; the kNeed* sets below).
 // Threads: every (m, n) output is computed by the same sequence of operations whatever the tiling
 // or thread split, so results are bit-identical for any thread count (for a given path).
 #pragma once
@@ -28,16 +29,14 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <thread>
 #include <vector>
 
-#if defined(__x86_64__) || defined(__i386__)
-#define BITCPM_X86 1
-#else
-#define BITCPM_X86 0
-#endif
+#include "c_abi_util.h"    // set_error (ops/common)
+#include "cpu_features.h"  // cpu::has, BITCPM_X86 (ops/common)
 
 namespace bitcpm {
 
@@ -52,12 +51,12 @@ extern std::atomic<int> g_max_isa;         // kIsaBest or kIsaAvx2
 constexpr int kIsaBest = 0;                // best the CPU supports
 constexpr int kIsaAvx2 = 1;                // at most AVX2+FMA (no AVX-512): tests, benchmarks
 
-bool cpu_has_avx2();    // avx2 + fma
-bool cpu_has_avx512();  // avx512f + avx512bw (+ avx2)
-bool cpu_has_vnni();    // avx512f + avx512bw + avx512vnni (+ avx2)
-
-// Stores msg for bitcpm_last_error() and returns code (the C functions return it as is).
-int set_error(int code, const std::string &msg);
+// What each SIMD path asks of the CPU (cpu::has): exactly the instruction sets in the target(...)
+// of its functions. Keep each in step with its attribute.
+constexpr unsigned kNeedAvx2 = cpu::kAvx2 | cpu::kFma;                          // avx2.cpp AVX2_FN
+constexpr unsigned kNeedF16c = kNeedAvx2 | cpu::kF16c;                          // avx2.cpp F16C_FN
+constexpr unsigned kNeedAvx512 = kNeedAvx2 | cpu::kAvx512F | cpu::kAvx512BW;   // avx512.cpp AVX512_FN
+constexpr unsigned kNeedVnni = kNeedAvx512 | cpu::kAvx512Vnni;                  // avx512.cpp VNNI_FN
 
 // ---------------------------------------------------------------- threads (threads.cpp)
 int resolve_threads(int requested);  // requested <= 0: the global setting, else all cores
@@ -112,6 +111,11 @@ int validate(int64_t M, int64_t K, int64_t N, int64_t G, int act_bits);
 // eps: the activation quantizer's floor (A8 only; ignored for weight-only).
 int matmul_impl(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N,
                 int64_t G, int act_bits, float eps, int nthreads, int force_portable);
+// The same x times `count` packed weights with the same K and G (y[j] = x W[j]^T, [M, N[j]]): the
+// activations are prepared (A8: quantized) once and one parallel region covers every output row.
+// Each output equals matmul_impl's bit for bit.
+int matmul_multi_impl(const float *x, int count, const uint8_t *const *W, const float *const *S, float *const *y,
+                      const int64_t *N, int64_t M, int64_t K, int64_t G, int act_bits, float eps, int nthreads);
 int dx_impl(const float *dy, const uint8_t *W, const float *S, float *dx, int64_t M, int64_t K, int64_t N, int64_t G,
             int nthreads);
 // decode_ops.cpp: one decode step of RoPE + grouped-query attention over a KV cache.
@@ -144,6 +148,30 @@ void fake_quant_row_portable(const float *w, float *out, int64_t K, int64_t g, f
 void quantize_pack_rows(const float *w, int64_t K, int64_t G, float eps, uint8_t *packed, float *scales, int64_t n0,
                         int64_t n1);
 
+// IEEE binary16 -> float32, exact (the float16 decode head; F16C's vcvtph2ps gives the same values).
+inline float half_to_float(uint16_t h) {
+  const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+  uint32_t bits;
+  if (exp == 0x1fu) {
+    bits = sign | 0x7f800000u | (man << 13);                      // inf / nan
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112u) << 23) | (man << 13);              // normal: rebias 15 -> 127
+  } else if (man == 0) {
+    bits = sign;                                                   // +-0
+  } else {                                                         // subnormal: normalize
+    int e = -1;
+    uint32_t m = man;
+    do {
+      ++e;
+      m <<= 1;
+    } while ((m & 0x400u) == 0);
+    bits = sign | ((uint32_t)(112 - e) << 23) | ((m & 0x3ffu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
 #if BITCPM_X86
 // ---------------------------------------------------------------- AVX2 + FMA path (avx2.cpp)
 // A chunk is 8 consecutive elements k..k+7 whose codes sit in 8 consecutive bytes at `byte`,
@@ -161,17 +189,23 @@ void avx2_a8(const int8_t *xq, const int32_t *xsum, const float *xs, const uint8
              int64_t M, int64_t K, int64_t N, int64_t G, int64_t n0, int64_t n1);
 // g % 8 == 0.
 void fake_quant_row_avx2(const float *w, float *out, int64_t K, int64_t g, float eps);
+// Decode head rows [n0, n1) of y [M,N] = x [M,K] @ W^T (decode_ops.cpp drives them): float32 W, and
+// float16 W (raw binary16; needs kNeedF16c). Any K.
+void gemv_rows_avx2(const float *x, const float *W, float *y, int64_t M, int64_t K, int64_t N, int64_t n0,
+                    int64_t n1);
+void half_gemv_rows_f16c(const float *x, const uint16_t *W, float *y, int64_t M, int64_t K, int64_t N, int64_t n0,
+                         int64_t n1);
 
 // ---------------------------------------------------------------- AVX-512 paths (avx512.cpp)
 constexpr int kPanel = 32;  // output rows unpacked at a time by the VNNI prefill kernel
 
-// Weight-only (avx512f + avx512bw), K % 128 == 0, g % 32 == 0.
+// Weight-only (kNeedAvx512), K % 128 == 0, g % 32 == 0.
 void avx512_f32_decode(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N,
                        int64_t G, int64_t n0, int64_t n1);
 void avx512_f32_prefill(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N,
                         int64_t G, int64_t n0, int64_t n1);
 
-// A8 (avx512vnni). Prefill: any K with g % 4 == 0; bit-identical to portable_a8.
+// A8 (kNeedVnni). Prefill: any K with g % 4 == 0; bit-identical to portable_a8.
 void vnni_a8_prefill(const int8_t *xq, const int32_t *xsum, const float *xs, const uint8_t *W, const float *S,
                      float *y, int64_t M, int64_t K, int64_t N, int64_t G, int64_t n0, int64_t n1);
 

@@ -17,7 +17,7 @@ import mindspore as ms
 import numpy as np
 
 from bitcpm_ms.app.cli import export_main, prepare_main, train_main
-from bitcpm_ms.testing import SMALL_MODEL, TINY_YAML, make_mindrecord, write_config
+from bitcpm_ms.testing import SMALL_MODEL, TINY_YAML, make_mindrecord, write_config, write_token_rows
 from bitcpm_ms.training.checkpoint_files import publish_checkpoint
 from tests.data.corpora import mixed_docs
 
@@ -75,6 +75,18 @@ def main(root):
           "--quant.group_size", 32)
     train("model_seq_length_not_data_seq_length", prepared, "o2", "--model.model_config.seq_length", 64)
     train("raw_data_sample_length", raw, "o3", "--model.model_config.seq_length", 64)
+    # document masking: data without the actual_seq_len column, and a row of bad ends
+    train("document_masking_without_the_column", raw, "o3d", "--model.model_config.use_eod_attn_mask_compression",
+          "true")
+    ends = np.tile(np.array([[5, 17, 32, 32]], np.int32), (64, 1))
+    ends[3] = [17, 5, 32, 32]
+    rows = np.random.default_rng(0).integers(3, 512, (64, 33)).astype(np.int32)
+    bad = write_config(j("bad_ends.yaml"), os.path.dirname(write_token_rows(j("bad_ends", "d.mindrecord"), rows, ends)),
+                       j("unused"), 4, documents=True)
+    train("actual_seq_len_not_increasing", bad, "o3e")
+    ends[3] = [5, 40, 32, 32]
+    write_token_rows(j("bad_ends", "d.mindrecord"), rows, ends)
+    train("actual_seq_len_beyond_seq_length", bad, "o3f")
     for case, how in (("truncated_shard", "truncate"), ("corrupt_shard", "flip"), ("missing_shard", "remove")):
         shutil.copytree(j("ds"), j(case))
         shard = j(case, "train", "shard_00001.mindrecord")

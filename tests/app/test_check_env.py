@@ -14,7 +14,7 @@ spec.loader.exec_module(check_env)
 
 GOOD = {"mindspore": ("2.9.0", None), "mindformers": ("1.9.0", None), "numpy": ("1.26.4", None),
         "sentencepiece": ("0.2.3", None), "yaml": ("6.0.2", None), "pytest": ("8.3.4", None),
-        "pyarrow": ("18.1.0", None), "safetensors": ("0.4.5", None)}
+        "pyarrow": ("18.1.0", None), "safetensors": ("0.4.5", None), "lm_eval": ("0.4.13", None)}
 
 
 def test_the_pinned_set_gives_no_reason():
@@ -23,9 +23,10 @@ def test_the_pinned_set_gives_no_reason():
 
 def test_each_reason_is_named_with_the_version_found():
     found = dict(GOOD, mindspore=("2.8.0", None), numpy=("2.1.3", None), pyarrow=(None, None),
-                 pytest=(None, None), mindformers=("1.9.0", "ImportError: cannot import name 'mint'"))
+                 pytest=(None, None), mindformers=("1.9.0", "ImportError: cannot import name 'mint'"),
+                 lm_eval=(None, None))
     assert check_env.problems(found) == [
-        "not installed: pytest, pyarrow",
+        "not installed: pytest, pyarrow, lm_eval",
         "mindspore 2.8.0 found, 2.9.0 pinned",
         "numpy 2.1.3 found, <2 pinned",
         "mindformers 1.9.0 does not import (ImportError: cannot import name 'mint')"]

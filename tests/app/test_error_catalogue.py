@@ -18,6 +18,12 @@ CASES = {
     "model_vocab_smaller_than_data": r"has a 512-token vocabulary, larger than model.model_config.vocab_size 256",
     "model_seq_length_not_data_seq_length": r"has seq_length 32, the model model.model_config.seq_length 64",
     "raw_data_sample_length": r"training samples in .*raw hold 33 tokens, the model needs seq_length \+ 1 = 65",
+    "document_masking_without_the_column": r"model.model_config.use_eod_attn_mask_compression is on, but the "
+                                           r"training data .*raw has no actual_seq_len column",
+    "actual_seq_len_not_increasing": r"training data .*bad_ends: actual_seq_len of sample 3: not increasing "
+                                     r"at index 1 \(17 then 5\)",
+    "actual_seq_len_beyond_seq_length": r"actual_seq_len of sample 3: value 40 at index 1 is beyond "
+                                        r"seq_length 32",
     "truncated_shard": r"train shard .*shard_00001.mindrecord has [\d,]+ bytes, the manifest records [\d,]+ "
                        r"\(truncated or replaced\); prepare it again",
     "corrupt_shard": r"train shard .*shard_00001.mindrecord is corrupt or was modified: sha256",

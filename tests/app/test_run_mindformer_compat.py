@@ -41,7 +41,9 @@ print("QAT_LAYERS", sum(type(c).__name__ == "TernaryLinear" for _, c in trainer.
 
 
 def test_tiny_yaml_trains_under_run_mindformer_flow(tmp_path):
-    write_learnable_mindrecord(str(tmp_path / "train.mindrecord"), n_samples=64, seq_length=64, vocab=512)
+    # with the actual_seq_len column: the YAML masks packed documents and names the column itself
+    write_learnable_mindrecord(str(tmp_path / "train.mindrecord"), n_samples=64, seq_length=64, vocab=512,
+                               documents=True)
     out = tmp_path / "out"
     res = subprocess.run([sys.executable, "-c", SCRIPT, ROOT, TINY_YAML, str(tmp_path), str(out)],
                          capture_output=True, text=True, cwd=str(tmp_path), timeout=600)

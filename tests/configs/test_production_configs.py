@@ -145,8 +145,15 @@ def _forward_loss(path, layers=1, seq=64):
         assert sum(isinstance(c, TernaryLinear) for _, c in net.cells_and_names()) == 7 * layers
         n_params = sum(int(np.prod(p.shape)) for p in net.get_parameters())
         net.set_train(True)
-        ids = np.random.default_rng(0).integers(3, mc["vocab_size"], (1, seq + 1))
-        loss = float(net(ms.Tensor(ids, ms.int32)).asnumpy())
+        ids = np.random.default_rng(0).integers(3, mc["vocab_size"], (1, seq + 1)).astype(np.int32)
+        if mc.get("use_eod_attn_mask_compression"):         # packed documents: three in the row
+            from bitcpm_ms.data.documents import rows_actual_seq_len
+            eos = mc["eos_token_id"][0] if isinstance(mc["eos_token_id"], list) else mc["eos_token_id"]
+            ids[0, [seq // 4, seq // 2]] = eos
+            ends = rows_actual_seq_len(ids, eos, 8)
+            loss = float(net(ms.Tensor(ids), actual_seq_len=ms.Tensor(ends)).asnumpy())
+        else:
+            loss = float(net(ms.Tensor(ids, ms.int32)).asnumpy())
     finally:
         ms.set_context(mode=saved)
     expected = count_params(dict(mc)).total
@@ -219,3 +226,15 @@ def test_32k_uses_the_compressed_causal_mask_and_a_small_pipeline_bubble():
     assert mc.use_flash_attention is True and mc.use_attn_mask_compression is True
     bubble = (pc.pipeline_stage - 1) / (pc.micro_batch_num + pc.pipeline_stage - 1)
     assert pc.pipeline_stage == 2 and bubble <= 0.05, bubble
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=NAMES)
+def test_production_configs_train_on_packed_documents(path):
+    """Report section 4.2: TND attention over packed variable-length documents is the default; the
+    datasets feed the document ends (actual_seq_len) the model then needs."""
+    cfg = load_config(path)
+    assert cfg.model.model_config.use_eod_attn_mask_compression is True
+    assert cfg.model.model_config.use_flash_attention is True            # MindFormers' TND flash attention
+    assert cfg.train_dataset.input_columns == ["input_ids", "actual_seq_len"]
+    with open(path, encoding="utf-8") as f:
+        assert "--eod_pad_length" in f.read()                             # how to prepare such data

@@ -1,5 +1,5 @@
 """Every key of every shipped YAML is read by MindFormers 1.9 / MindSpore 2.9 or by bitcpm-ms
-(`bitcpm_ms.app.yaml_keys`), and the production YAMLs pass MindFormers' own config checks."""
+(`tests/configs/yaml_keys.py`), and the production YAMLs pass MindFormers' own config checks."""
 import glob
 import os
 
@@ -8,7 +8,7 @@ from mindformers.core.context.validators import execute_validator
 from mindformers.tools.register import MindFormerConfig
 
 from bitcpm_ms.app.config import load_config
-from bitcpm_ms.app.yaml_keys import BITCPM_TOP_LEVEL_KEYS, ignored_keys
+from tests.configs.yaml_keys import BITCPM_TOP_LEVEL_KEYS, ignored_keys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # run configs (recipe YAMLs list stages of run configs; app/recipe.check_recipe validates them)
@@ -28,7 +28,7 @@ def test_mindformers_own_checks_accept_the_production_yamls(path):
     execute_validator(cfg)                    # build_context's validators (run_mode, mode, parallel_mode, ...)
     assert cfg.parallel.parallel_mode == "semi_auto_parallel"     # validated and mapped by MindFormers
     # our own top-level keys are the only ones MindFormers' template does not know
-    from bitcpm_ms.app.yaml_keys import top_level_keys_read_by_mindformers
+    from tests.configs.yaml_keys import top_level_keys_read_by_mindformers
     assert set(cfg) - top_level_keys_read_by_mindformers() <= set(BITCPM_TOP_LEVEL_KEYS)
 
 

@@ -110,11 +110,11 @@ def test_interrupted_run_leaves_nothing(small_dataset, tmp_path, monkeypatch):
     calls = {"n": 0}
     real = packing.write_shard
 
-    def failing(path, rows):
+    def failing(path, rows, ends):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt("simulated interrupt")
-        real(path, rows)
+        real(path, rows, ends)
 
     monkeypatch.setattr(packing, "write_shard", failing)
     c = PrepareConfig(**{**cfg.__dict__, "output_dir": str(target)})

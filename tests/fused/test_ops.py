@@ -9,7 +9,7 @@ from bitcpm_ms.fused import FusedOpError
 from bitcpm_ms.fused import reference as R
 from bitcpm_ms.fused.ops import FusedAttention, FusedCrossEntropy, FusedRMSNorm, FusedSwiGLU
 
-from .test_kernels import attention_case, close, f32
+from .test_library import attention_case, close, f32
 
 
 class Weighted(nn.Cell):

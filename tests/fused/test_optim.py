@@ -12,7 +12,7 @@ from bitcpm_ms.fused import reference as R
 from bitcpm_ms.fused.optim import CpuFusedAdamW
 from bitcpm_ms.training import BitCPMTrainOneStepCell
 
-from .test_kernels import close, f32, isa  # noqa: F401  (fixture)
+from .test_library import close, f32, isa  # noqa: F401  (fixture)
 
 
 @pytest.mark.parametrize("n", [1, 7, 4097, 70001])

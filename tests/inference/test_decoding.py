@@ -108,7 +108,7 @@ def test_multi_step_greedy_equals_one_step_and_fills_the_same_cache(packed_a8):
         multi, single = generate(lm, PROMPTS, max_new_tokens=n), generate(one, PROMPTS, max_new_tokens=n)
         assert multi.tokens == single.tokens and multi.finish_reasons == ["length"] * 3
         assert multi.stats.decode_tokens == single.stats.decode_tokens == 3 * (n - 1)
-        assert (multi.stats.decode_steps, single.stats.decode_steps) == (-(-(n - 1) // k), n - 1)
+        assert (multi.stats.decode_calls, single.stats.decode_calls) == (-(-(n - 1) // k), n - 1)
     eos = generate(one, PROMPTS, max_new_tokens=8).tokens[1][3]    # row 1 stops inside the first chunk
     stopped = generate(lm, PROMPTS, max_new_tokens=8, eos_token_id=eos)
     assert stopped.tokens == generate(one, PROMPTS, max_new_tokens=8, eos_token_id=eos).tokens
@@ -143,7 +143,7 @@ def test_sampling_and_repetition_penalty_decode_one_token_per_call(packed_a8):
     _, lm = packed_a8
     for kw in (dict(temperature=0.8, top_p=0.9, seed=3), dict(repetition_penalty=1.3)):
         out = generate(lm, PROMPTS[:1], max_new_tokens=6, **kw)
-        assert out.stats.decode_steps == 5 and out.stats.decode_tokens == 5
+        assert out.stats.decode_calls == 5 and out.stats.decode_tokens == 5
 
 
 def test_multi_step_needs_fused_layers(fake_quant):
@@ -192,7 +192,7 @@ def test_eos_stops_a_row_and_stats_count_tokens(fake_quant):
     assert out.tokens[1] == free.tokens[1][:free.tokens[1].index(eos) + 1]
     assert out.finish_reasons[1] == "eos"
     s = out.stats
-    assert s.prompt_tokens == sum(map(len, PROMPTS)) and s.decode_steps == max(map(len, out.tokens)) - 1
+    assert s.prompt_tokens == sum(map(len, PROMPTS)) and s.decode_calls == max(map(len, out.tokens)) - 1
     assert s.decode_tokens == sum(len(t) - 1 for t in out.tokens)
     assert s.prefill_tokens_per_s > 0 and s.decode_tokens_per_s > 0
 
@@ -235,6 +235,6 @@ def test_float16_head_logits_within_the_weight_rounding(packed_a8):
     rounded, _, _ = half.prefill(ids, np.array([11], np.int32))
     assert 0 < np.abs(rounded - full).max() < 1e-2 * np.abs(full).max()
     out = generate(half, PROMPTS, max_new_tokens=10)
-    assert out.stats.decode_steps == 2 and all(len(t) == 10 for t in out.tokens)
+    assert out.stats.decode_calls == 2 and all(len(t) == 10 for t in out.tokens)
     with pytest.raises(GenerationError, match="head_dtype must be float32 or float16"):
         CachedLM(net, head_dtype="bfloat16")

@@ -103,3 +103,33 @@ def test_write_cache_stores_the_new_key_and_value_in_place(act_bits):
         else:
             np.testing.assert_array_equal(args[3][b], before_k[b])
     assert not np.array_equal(args[3], before_k)
+
+
+@pytest.mark.parametrize("isa", ["avx2", "best"])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("act_bits", [None, 8])
+def test_shared_qkv_call_equals_a_lone_matmul_bit_for_bit(act_bits, threads, isa):
+    """q, k and v share one activation quantization and one parallel region over their concatenated
+    rows (matmul_multi_impl); the layer's v output must equal the lone kernel call on the same normed
+    input bit for bit, whatever the thread split. The C rmsnorm is replayed in float32, in its order."""
+    from bitcpm_ms.kernels import (MAX_ISA_AVX2, MAX_ISA_BEST, get_num_threads, isa_path, set_num_threads,
+                                   ternary_matmul_numpy)
+    bsz, heads, kvh, d, inter, seq, g, positions = 2, 4, 2, 16, 96, 24, 32, [5, 0]
+    args = _case(12, bsz, heads, kvh, d, inter, seq, g, positions, act_bits)
+    h, w = args[0], args[1][0]
+    x = np.empty_like(h)
+    for b in range(bsz):
+        ss = np.float32(0)
+        for v in h[b]:
+            ss = np.float32(ss + v * v)
+        r = np.float32(1) / np.sqrt(np.float32(ss / np.float32(h.shape[1]) + np.float32(1e-5)))
+        x[b] = (h[b] * r) * w
+    old = get_num_threads()
+    set_num_threads(threads)
+    try:
+        with isa_path(MAX_ISA_AVX2 if isa == "avx2" else MAX_ISA_BEST):
+            _, _, v = decode_layer_numpy(*args)
+            lone = ternary_matmul_numpy(x, args[2][2], act_bits, 1e-5)
+    finally:
+        set_num_threads(old)
+    np.testing.assert_array_equal(v, lone)

@@ -9,7 +9,7 @@ import mindspore as ms
 import mindspore.train.serialization as serialization
 from mindspore import Tensor
 
-from bitcpm_ms.app.checkpoints import load_weights
+from bitcpm_ms.training.checkpoint_loading import load_weights
 from bitcpm_ms.errors import CheckpointError
 from bitcpm_ms.models import BitCPMConfig, BitCPMForCausalLM
 from bitcpm_ms.testing import REPO

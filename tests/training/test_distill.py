@@ -4,7 +4,7 @@ import pytest
 import mindspore as ms
 from mindformers.core.optim import AdamW
 
-from bitcpm_ms.app.checkpoints import load_weights
+from bitcpm_ms.training.checkpoint_loading import load_weights
 from bitcpm_ms.models import BitCPMConfig, BitCPMForCausalLM
 from bitcpm_ms.training import BitCPMTrainOneStepCell
 from bitcpm_ms.training.distill import BitCPMDistillForCausalLM, TEACHER_PREFIX, loss_terms, teacher_of
@@ -113,3 +113,35 @@ def test_teacher_is_frozen_outside_the_optimizer_and_the_checkpoint(ids, teacher
 def test_teacher_with_another_vocabulary_is_refused():
     with pytest.raises(ValueError, match="teacher vocab_size 100 != student vocab_size 96"):
         _student(_teacher(vocab_size=100, num_layers=1), temperature=1.0, alpha=0.5)
+
+
+def test_packed_documents_the_teacher_reads_the_same_documents(pynative):
+    """With document masking both models run on the row's documents; CE and KD skip the labels that
+    start another document (data/documents.py), and equal the numpy mix of the packed logits."""
+    from bitcpm_ms.data.documents import crossing_labels, rows_actual_seq_len
+    docs = dict(use_eod_attn_mask_compression=True, eos_token_id=2)
+    teacher = _teacher(**docs)
+    temperature, alpha = 2.0, 0.3
+    ms.set_seed(1)
+    net = BitCPMDistillForCausalLM(_config(dict(STUDENT, **docs), qat=True), teacher, temperature, alpha)
+    ids = np.random.default_rng(5).integers(3, 96, (2, 17)).astype(np.int32)
+    ids[0, [3, 10]] = 2
+    ids[1, 15] = 2                                        # boundary at the last position
+    ends = rows_actual_seq_len(ids, 2, 4)
+    tokens, labels = ids[:, :-1], ids[:, 1:].reshape(-1)
+    keep = (~crossing_labels(ends, tokens, [2])).reshape(-1)
+
+    def packed_logits(model):
+        model.set_train(False)
+        out = model(ms.Tensor(tokens), actual_seq_len=ms.Tensor(ends))[0].asnumpy()
+        return out.reshape(-1, out.shape[-1]).astype(np.float64)
+
+    s, t = packed_logits(net), packed_logits(teacher)
+    assert np.abs(t - _eval_logits(teacher, tokens)).max() > 1e-3      # the documents change the teacher
+    ce = float(-(log_softmax_np(s)[np.arange(len(labels)), labels] * keep).sum() / keep.sum())
+    kd = kd_loss_reference(s, t, mask=keep, temperature=temperature)
+    net.set_train(True)
+    total = float(net(ms.Tensor(ids), actual_seq_len=ms.Tensor(ends)).asnumpy())
+    assert total == pytest.approx((1 - alpha) * ce + alpha * kd, rel=1e-4)
+    with pytest.raises(ValueError, match="both mask documents"):
+        BitCPMDistillForCausalLM(_config(dict(STUDENT, **docs), qat=True), _teacher(num_layers=1), 1.0, 0.5)

@@ -3,7 +3,8 @@ import pytest
 
 from bitcpm_ms.testing import write_teacher
 
-from ..helpers import SMALL_MODEL, TINY_YAML, read_metrics, run_cli, step_records, write_learnable_mindrecord
+from ..helpers import (NO_DOCUMENTS, SMALL_MODEL, TINY_YAML, read_metrics, run_cli, step_records,
+                       write_learnable_mindrecord)
 
 # SMALL_MODEL's dims (tests/helpers.py), for the teacher
 MODEL = {"hidden_size": 64, "num_layers": 2, "seq_length": 64, "vocab_size": 512, "intermediate_size": 128,
@@ -22,7 +23,7 @@ def setup(tmp_path_factory):
 
 
 def _train(out, args, *extra):
-    res = run_cli(["--config", TINY_YAML, "--output_dir", str(out), *SMALL_MODEL, *args, *extra])
+    res = run_cli(["--config", TINY_YAML, "--output_dir", str(out), *SMALL_MODEL, *NO_DOCUMENTS, *args, *extra])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return res
 

@@ -103,3 +103,28 @@ def test_evaluate_tiny_llama_graph_mode(small_dataset, graph_mode):
     full = evaluate_on_prepared(net, str(out), batch_size=2)
     assert full["samples"] == man["splits"]["validation"]["samples"] // 2 * 2
     assert full["dataset_fingerprint"] == man["fingerprint"]
+
+
+def test_evaluate_with_document_masking(small_dataset, graph_mode):
+    """A network that masks documents gets each batch's actual_seq_len and counts only the labels
+    inside a document (not a document's first token)."""
+    import mindspore as ms
+    from bitcpm_ms.data.dataset import build_dataset
+    from bitcpm_ms.data.documents import crossing_labels
+    from bitcpm_ms.models import BitCPMConfig, BitCPMForCausalLM
+    from bitcpm_ms.training.evaluation import evaluate_on_prepared
+    out, man, cfg, docs = small_dataset
+    ms.set_seed(0)
+    net = BitCPMForCausalLM(BitCPMConfig(batch_size=2, seq_length=cfg.seq_length, hidden_size=32, num_layers=1,
+                                         num_heads=2, vocab_size=man["vocab_size"], intermediate_size=64,
+                                         use_eod_attn_mask_compression=True, eos_token_id=2, pad_token_id=0))
+    m = evaluate_on_prepared(net, str(out), batch_size=2, max_batches=3)
+    ds = build_dataset(str(out), batch_size=2, split="validation", shuffle=False, documents=True)
+    batches = [b for _, b in zip(range(3), ds.create_tuple_iterator(num_epochs=1, output_numpy=True))]
+    kept = [int((~crossing_labels(e, ids[:, :-1], [2])).sum()) for ids, e in batches]
+    assert m["tokens"] == sum(kept) < 3 * 2 * cfg.seq_length
+    net.set_train(True)
+    ref = [float(net(ms.Tensor(ids), actual_seq_len=ms.Tensor(e)).asnumpy()) for ids, e in batches]
+    assert m["total_nll_nats"] == pytest.approx(sum(l * k for l, k in zip(ref, kept)), rel=1e-5)
+    with pytest.raises(ValueError, match="need their actual_seq_len column"):
+        evaluate_lm(net, [ids for ids, _ in batches])

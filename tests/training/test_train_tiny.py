@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from ..helpers import SMALL_MODEL, TINY_YAML, read_metrics, run_cli, step_records, write_learnable_mindrecord
+from ..helpers import (NO_DOCUMENTS, SMALL_MODEL, TINY_YAML, read_metrics, run_cli, step_records,
+                       write_learnable_mindrecord)
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +17,7 @@ def data_dir(tmp_path_factory):
 
 def _train(out, data_dir, *extra):
     res = run_cli(["--config", TINY_YAML, "--output_dir", str(out), "--train_dataset.data_loader.dataset_dir",
-                   data_dir, *SMALL_MODEL, *extra])
+                   data_dir, *SMALL_MODEL, *NO_DOCUMENTS, *extra])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return res
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from bitcpm_ms.kernels import portable_path
-from bitcpm_ms.kernels.decode_ops import (decode_attention_numpy, decode_attention_reference, float_matmul_nt_numpy,
-                                          float_matmul_nt_reference)
+from bitcpm_ms.kernels.library import decode_attention_numpy, float_matmul_nt_numpy
+from bitcpm_ms.kernels.reference import decode_attention_reference, float_matmul_nt_reference
 
 
 def _case(rng, bsz, h, kvh, seq, d, positions):

@@ -19,8 +19,8 @@ from mindspore.train.serialization import tensor_to_ms_type
 
 from ..errors import CheckpointError
 from ..parallel.once_per_node import verdict_once_per_node
-from ..training import checkpoint_reader
-from ..training.checkpoint_files import list_checkpoints, read_sidecar, verify_checkpoint
+from . import checkpoint_reader
+from .checkpoint_files import list_checkpoints, read_sidecar, verify_checkpoint
 
 
 def checkpoint_dir(output_dir: str) -> str:

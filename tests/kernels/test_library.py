@@ -72,7 +72,7 @@ def test_matches_reference(K, g, act_bits, path):
 
 @pytest.mark.parametrize("path", ISA_PATHS)
 @pytest.mark.parametrize("M", [1, 2, 5])
-@pytest.mark.parametrize("K,g", [(96, 32), (256, 64), (384, 64), (384, 128), (512, -1), (640, 128), (4096, 128),
+@pytest.mark.parametrize("K,g", [(96, 32), (256, 64), (384, 64), (384, 128), (384, 192), (512, -1), (640, 128), (4096, 128),
                                  (4096, -1)])
 def test_a8_integer_part_exact(K, g, M, path):
     """With s_token = 1 (row absmax 127, integer x) and power-of-two scales every float step is exact,

@@ -74,7 +74,7 @@ def named_arguments(cls) -> set:
 
 def _registered(module_type: str, name: str):
     from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
-    from .. import models, training  # noqa: F401  (register bitcpm-ms's classes)
+    from bitcpm_ms import models, training  # noqa: F401  (register bitcpm-ms's classes)
     try:
         return MindFormerRegister.get_cls(getattr(MindFormerModuleType, module_type), name)
     except (ValueError, KeyError):
@@ -98,7 +98,7 @@ def _typed_section(section, module_type: str, where: str) -> List[str]:
 
 def model_config_keys() -> set:
     from mindformers.models.llama.llama_config import LlamaConfig
-    from ..models.bitcpm_config import BitCPMConfig
+    from bitcpm_ms.models.bitcpm_config import BitCPMConfig
     return named_arguments(LlamaConfig) | named_arguments(BitCPMConfig) | _REGISTRY_KEYS
 
 

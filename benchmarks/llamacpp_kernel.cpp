@@ -1,0 +1,116 @@
+// One M = 1 GEMV, ours (bitcpm_ternary_matmul through dlopen) against llama.cpp's TQ2_0 matmul (ggml
+// mul_mat of a TQ2_0 weight by a float32 vector: ggml quantizes the vector to Q8_K and runs the TQ2_0
+// vec-dot), in one process, rounds interleaved. Driven by benchmarks/kernel_compare.py, which builds it
+// next to the cached llama.cpp build (benchmarks/llamacpp.py).
+//
+//   bitcpm-kernel-bench LIB K N G THREADS ISA ROUNDS REPS
+//     LIB: our libbitcpm path; ISA: 0 best, 1 AVX2 cap (ours only: ggml runs what it was built for).
+// Prints one JSON object: per round, the median seconds per call of each side
+// ({"ours_a8": [...], "ours_w": [...], "tq2_0": [...]}).
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include "ggml-cpu.h"
+#include "ggml.h"
+
+typedef int (*matmul_fn)(const float *, const uint8_t *, const float *, float *, int64_t, int64_t, int64_t, int64_t,
+                         int, float, int, int);
+typedef int (*pack_fn)(const float *, int64_t, int64_t, int64_t, float, uint8_t *, float *, int);
+typedef int (*isa_fn)(int);
+
+static double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+template <class F>
+static double median_call(F f, int reps) {
+  std::vector<double> t(reps);
+  for (int i = 0; i < reps; ++i) {
+    double a = now();
+    f();
+    t[i] = now() - a;
+  }
+  std::sort(t.begin(), t.end());
+  return t[reps / 2];
+}
+
+static void print_list(const char *name, const std::vector<double> &v, bool last) {
+  std::printf("\"%s\": [", name);
+  for (size_t i = 0; i < v.size(); ++i) std::printf("%s%.9g", i ? ", " : "", v[i]);
+  std::printf("]%s", last ? "" : ", ");
+}
+
+int main(int argc, char **argv) {
+  if (argc != 9) {
+    std::fprintf(stderr, "usage: %s LIB K N G THREADS ISA ROUNDS REPS\n", argv[0]);
+    return 2;
+  }
+  const int64_t K = std::atoll(argv[2]), N = std::atoll(argv[3]), G = std::atoll(argv[4]);
+  const int threads = std::atoi(argv[5]), isa = std::atoi(argv[6]), rounds = std::atoi(argv[7]),
+            reps = std::atoi(argv[8]);
+  void *lib = dlopen(argv[1], RTLD_NOW);
+  if (!lib) {
+    std::fprintf(stderr, "dlopen: %s\n", dlerror());
+    return 1;
+  }
+  auto mm = (matmul_fn)dlsym(lib, "bitcpm_ternary_matmul");
+  auto pack = (pack_fn)dlsym(lib, "bitcpm_quantize_pack");
+  auto set_isa = (isa_fn)dlsym(lib, "bitcpm_set_max_isa");
+  if (!mm || !pack || !set_isa) return 1;
+  set_isa(isa);
+
+  // Ternary weights with one scale per 256-input group: exact in both formats.
+  std::mt19937 rng(0);
+  std::vector<float> w(N * K), x(K);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t gi = 0; gi < K / 256; ++gi) {
+      const float s = 0.01f + 0.09f * (rng() % 1000) / 1000.0f;
+      for (int64_t k = gi * 256; k < gi * 256 + 256; ++k) w[n * K + k] = s * (float)((int)(rng() % 3) - 1);
+    }
+  std::normal_distribution<float> nd;
+  for (auto &v : x) v = nd(rng);
+  std::vector<uint8_t> packed(N * K / 4);
+  std::vector<float> scales(N * G), y(N);
+  if (pack(w.data(), N, K, G, 1e-5f, packed.data(), scales.data(), threads)) return 1;
+
+  ggml_init_params ip = {(size_t)(N * K) + ((size_t)64 << 20), nullptr, false};
+  ggml_context *ctx = ggml_init(ip);
+  ggml_tensor *W = ggml_new_tensor_2d(ctx, GGML_TYPE_TQ2_0, K, N);
+  ggml_tensor *X = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, K, 1);
+  ggml_quantize_chunk(GGML_TYPE_TQ2_0, w.data(), W->data, 0, N, K, nullptr);
+  std::copy(x.begin(), x.end(), (float *)X->data);
+  ggml_tensor *Y = ggml_mul_mat(ctx, W, X);
+  ggml_cgraph *gf = ggml_new_graph(ctx);
+  ggml_build_forward_expand(gf, Y);
+  ggml_threadpool_params tpp = ggml_threadpool_params_default(threads);
+  ggml_threadpool *tp = ggml_threadpool_new(&tpp);
+  ggml_cplan plan = ggml_graph_plan(gf, threads, tp);
+  std::vector<uint8_t> work(plan.work_size + 64);
+  plan.work_data = work.data();
+
+  std::vector<double> a8, wo, tq;
+  for (int r = 0; r < rounds; ++r) {
+    ggml_threadpool_pause(tp);
+    a8.push_back(median_call([&] { mm(x.data(), packed.data(), scales.data(), y.data(), 1, K, N, G, 8, 1e-5f,
+                                      threads, 0); }, reps));
+    wo.push_back(median_call([&] { mm(x.data(), packed.data(), scales.data(), y.data(), 1, K, N, G, 0, 1e-5f,
+                                      threads, 0); }, reps));
+    ggml_threadpool_resume(tp);
+    tq.push_back(median_call([&] { ggml_graph_compute(gf, &plan); }, reps));
+  }
+  std::printf("{");
+  print_list("ours_a8", a8, false);
+  print_list("ours_w", wo, false);
+  print_list("tq2_0", tq, true);
+  std::printf("}\n");
+  ggml_threadpool_free(tp);
+  ggml_free(ctx);
+  return 0;
+}
