@@ -114,7 +114,8 @@ def bench(name, precision, args):
                                                         for rd in rounds],
                                           "per_cpu_second": {"value": cpu_est, "ci95": cpu_ci}}
         if other == "torch":
-            row["targets"].append(target(f"training tokens/s, {name} {precision}: ours / PyTorch eager", est, ci, 1.0,
+            row["targets"].append(target(f"training tokens/s, {name} {precision}, {args.threads} thread(s) per side: "
+                                         "ours / PyTorch eager", est, ci, 1.0,
                                          unit="x", method="median step times, 95% bootstrap over rounds"))
     return row
 

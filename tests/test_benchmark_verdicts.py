@@ -43,9 +43,16 @@ def test_targets_table_from_written_and_legacy_jsons(tmp_path):
                                                                            "wall_s_incl_startup": 170.0}]}
     (tmp_path / "data_throughput.json").write_text(json.dumps(legacy))
     (tmp_path / "other.json").write_text(json.dumps({"no": "targets"}))
-    rows = targets.collect(str(tmp_path))
+    (tmp_path / "bars.json").write_text(json.dumps({"targets": {"a8": 1.2}}))        # bars, not verdicts
+    own = {"targets": {"100m packed_a8 decode": {"ratio": {"median": 0.62, "min": 0.51, "max": 0.76}, "target": 0.67,
+                                                 "verdict": "missed"}}}
+    (tmp_path / "generation_speed_2t.json").write_text(json.dumps(own))
+    unread = []
+    rows = targets.collect(str(tmp_path), unread)
     assert [(name, r["verdict"]) for name, r, *_ in rows] == [("data_throughput.json", "not resolved"),
+                                                              ("generation_speed_2t.json", "missed"),
                                                               ("new.json", "met")]
+    assert unread == ["bars.json"]
     text = targets.markdown(rows)
     assert "AMD EPYC (AVX-512 VNNI)" in text and "| 5.5 |" in text and "(judged later)" in text
     assert "**not resolved**" in text and "170 s to 200 s" in text
