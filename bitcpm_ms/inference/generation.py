@@ -108,10 +108,26 @@ class _Batch:
         kept = 0
         for token in tokens:
             kept += 1
-            self.reasons[b] = _take(b, int(token), self.cfg, self.new, self.seen, self.texts, self.streamer)
+            self.reasons[b] = self._append(b, int(token))
             if self.reasons[b] is not None:
                 break
         return kept
+
+    def _append(self, b: int, token: int) -> Optional[str]:
+        """Append row b's token (streamed with its text); returns its finish reason, or None while it goes on."""
+        self.new[b].append(token)
+        self.seen[b].append(token)
+        is_eos = token in self.cfg.eos_token_ids
+        piece = ""
+        if self.texts is not None and not is_eos:
+            piece = self.texts[b].push(token)
+        if self.streamer is not None:
+            self.streamer.put(b, token, piece)
+        if is_eos:
+            return "eos"
+        if self.texts is not None and self.texts[b].stopped:
+            return "stop"
+        return "length" if len(self.new[b]) >= self.cfg.max_new_tokens else None
 
     def active(self) -> List[int]:
         return [b for b in range(len(self.rows)) if self.reasons[b] is None]
@@ -230,23 +246,6 @@ def as_decoder(lm):
         cached = CachedLM(lm)
         object.__setattr__(lm, "_bitcpm_cached_lm", cached)
     return cached
-
-
-def _take(b, token, cfg, new, seen, texts, streamer) -> Optional[str]:
-    """Append row b's token; returns its finish reason, or None while it goes on."""
-    new[b].append(token)
-    seen[b].append(token)
-    is_eos = token in cfg.eos_token_ids
-    piece = ""
-    if texts is not None and not is_eos:
-        piece = texts[b].push(token)
-    if streamer is not None:
-        streamer.put(b, token, piece)
-    if is_eos:
-        return "eos"
-    if texts is not None and texts[b].stopped:
-        return "stop"
-    return "length" if len(new[b]) >= cfg.max_new_tokens else None
 
 
 def generate_batches(lm, prompts: Sequence[Sequence[int]], batch_size: int, config: GenerationConfig,
