@@ -112,3 +112,8 @@ def target(name, value, ci, bar, higher_is_better=True, unit="", method=""):
     return {"target": name, "value": value, "interval": list(ci), "bar": bar,
             "direction": ">=" if higher_is_better else "<=", "unit": unit, "method": method,
             "verdict": verdict(ci, bar, higher_is_better)}
+
+
+def target_line(t: dict) -> str:
+    """A target record as one printed line: `target >= 1.0x: met`."""
+    return f"target {t['direction']} {t['bar']}{t['unit']}: {t['verdict']}"

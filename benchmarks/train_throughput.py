@@ -28,7 +28,7 @@ import tempfile
 import time
 
 from benchmarks import bench_models as B
-from benchmarks.machine import bootstrap_ci, median_ratio, target, write_results
+from benchmarks.machine import bootstrap_ci, median_ratio, target, target_line, write_results
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "train_throughput.json")
 TRAINER_RESULTS = os.path.join(os.path.dirname(RESULTS), "train_trainer.json")
@@ -207,7 +207,7 @@ def print_tables(rows, trainer):
         print(f"  per CPU second: trainer / raw {_ci(c['trainer_vs_raw'])}; wrapper loop / raw {_ci(c['ours_loop_vs_raw'])}"
               f"; folded / unfolded {_ci(c['ours_loop_vs_unfolded_loop'])}; unfolded / raw {_ci(c['unfolded_loop_vs_raw'])}")
         for t in trainer["targets"]:
-            print(f"  target {t['direction']} {t['bar']}{t['unit']}: {t['verdict']}")
+            print("  " + target_line(t))
 
 
 def main():

@@ -30,7 +30,7 @@ import sys
 import time
 
 from benchmarks import bench_models as B
-from benchmarks.machine import bootstrap_ci, machine_info, median_ratio, target, write_results
+from benchmarks.machine import bootstrap_ci, machine_info, median_ratio, target, target_line, write_results
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "train_vs_torch.json")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -162,7 +162,7 @@ def print_table(rows):
                   f"{c['value']:.2f}x ({c['ci95'][0]:.2f}-{c['ci95'][1]:.2f}); load "
                   f"{r['load_1min']['min']:.1f}-{r['load_1min']['max']:.1f}")
         for t in r["targets"]:
-            print(f"{'':12s}target {t['direction']} {t['bar']}{t['unit']}: {t['verdict']}")
+            print(" " * 12 + target_line(t))
 
 
 def main():
