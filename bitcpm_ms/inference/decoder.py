@@ -32,6 +32,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.ops import operations as P
 
 from .fused_layer import layer_kernel, unfusable_reason
+from .fused_model import model_kernel, model_unfusable_reason
 from ..kernels.ops import decode_attention_cell, float_matmul_nt_cell
 
 MASK_VALUE = -10000.0   # MindFormers' LowerTriangularMaskWithDynamic adder
@@ -304,7 +305,9 @@ class DecodeStepGraph(_CachedDecoderBase):
 
 class DecodeMultiStepGraph(_CachedDecoderBase):
     """`steps` greedy decode steps in one graph call: embed -> L DecodeLayer ops -> head -> argmax, fed
-    back in the graph. Why: on small models a step costs more in MindSpore's per-call path (Python
+    back in the graph; when the whole model qualifies (fused_model.model_unfusable_reason: a float32
+    LLaMA embedding and RMSNorm, the CPU head kernel; whole_model=None picks it), all of that is one
+    DecodeModel op and the graph is that op. Why: on small models a step costs more in MindSpore's per-call path (Python
     `Cell.__call__`, graph launch, outputs to numpy) than in its kernels; K steps per call pay it once
     (the multi-step scheduling of serving engines). Greedy only (the argmax is in the graph; sampling
     and the repetition penalty need the host's logits), packed models with fusable layers only (the
@@ -312,7 +315,7 @@ class DecodeMultiStepGraph(_CachedDecoderBase):
     drop; their steps run at the last cache slot (positions clamped to S - 1), overwriting only slots
     no kept token reads."""
 
-    def __init__(self, lm, steps: int, head_weight=None):
+    def __init__(self, lm, steps: int, head_weight=None, whole_model: bool = None):
         if not isinstance(steps, (int, np.integer)) or steps < 2:
             raise ValueError(f"a multi-step decode graph needs steps >= 2, got {steps!r}")
         reasons = [unfusable_reason(layer) for layer in lm.model.layers]
@@ -321,10 +324,21 @@ class DecodeMultiStepGraph(_CachedDecoderBase):
                              f"{next(r for r in reasons if r)}")
         super().__init__(lm, borrow_layers=False, head_weight=head_weight)
         self.steps = int(steps)
-        self.layer_kernels = self._layer_kernels(lm, write_cache=True)
-        self.argmax = P.Argmax(axis=-1, output_type=ms.int32)
+        model_reason = model_unfusable_reason(lm) if self.fast_head else "the head is not the CPU head kernel"
+        if whole_model is None:
+            whole_model = model_reason is None
+        elif whole_model and model_reason is not None:
+            raise ValueError(f"whole_model=True but the model cannot decode as one DecodeModel op: {model_reason}")
+        self.whole_model = bool(whole_model)
+        if self.whole_model:
+            self.model_kernel = model_kernel(lm, self.steps, self.freqs_cos, self.freqs_sin, head_weight)
+        else:
+            self.layer_kernels = self._layer_kernels(lm, write_cache=True)
+            self.argmax = P.Argmax(axis=-1, output_type=ms.int32)
 
     def construct(self, input_ids, positions, *cache):
+        if self.whole_model:
+            return self.model_kernel(input_ids, positions, *cache)              # [B, steps]
         bsz = input_ids.shape[0]
         last = cache[0].shape[2] - 1
         ids = input_ids                                                      # [B, 1]

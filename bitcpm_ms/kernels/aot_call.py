@@ -8,7 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
-AOT_DTYPES = {np.dtype(np.float32): b"float32", np.dtype(np.int32): b"int32", np.dtype(np.uint8): b"uint8"}
+AOT_DTYPES = {np.dtype(np.float32): b"float32", np.dtype(np.float16): b"float16", np.dtype(np.int32): b"int32",
+              np.dtype(np.uint8): b"uint8"}
 
 
 def call_aot(fn, arrays: Sequence[np.ndarray]) -> int:

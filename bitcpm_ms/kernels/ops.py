@@ -130,12 +130,14 @@ class TernaryMatmul(nn.Cell):
 _ops = {}
 
 
-def _aot(name, out_shape, out_dtype):
-    if name not in _ops:
+def _aot(name, out_shape, out_dtype, key=None):
+    """The AOT Custom op of entry point `name`, one per process and `key` (default: the name)."""
+    key = name if key is None else key
+    if key not in _ops:
         _load()
-        _ops[name] = ops.Custom(f"{library_path()}:{name}", out_shape=out_shape, out_dtype=out_dtype,
-                                func_type="aot")
-    return _ops[name]
+        _ops[key] = ops.Custom(f"{library_path()}:{name}", out_shape=out_shape, out_dtype=out_dtype,
+                               func_type="aot")
+    return _ops[key]
 
 
 def decode_attention_op():

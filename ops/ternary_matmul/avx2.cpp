@@ -5,7 +5,7 @@
 //   A8: maddubs of u = code + 1 (unsigned) by int8 activations, int16 then int32 accumulation,
 //     exact integer group sums.
 //   Weight fake quantization of one row (training forward).
-//   The decode head (float32 and, with F16C, float16 weights) of decode_ops.cpp.
+// The decoder's float loops on AVX2 (head rows, attention) are in avx2_decode.cpp.
 
 #include <algorithm>
 #include <vector>
@@ -336,63 +336,5 @@ AVX2_FN void fake_quant_row_avx2(const float *w, float *out, int64_t K, int64_t 
 // ---------------------------------------------------------------- decode head (decode_ops.cpp)
 // One contiguous dot product per output, 16 partial sums (mul + add: the library is built with
 // -ffp-contract=off).
-AVX2_FN void gemv_rows_avx2(const float *x, const float *W, float *y, int64_t M, int64_t K, int64_t N, int64_t n0,
-                            int64_t n1) {
-  for (int64_t n = n0; n < n1; ++n)
-    for (int64_t m = 0; m < M; ++m) {
-      const float *a = x + m * K, *b = W + n * K;
-      float acc[16] = {0};
-      int64_t i = 0;
-      for (; i + 16 <= K; i += 16)
-        for (int u = 0; u < 16; ++u) acc[u] += a[i + u] * b[i + u];
-      float s = 0.0f;
-      for (int u = 0; u < 16; ++u) s += acc[u];
-      for (; i < K; ++i) s += a[i] * b[i];
-      y[m * N + n] = s;
-    }
-}
-
-#define F16C_FN __attribute__((target("avx2,fma,f16c")))
-
-namespace {
-
-// ((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7)): not hsum256's order, which sums l1 before l2; the half
-// head keeps the order it was tested with.
-F16C_FN inline float hsum8(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-F16C_FN inline __m256 load_half8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
-
-}  // namespace
-
-// One weight row at a time, read as one sequential stream (four rows interleaved ran at ~60% of the
-// bandwidth on the 2-core VM of docs/generation.md); four 8-lane accumulators hide the add latency.
-// mul + add, no FMA contraction, like every float kernel here. K % 32 tail: 8 lanes, then scalar.
-F16C_FN void half_gemv_rows_f16c(const float *x, const uint16_t *W, float *y, int64_t M, int64_t K, int64_t N,
-                                 int64_t n0, int64_t n1) {
-  for (int64_t m = 0; m < M; ++m) {
-    const float *a = x + m * K;
-    for (int64_t n = n0; n < n1; ++n) {
-      const uint16_t *b = W + n * K;
-      __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-      int64_t i = 0;
-      for (; i + 32 <= K; i += 32) {
-        s0 = _mm256_add_ps(s0, _mm256_mul_ps(_mm256_loadu_ps(a + i), load_half8(b + i)));
-        s1 = _mm256_add_ps(s1, _mm256_mul_ps(_mm256_loadu_ps(a + i + 8), load_half8(b + i + 8)));
-        s2 = _mm256_add_ps(s2, _mm256_mul_ps(_mm256_loadu_ps(a + i + 16), load_half8(b + i + 16)));
-        s3 = _mm256_add_ps(s3, _mm256_mul_ps(_mm256_loadu_ps(a + i + 24), load_half8(b + i + 24)));
-      }
-      for (; i + 8 <= K; i += 8) s0 = _mm256_add_ps(s0, _mm256_mul_ps(_mm256_loadu_ps(a + i), load_half8(b + i)));
-      float r = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-      for (; i < K; ++i) r += a[i] * half_to_float(b[i]);
-      y[m * N + n] = r;
-    }
-  }
-}
-
 }  // namespace bitcpm
 #endif  // BITCPM_X86

@@ -33,9 +33,8 @@
 #include "ternary_common.h"
 
 namespace bitcpm {
-namespace {
 
-void rmsnorm(const float *x, const float *w, float eps, int64_t B, int64_t H, float *out) {
+void rmsnorm_rows(const float *x, const float *w, float eps, int64_t B, int64_t H, float *out) {
   for (int64_t b = 0; b < B; ++b) {
     const float *xb = x + b * H;
     float ss = 0.0f;
@@ -45,13 +44,7 @@ void rmsnorm(const float *x, const float *w, float eps, int64_t B, int64_t H, fl
   }
 }
 
-struct Proj {  // one packed projection: packed [N, K/4] uint8, scales [N, G] float32
-  const uint8_t *packed;
-  const float *scales;
-  int64_t N, K, G;
-};
-
-int decode_layer_impl(const float *h, const float *w_attn_norm, const float *w_ffn_norm, const Proj *proj,
+int decode_layer_impl(const float *h, const float *w_attn_norm, const float *w_ffn_norm, const PackedProj *proj,
                       const float *k_cache, const float *v_cache, const int32_t *pos, const float *cos,
                       const float *sin, const float *spec, int64_t B, int64_t H, int64_t KVH, int64_t S, int64_t D,
                       float *h_out, float *k_rot, float *v_out) {
@@ -61,7 +54,7 @@ int decode_layer_impl(const float *h, const float *w_attn_norm, const float *w_f
   const float a8_eps = spec[6];
   const bool write_cache = spec[7] != 0.0f;
   if (heads * D != H) return set_error(3, "DecodeLayer: heads * head_dim must equal the hidden size");
-  const Proj &wq = proj[0], &wk = proj[1], &wv = proj[2], &wo = proj[3], &w1 = proj[4], &w3 = proj[5],
+  const PackedProj &wq = proj[0], &wk = proj[1], &wv = proj[2], &wo = proj[3], &w1 = proj[4], &w3 = proj[5],
              &w2 = proj[6];
   const int64_t I = w1.N;
   if (wq.K != H || wq.N != H || wk.K != H || wk.N != KVH * D || wv.K != H || wv.N != KVH * D || wo.K != H ||
@@ -69,12 +62,12 @@ int decode_layer_impl(const float *h, const float *w_attn_norm, const float *w_f
     return set_error(3, "DecodeLayer: projection shapes do not fit hidden " + std::to_string(H) + ", KV " +
                             std::to_string(KVH * D) + ", intermediate " + std::to_string(I));
   std::vector<float> x(B * H), q(B * H), k(B * KVH * D), ctx(B * H), o(B * H), gate(B * I), up(B * I);
-  auto mm = [&](const float *in, const Proj &p, float *out) {
+  auto mm = [&](const float *in, const PackedProj &p, float *out) {
     return matmul_impl(in, p.packed, p.scales, out, B, p.K, p.N, p.G, act_bits, a8_eps, 0, 0);
   };
   // Projections of the same input (q/k/v, gate/up): one activation quantization and one parallel
   // region when their scale groups agree (they do in every model we convert), else one call each.
-  auto mm_shared = [&](const float *in, std::initializer_list<std::pair<const Proj *, float *>> outs) {
+  auto mm_shared = [&](const float *in, std::initializer_list<std::pair<const PackedProj *, float *>> outs) {
     const uint8_t *W[3];
     const float *S[3];
     float *Y[3];
@@ -93,7 +86,7 @@ int decode_layer_impl(const float *h, const float *w_attn_norm, const float *w_f
     return 0;
   };
   int rc;
-  rmsnorm(h, w_attn_norm, eps_attn, B, H, x.data());
+  rmsnorm_rows(h, w_attn_norm, eps_attn, B, H, x.data());
   if ((rc = mm_shared(x.data(), {{&wq, q.data()}, {&wk, k.data()}, {&wv, v_out}}))) return rc;
   rc = decode_attention_impl(q.data(), k.data(), v_out, k_cache, v_cache, pos, cos, sin, attn_scale, B, heads, KVH,
                              S, D, ctx.data(), k_rot, 0);
@@ -109,7 +102,7 @@ int decode_layer_impl(const float *h, const float *w_attn_norm, const float *w_f
     }
   if ((rc = mm(ctx.data(), wo, o.data()))) return rc;
   for (int64_t i = 0; i < B * H; ++i) h_out[i] = h[i] + o[i] * res_scale;  // h1, kept in h_out
-  rmsnorm(h_out, w_ffn_norm, eps_ffn, B, H, x.data());
+  rmsnorm_rows(h_out, w_ffn_norm, eps_ffn, B, H, x.data());
   if ((rc = mm_shared(x.data(), {{&w1, gate.data()}, {&w3, up.data()}}))) return rc;
   for (int64_t i = 0; i < B * I; ++i) {
     const float g = gate[i];
@@ -120,7 +113,28 @@ int decode_layer_impl(const float *h, const float *w_attn_norm, const float *w_f
   return 0;
 }
 
-}  // namespace
+int layer_params(const char *op, void **params, const int *ndims, int64_t *const *shapes, const char *const *dtypes,
+                 int first, const float **norms, PackedProj *proj) {
+  for (int i = first; i < first + 16; ++i) {
+    const bool packed = i >= first + 2 && (i - first) % 2 == 0;
+    const char *want = packed ? "uint8" : "float32";
+    const int nd = i < first + 2 ? 1 : 2;
+    if (ndims[i] != nd || !dtype_is(dtypes[i], want))
+      return set_error(3, std::string(op) + ": param " + std::to_string(i) + " must be " + want + " with " +
+                              std::to_string(nd) + " dims");
+  }
+  norms[0] = (const float *)params[first], norms[1] = (const float *)params[first + 1];
+  for (int j = 0; j < 7; ++j) {
+    const int64_t *ps = shapes[first + 2 + 2 * j], *ss = shapes[first + 3 + 2 * j];
+    if (ss[0] != ps[0])
+      return set_error(3, std::string(op) + ": packed and scales rows differ for projection " + std::to_string(j) +
+                              " (param " + std::to_string(first + 2 + 2 * j) + ")");
+    proj[j] = PackedProj{(const uint8_t *)params[first + 2 + 2 * j], (const float *)params[first + 3 + 2 * j], ps[0],
+                         ps[1] * 4, ss[1]};
+  }
+  return 0;
+}
+
 }  // namespace bitcpm
 
 using namespace bitcpm;
@@ -137,10 +151,12 @@ constexpr int kParams = 26;
 // Outputs: 23 h_out f32 [B,H], 24 k_rot f32 [B,KVH*D], 25 v f32 [B,KVH*D].
 BITCPM_API int DecodeLayer(BITCPM_AOT_ARGS) {
   if (int rc = check_count("DecodeLayer", nparam, kParams, "params")) return rc;
-  for (int i = 0; i < kParams; ++i) {
-    const bool packed = i >= 3 && i <= 16 && (i - 3) % 2 == 0;
-    const char *want = i == 19 ? "int32" : packed ? "uint8" : "float32";
-    const int nd = (i == 1 || i == 2 || i == 19) ? 1 : (i == 17 || i == 18) ? 4 : 2;
+  const float *norms[2];
+  PackedProj proj[7];
+  if (int rc = layer_params("DecodeLayer", params, ndims, shapes, dtypes, 1, norms, proj)) return rc;
+  for (int i : {0, 17, 18, 19, 20, 21, 22, 23, 24, 25}) {
+    const char *want = i == 19 ? "int32" : "float32";
+    const int nd = i == 19 ? 1 : (i == 17 || i == 18) ? 4 : 2;
     if (ndims[i] != nd || !dtype_is(dtypes[i], want))
       return set_error(3, "DecodeLayer: param " + std::to_string(i) + " must be " + want + " with " +
                               std::to_string(nd) + " dims");
@@ -151,15 +167,8 @@ BITCPM_API int DecodeLayer(BITCPM_AOT_ARGS) {
       shapes[21][1] != D || shapes[22][1] != 8 || shapes[23][1] != H || shapes[24][1] != KVH * D ||
       shapes[25][1] != KVH * D)
     return set_error(3, "DecodeLayer: inconsistent shapes");
-  Proj proj[7];
-  for (int j = 0; j < 7; ++j) {
-    const int64_t *ps = shapes[3 + 2 * j], *ss = shapes[4 + 2 * j];
-    if (ss[0] != ps[0]) return set_error(3, "DecodeLayer: packed and scales rows differ for projection " +
-                                                std::to_string(j));
-    proj[j] = Proj{(const uint8_t *)params[3 + 2 * j], (const float *)params[4 + 2 * j], ps[0], ps[1] * 4, ss[1]};
-  }
-  return decode_layer_impl((const float *)params[0], (const float *)params[1], (const float *)params[2], proj,
-                           (const float *)params[17], (const float *)params[18], (const int32_t *)params[19],
-                           (const float *)params[20], (const float *)params[21], (const float *)params[22], B, H, KVH,
-                           S, D, (float *)params[23], (float *)params[24], (float *)params[25]);
+  return decode_layer_impl((const float *)params[0], norms[0], norms[1], proj, (const float *)params[17],
+                           (const float *)params[18], (const int32_t *)params[19], (const float *)params[20],
+                           (const float *)params[21], (const float *)params[22], B, H, KVH, S, D, (float *)params[23],
+                           (float *)params[24], (float *)params[25]);
 }

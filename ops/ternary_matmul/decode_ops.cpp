@@ -64,8 +64,14 @@ int decode_attention_impl(const float *q_in, const float *k_in, const float *v_i
   // work per (row, KV head): rep heads over pos + 1 keys; small steps stay on the calling thread
   const int64_t work = B * H * (S + 1) * D;
   const int nt = work < (int64_t(1) << 18) ? 1 : resolve_threads(nthreads);
+#if BITCPM_X86
+  const bool simd = !g_force_portable.load() && cpu::has(kNeedAvx2);
+#else
+  const bool simd = false;
+#endif
   parallel_for(B * KVH, nt, 1, [&](int64_t lo, int64_t hi) {
-    std::vector<float> q(D), scores(S + 1);
+    // q: the rep rotated query heads of one KV head [rep, D]; scores [rep, S + 1]; w: one head's weights
+    std::vector<float> q(rep * D), scores(rep * (S + 1)), w(S + 1);
     for (int64_t t = lo; t < hi; ++t) {
       const int64_t b = t / KVH, g = t % KVH, p = pos[b];
       const float *cb = cos + b * D, *sb = sin + b * D;
@@ -73,30 +79,38 @@ int decode_attention_impl(const float *q_in, const float *k_in, const float *v_i
       rope(k_in + (b * KVH + g) * D, cb, sb, kr, D);
       const float *kc = k_cache + (b * KVH + g) * S * D, *vc = v_cache + (b * KVH + g) * S * D;
       const float *vn = v_in + (b * KVH + g) * D;
+      for (int64_t r = 0; r < rep; ++r) rope(q_in + (b * H + g * rep + r) * D, cb, sb, q.data() + r * D, D);
+#if BITCPM_X86
+      if (simd) attn_scores_avx2(q.data(), rep, kc, p, D, scale, scores.data(), S + 1);
+#endif
       for (int64_t r = 0; r < rep; ++r) {
-        const int64_t h = g * rep + r;
-        rope(q_in + (b * H + h) * D, cb, sb, q.data(), D);
+        float *sc = scores.data() + r * (S + 1);
+        const float *qr = q.data() + r * D;
+        if (!simd)
+          for (int64_t j = 0; j < p; ++j) sc[j] = dot(qr, kc + j * D, D) * scale;
+        sc[p] = dot(qr, kr, D) * scale;
         float mx = -INFINITY;
-        for (int64_t j = 0; j < p; ++j) {
-          scores[j] = dot(q.data(), kc + j * D, D) * scale;
-          mx = std::max(mx, scores[j]);
-        }
-        scores[p] = dot(q.data(), kr, D) * scale;
-        mx = std::max(mx, scores[p]);
+        for (int64_t j = 0; j <= p; ++j) mx = std::max(mx, sc[j]);
         float sum = 0.0f;
         for (int64_t j = 0; j <= p; ++j) {
-          scores[j] = std::exp(scores[j] - mx);
-          sum += scores[j];
+          sc[j] = std::exp(sc[j] - mx);
+          sum += sc[j];
         }
-        float *out = ctx + (b * H + h) * D;
+        for (int64_t j = 0; j <= p; ++j) w[j] = sc[j] / sum;
+        float *out = ctx + (b * H + g * rep + r) * D;
         std::memset(out, 0, sizeof(float) * D);
-        for (int64_t j = 0; j < p; ++j) {
-          const float w = scores[j] / sum;
-          const float *vj = vc + j * D;
-          for (int64_t i = 0; i < D; ++i) out[i] += w * vj[i];
+#if BITCPM_X86
+        if (simd) {
+          attn_accumulate_avx2(w.data(), vc, p, D, out);
+          attn_accumulate_avx2(w.data() + p, vn, 1, D, out);
+          continue;
         }
-        const float w = scores[p] / sum;
-        for (int64_t i = 0; i < D; ++i) out[i] += w * vn[i];
+#endif
+        for (int64_t j = 0; j < p; ++j) {
+          const float *vj = vc + j * D;
+          for (int64_t i = 0; i < D; ++i) out[i] += w[j] * vj[i];
+        }
+        for (int64_t i = 0; i < D; ++i) out[i] += w[p] * vn[i];
       }
     }
   });

@@ -123,6 +123,26 @@ int decode_attention_impl(const float *q_in, const float *k_in, const float *v_i
                           const float *v_cache, const int32_t *pos, const float *cos, const float *sin, float scale,
                           int64_t B, int64_t H, int64_t KVH, int64_t S, int64_t D, float *ctx, float *k_rot,
                           int nthreads);
+// decode_ops.cpp: the decode head, y [M,N] = x [M,K] @ W^T with W float32 or float16 (raw binary16).
+int float_matmul_nt_impl(const float *x, const float *W, float *y, int64_t M, int64_t K, int64_t N, int nthreads);
+int half_matmul_nt_impl(const float *x, const uint16_t *W, float *y, int64_t M, int64_t K, int64_t N, int nthreads);
+// decode_layer.cpp: one packed decoder layer for one decode step (DecodeLayer; spec as layer_spec).
+struct PackedProj {  // one packed projection: packed [N, K/4] uint8, scales [N, G] float32
+  const uint8_t *packed;
+  const float *scales;
+  int64_t N, K, G;
+};
+// proj: wq, wk, wv, wo, w1 (gate), w3 (up), w2 (down). h_out may not alias h.
+int decode_layer_impl(const float *h, const float *w_attn_norm, const float *w_ffn_norm, const PackedProj *proj,
+                      const float *k_cache, const float *v_cache, const int32_t *pos, const float *cos,
+                      const float *sin, const float *spec, int64_t B, int64_t H, int64_t KVH, int64_t S, int64_t D,
+                      float *h_out, float *k_rot, float *v_out);
+// The 16 AOT params of one packed layer from index `first`: the attention / FFN RMSNorm weights f32 [H],
+// then (packed u8 [N,K/4], scales f32 [N,G]) of the 7 projections; 0, or set_error naming op and param.
+int layer_params(const char *op, void **params, const int *ndims, int64_t *const *shapes, const char *const *dtypes,
+                 int first, const float **norms, PackedProj *proj);
+// MindFormers' LlamaRMSNorm per row: out = (x * (1 / sqrt(mean(x^2) + eps))) * w.
+void rmsnorm_rows(const float *x, const float *w, float eps, int64_t B, int64_t H, float *out);
 void fake_quant_impl(const float *w, float *out, int64_t N, int64_t K, int64_t g, float eps);
 int quantize_pack_impl(const float *w, int64_t N, int64_t K, int64_t G, float eps, uint8_t *packed, float *scales,
                        int nthreads);
@@ -195,6 +215,13 @@ void gemv_rows_avx2(const float *x, const float *W, float *y, int64_t M, int64_t
                     int64_t n1);
 void half_gemv_rows_f16c(const float *x, const uint16_t *W, float *y, int64_t M, int64_t K, int64_t N, int64_t n0,
                          int64_t n1);
+// Decode attention inner loops (decode_ops.cpp drives them; bit-identical to its portable loops):
+// scores[r * stride + j] = dot8(q_r, k_j) * scale for the rep query heads q [rep, D] and keys k [n, D],
+// where dot8 is decode_ops.cpp's dot (8 lane partial sums, mul then add, reduced ((0+1)+(2+3))+((4+5)+(6+7)),
+// then the D % 8 tail); and out [D] += sum_j w[j] v_j for v [n, D], j ascending.
+void attn_scores_avx2(const float *q, int64_t rep, const float *k, int64_t n, int64_t D, float scale, float *scores,
+                      int64_t stride);
+void attn_accumulate_avx2(const float *w, const float *v, int64_t n, int64_t D, float *out);
 
 // ---------------------------------------------------------------- AVX-512 paths (avx512.cpp)
 constexpr int kPanel = 32;  // output rows unpacked at a time by the VNNI prefill kernel

@@ -6,8 +6,9 @@ import pytest
 
 from bitcpm_ms.app.predict import greedy_generate
 from bitcpm_ms.inference import CachedLM, GenerationError, generate
-from bitcpm_ms.inference.decoder import DecodeStepGraph
+from bitcpm_ms.inference.decoder import DecodeMultiStepGraph, DecodeStepGraph
 from bitcpm_ms.inference.fused_layer import unfusable_reason
+from bitcpm_ms.inference.fused_model import model_unfusable_reason
 from bitcpm_ms.quant.convert import convert_model
 from bitcpm_ms.testing import random_bitcpm
 
@@ -139,6 +140,46 @@ def test_multi_step_greedy_equals_one_step_and_fills_the_same_cache(packed_a8):
         np.testing.assert_array_equal(a, b)
 
 
+def test_whole_model_op_equals_one_layer_op_per_layer(packed_a8):
+    """The multi-step graph as one DecodeModel op (the default for a packed float32 model) and as one
+    DecodeLayer op per layer give the same tokens and fill the same caches."""
+    net, lm = packed_a8
+    assert lm.multi_step_graph.whole_model and model_unfusable_reason(net) is None
+    per_layer = DecodeMultiStepGraph(net, lm.decode_steps, whole_model=False)
+    assert not per_layer.whole_model
+    lengths = np.array([len(p) for p in PROMPTS], np.int32)
+    ids = np.zeros((3, 16), np.int32)
+    for b, p in enumerate(PROMPTS):
+        ids[b, :len(p)] = p
+    caches = [lm.new_cache(3, 64), lm.new_cache(3, 64)]
+    for cache in caches:
+        logits, keys, values = lm.prefill(ids, lengths)
+        cache.write_prompt(keys, values)
+    first = ms.Tensor(np.argmax(logits, -1).astype(np.int32)[:, None])
+    for _ in range(2):                            # a second call continues from the caches the first wrote
+        whole = lm.multi_step_graph(first, ms.Tensor(lengths), *caches[0].tensors).asnumpy()
+        layers = per_layer(first, ms.Tensor(lengths), *caches[1].tensors).asnumpy()
+        np.testing.assert_array_equal(whole, layers)
+        first, lengths = ms.Tensor(whole[:, -1:]), lengths + lm.decode_steps
+    for a, b in zip(caches[0].keys + caches[0].values, caches[1].keys + caches[1].values):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_whole_model_op_needs_a_float32_llama_embedding(packed_a8, fake_quant):
+    net, _ = packed_a8
+    assert "layer 0: not every projection" in model_unfusable_reason(fake_quant[0])
+    table = net.model.tok_embeddings.embedding_weight if hasattr(net.model.tok_embeddings, "embedding_weight") \
+        else net.model.tok_embeddings.cell.embedding_weight
+    saved = table.dtype
+    table.set_dtype(ms.float16)
+    try:
+        assert "float32 embedding" in model_unfusable_reason(net)
+        with pytest.raises(ValueError, match="whole_model=True but .*float32 embedding"):
+            DecodeMultiStepGraph(net, 4, whole_model=True)
+    finally:
+        table.set_dtype(saved)
+
+
 def test_sampling_and_repetition_penalty_decode_one_token_per_call(packed_a8):
     _, lm = packed_a8
     for kw in (dict(temperature=0.8, top_p=0.9, seed=3), dict(repetition_penalty=1.3)):
@@ -229,7 +270,7 @@ def test_float16_head_logits_within_the_weight_rounding(packed_a8):
     half = CachedLM(net, head_dtype="float16")
     assert half.decode_steps == lm.decode_steps and half.head_dtype == "float16"
     weight = half.step_graph.head_kernel.weight
-    assert weight.dtype == ms.float16 and half.multi_step_graph.head_kernel.weight is weight
+    assert weight.dtype == ms.float16 and half.multi_step_graph.model_kernel.head_weight is weight
     ids = np.array([PROMPTS[1] + [0] * 5], np.int32)
     full, _, _ = lm.prefill(ids, np.array([11], np.int32))
     rounded, _, _ = half.prefill(ids, np.array([11], np.int32))

@@ -1,0 +1,127 @@
+// AVX2 (+ F16C) float loops of the KV-cache decoder, driven by decode_ops.cpp (kNeedAvx2; the float16
+// head also kNeedF16c): the head rows y = x W^T for float32 and float16 W, and the attention score and
+// value loops. Every loop keeps its portable counterpart's lanes and order (mul then add, no FMA), so
+// the attention is bit-identical to the portable path; the head sums 16 (float32) or 32 (float16)
+// lanes, which the tests compare to the reference within float rounding.
+
+#include <algorithm>
+
+#include "ternary_common.h"
+
+#if BITCPM_X86
+#include <immintrin.h>
+
+#define AVX2_FN __attribute__((target("avx2,fma")))
+
+namespace bitcpm {
+
+AVX2_FN void gemv_rows_avx2(const float *x, const float *W, float *y, int64_t M, int64_t K, int64_t N, int64_t n0,
+                            int64_t n1) {
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t m = 0; m < M; ++m) {
+      const float *a = x + m * K, *b = W + n * K;
+      float acc[16] = {0};
+      int64_t i = 0;
+      for (; i + 16 <= K; i += 16)
+        for (int u = 0; u < 16; ++u) acc[u] += a[i + u] * b[i + u];
+      float s = 0.0f;
+      for (int u = 0; u < 16; ++u) s += acc[u];
+      for (; i < K; ++i) s += a[i] * b[i];
+      y[m * N + n] = s;
+    }
+}
+
+AVX2_FN void attn_scores_avx2(const float *q, int64_t rep, const float *k, int64_t n, int64_t D, float scale,
+                              float *scores, int64_t stride) {
+  const int64_t D8 = D - D % 8;
+  for (int64_t r0 = 0; r0 < rep; r0 += 4) {  // up to 4 query heads share each key load
+    const int64_t nr = std::min<int64_t>(4, rep - r0);
+    for (int64_t j = 0; j < n; ++j) {
+      const float *kj = k + j * D;
+      __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+      for (int64_t i = 0; i < D8; i += 8) {
+        const __m256 kv = _mm256_loadu_ps(kj + i);
+        for (int64_t r = 0; r < nr; ++r)
+          acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(_mm256_loadu_ps(q + (r0 + r) * D + i), kv));
+      }
+      for (int64_t r = 0; r < nr; ++r) {
+        alignas(32) float a[8];
+        _mm256_store_ps(a, acc[r]);
+        float s = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+        const float *qr = q + (r0 + r) * D;
+        for (int64_t i = D8; i < D; ++i) s += qr[i] * kj[i];
+        scores[(r0 + r) * stride + j] = s * scale;
+      }
+    }
+  }
+}
+
+AVX2_FN void attn_accumulate_avx2(const float *w, const float *v, int64_t n, int64_t D, float *out) {
+  int64_t i0 = 0;
+  for (; i0 + 32 <= D; i0 += 32) {  // 32 outputs stay in registers over all n rows
+    __m256 o0 = _mm256_loadu_ps(out + i0), o1 = _mm256_loadu_ps(out + i0 + 8), o2 = _mm256_loadu_ps(out + i0 + 16),
+           o3 = _mm256_loadu_ps(out + i0 + 24);
+    for (int64_t j = 0; j < n; ++j) {
+      const __m256 wj = _mm256_set1_ps(w[j]);
+      const float *vj = v + j * D + i0;
+      o0 = _mm256_add_ps(o0, _mm256_mul_ps(wj, _mm256_loadu_ps(vj)));
+      o1 = _mm256_add_ps(o1, _mm256_mul_ps(wj, _mm256_loadu_ps(vj + 8)));
+      o2 = _mm256_add_ps(o2, _mm256_mul_ps(wj, _mm256_loadu_ps(vj + 16)));
+      o3 = _mm256_add_ps(o3, _mm256_mul_ps(wj, _mm256_loadu_ps(vj + 24)));
+    }
+    _mm256_storeu_ps(out + i0, o0), _mm256_storeu_ps(out + i0 + 8, o1);
+    _mm256_storeu_ps(out + i0 + 16, o2), _mm256_storeu_ps(out + i0 + 24, o3);
+  }
+  for (; i0 + 8 <= D; i0 += 8) {
+    __m256 o = _mm256_loadu_ps(out + i0);
+    for (int64_t j = 0; j < n; ++j) o = _mm256_add_ps(o, _mm256_mul_ps(_mm256_set1_ps(w[j]), _mm256_loadu_ps(v + j * D + i0)));
+    _mm256_storeu_ps(out + i0, o);
+  }
+  for (; i0 < D; ++i0)
+    for (int64_t j = 0; j < n; ++j) out[i0] += w[j] * v[j * D + i0];
+}
+
+#define F16C_FN __attribute__((target("avx2,fma,f16c")))
+
+namespace {
+
+// ((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7)): not hsum256's order, which sums l1 before l2; the half
+// head keeps the order it was tested with.
+F16C_FN inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+F16C_FN inline __m256 load_half8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+
+}  // namespace
+
+// One weight row at a time, read as one sequential stream (four rows interleaved ran at ~60% of the
+// bandwidth on the 2-core VM of docs/generation.md); four 8-lane accumulators hide the add latency.
+// mul + add, no FMA contraction, like every float kernel here. K % 32 tail: 8 lanes, then scalar.
+F16C_FN void half_gemv_rows_f16c(const float *x, const uint16_t *W, float *y, int64_t M, int64_t K, int64_t N,
+                                 int64_t n0, int64_t n1) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float *a = x + m * K;
+    for (int64_t n = n0; n < n1; ++n) {
+      const uint16_t *b = W + n * K;
+      __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+      int64_t i = 0;
+      for (; i + 32 <= K; i += 32) {
+        s0 = _mm256_add_ps(s0, _mm256_mul_ps(_mm256_loadu_ps(a + i), load_half8(b + i)));
+        s1 = _mm256_add_ps(s1, _mm256_mul_ps(_mm256_loadu_ps(a + i + 8), load_half8(b + i + 8)));
+        s2 = _mm256_add_ps(s2, _mm256_mul_ps(_mm256_loadu_ps(a + i + 16), load_half8(b + i + 16)));
+        s3 = _mm256_add_ps(s3, _mm256_mul_ps(_mm256_loadu_ps(a + i + 24), load_half8(b + i + 24)));
+      }
+      for (; i + 8 <= K; i += 8) s0 = _mm256_add_ps(s0, _mm256_mul_ps(_mm256_loadu_ps(a + i), load_half8(b + i)));
+      float r = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+      for (; i < K; ++i) r += a[i] * half_to_float(b[i]);
+      y[m * N + n] = r;
+    }
+  }
+}
+
+}  // namespace bitcpm
+#endif  // BITCPM_X86
