@@ -45,6 +45,8 @@ def _load():
             lib.bitcpm_quantize_pack.argtypes = [vp, i64, i64, i64, ctypes.c_float, vp, vp, i32]
             lib.bitcpm_quantize_pack.restype = i32
             lib.bitcpm_last_error.restype = ctypes.c_char_p
+            lib.bitcpm_quantize_activations.argtypes = [vp, i64, i64, ctypes.c_float, vp, vp, i32]
+            lib.bitcpm_quantize_activations.restype = i32
             for f in ("bitcpm_set_num_threads", "bitcpm_set_force_portable", "bitcpm_set_max_isa"):
                 getattr(lib, f).argtypes = [i32]
             env = os.environ.get("BITCPM_MS_NUM_THREADS")
@@ -164,6 +166,18 @@ def ternary_matmul_numpy(x: np.ndarray, packed: PackedTernary, act_bits=None, ep
     if rc:
         _raise_kernel(rc)
     return y.reshape(*lead, N)
+
+
+def quantize_activations_numpy(x: np.ndarray, eps: float = 1e-5, portable: bool = False):
+    """ctypes route of the A8 kernels' activation quantizer (reference: quantize_activations_int8):
+    x float32 [M, K] -> (xq int8 [M, K], s float32 [M]). portable: the portable loop instead of the SIMD one."""
+    x = np.ascontiguousarray(x, np.float32)
+    xq, s = np.empty(x.shape, np.int8), np.empty(x.shape[0], np.float32)
+    rc = _load().bitcpm_quantize_activations(x.ctypes.data, x.shape[0], x.shape[1], float(eps), xq.ctypes.data,
+                                             s.ctypes.data, int(bool(portable)))
+    if rc:
+        _raise_kernel(rc)
+    return xq, s
 
 
 def ternary_matmul_dx_numpy(dy: np.ndarray, packed: PackedTernary, num_threads: int = 0) -> np.ndarray:

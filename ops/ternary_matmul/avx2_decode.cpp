@@ -33,25 +33,44 @@ AVX2_FN void gemv_rows_avx2(const float *x, const float *W, float *y, int64_t M,
 
 AVX2_FN void attn_scores_avx2(const float *q, int64_t rep, const float *k, int64_t n, int64_t D, float scale,
                               float *scores, int64_t stride) {
+  int64_t j0 = 0;
+  if (D % 8 == 0) {  // 8 keys at a time: one accumulator per key, reduced together by two hadd levels
+    const __m256 vscale = _mm256_set1_ps(scale);
+    for (; j0 + 8 <= n; j0 += 8)
+      for (int64_t r = 0; r < rep; ++r) {  // the 8 keys (8 D floats) stay in L1 across the rep heads
+        const float *qr = q + r * D, *kb = k + j0 * D;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        for (int64_t i = 0; i < D; i += 8) {
+          const __m256 qv = _mm256_loadu_ps(qr + i);
+          a0 = _mm256_add_ps(a0, _mm256_mul_ps(qv, _mm256_loadu_ps(kb + i)));
+          a1 = _mm256_add_ps(a1, _mm256_mul_ps(qv, _mm256_loadu_ps(kb + D + i)));
+          a2 = _mm256_add_ps(a2, _mm256_mul_ps(qv, _mm256_loadu_ps(kb + 2 * D + i)));
+          a3 = _mm256_add_ps(a3, _mm256_mul_ps(qv, _mm256_loadu_ps(kb + 3 * D + i)));
+          a4 = _mm256_add_ps(a4, _mm256_mul_ps(qv, _mm256_loadu_ps(kb + 4 * D + i)));
+          a5 = _mm256_add_ps(a5, _mm256_mul_ps(qv, _mm256_loadu_ps(kb + 5 * D + i)));
+          a6 = _mm256_add_ps(a6, _mm256_mul_ps(qv, _mm256_loadu_ps(kb + 6 * D + i)));
+          a7 = _mm256_add_ps(a7, _mm256_mul_ps(qv, _mm256_loadu_ps(kb + 7 * D + i)));
+        }
+        // hadd(hadd(a0, a1), hadd(a2, a3)) holds (l0+l1)+(l2+l3) of keys 0..3 in its low half and
+        // (l4+l5)+(l6+l7) in its high half; low + high is dot8's reduction, for 8 keys at once.
+        const __m256 x = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+        const __m256 y = _mm256_hadd_ps(_mm256_hadd_ps(a4, a5), _mm256_hadd_ps(a6, a7));
+        const __m256 s = _mm256_add_ps(_mm256_permute2f128_ps(x, y, 0x20), _mm256_permute2f128_ps(x, y, 0x31));
+        _mm256_storeu_ps(scores + r * stride + j0, _mm256_mul_ps(s, vscale));
+      }
+  }
   const int64_t D8 = D - D % 8;
-  for (int64_t r0 = 0; r0 < rep; r0 += 4) {  // up to 4 query heads share each key load
-    const int64_t nr = std::min<int64_t>(4, rep - r0);
-    for (int64_t j = 0; j < n; ++j) {
-      const float *kj = k + j * D;
-      __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-      for (int64_t i = 0; i < D8; i += 8) {
-        const __m256 kv = _mm256_loadu_ps(kj + i);
-        for (int64_t r = 0; r < nr; ++r)
-          acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(_mm256_loadu_ps(q + (r0 + r) * D + i), kv));
-      }
-      for (int64_t r = 0; r < nr; ++r) {
-        alignas(32) float a[8];
-        _mm256_store_ps(a, acc[r]);
-        float s = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-        const float *qr = q + (r0 + r) * D;
-        for (int64_t i = D8; i < D; ++i) s += qr[i] * kj[i];
-        scores[(r0 + r) * stride + j] = s * scale;
-      }
+  for (int64_t j = j0; j < n; ++j) {  // the remaining keys (all of them when D % 8 != 0), one at a time
+    const float *kj = k + j * D;
+    for (int64_t r = 0; r < rep; ++r) {
+      const float *qr = q + r * D;
+      __m256 acc = _mm256_setzero_ps();
+      for (int64_t i = 0; i < D8; i += 8) acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(qr + i), _mm256_loadu_ps(kj + i)));
+      alignas(32) float a[8];
+      _mm256_store_ps(a, acc);
+      float s = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+      for (int64_t i = D8; i < D; ++i) s += qr[i] * kj[i];
+      scores[r * stride + j] = s * scale;
     }
   }
 }

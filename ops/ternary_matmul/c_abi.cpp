@@ -101,6 +101,21 @@ BITCPM_API int bitcpm_ternary_matmul_dx(const float *dy, const uint8_t *packed, 
 // and pack it, in one pass per group: the first half of a fused training forward (used by the
 // benchmark to measure whether fusing beats fake-quant + MatMul). The group mean is accumulated in
 // double, so a scale can differ from numpy's float32 pairwise mean in the last bit.
+// ctypes: the A8 kernels' per-token activation quantizer, x [M,K] -> xq int8 [M,K], s [M] (portable:
+// the portable loop, else the one the A8 paths use on this CPU). For the tests of its SIMD form.
+BITCPM_API int bitcpm_quantize_activations(const float *x, int64_t M, int64_t K, float eps, int8_t *xq, float *s,
+                                           int portable) {
+  if (M < 0 || K <= 0) return set_error(3, "quantize_activations: need M >= 0, K > 0");
+#if BITCPM_X86
+  if (!portable && !g_force_portable.load() && cpu::has(kNeedAvx2)) {
+    quantize_rows_avx2(x, M, K, eps, xq, s);
+    return 0;
+  }
+#endif
+  quantize_rows(x, M, K, eps, xq, s);
+  return 0;
+}
+
 BITCPM_API int bitcpm_quantize_pack(const float *w, int64_t N, int64_t K, int64_t G, float eps, uint8_t *packed,
                                     float *scales, int nthreads) {
   return quantize_pack_impl(w, N, K, G, eps, packed, scales, nthreads);

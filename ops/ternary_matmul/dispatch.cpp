@@ -74,7 +74,12 @@ void prepare(Prepared &p, const float *x, int64_t M, int64_t K, int64_t G, int a
   if (act_bits == 0) return;
   p.xq.resize(M * K);
   p.xs.resize(M);
-  quantize_rows(x, M, K, eps, p.xq.data(), p.xs.data());
+#if BITCPM_X86
+  if (!force_portable && !g_force_portable.load() && cpu::has(kNeedAvx2))
+    quantize_rows_avx2(x, M, K, eps, p.xq.data(), p.xs.data());
+  else
+#endif
+    quantize_rows(x, M, K, eps, p.xq.data(), p.xs.data());
   if (p.path == Path::kVnniA8Prefill || p.path == Path::kAvx2A8) {
     p.xsum.resize(M * G);
     activation_group_sums(p.xq.data(), M, K, G, p.xsum.data());

@@ -207,6 +207,8 @@ void avx2_f32(const float *x, const uint8_t *W, const float *S, float *y, int64_
 // A8: K % 128 == 0, g % 32 == 0.
 void avx2_a8(const int8_t *xq, const int32_t *xsum, const float *xs, const uint8_t *W, const float *S, float *y,
              int64_t M, int64_t K, int64_t N, int64_t G, int64_t n0, int64_t n1);
+// quantize_rows on AVX2, bit-identical (the A8 paths' activation quantizer when the CPU has AVX2).
+void quantize_rows_avx2(const float *x, int64_t M, int64_t K, float eps, int8_t *xq, float *s);
 // g % 8 == 0.
 void fake_quant_row_avx2(const float *w, float *out, int64_t K, int64_t g, float eps);
 // Decode head rows [n0, n1) of y [M,N] = x [M,K] @ W^T (decode_ops.cpp drives them): float32 W, and

@@ -280,3 +280,30 @@ def test_a_process_keeps_the_build_it_loaded(monkeypatch):
     first = build.library_path()
     monkeypatch.setattr(build, "build_key", lambda lib=build.TERNARY: "0" * 16)   # "the sources changed"
     assert build.library_path() == first
+
+
+@pytest.mark.parametrize("k", [1, 7, 31, 32, 33, 100, 768])
+def test_activation_quantizer_simd_equals_portable_and_reference(k):
+    """The A8 activation quantizer (AVX2 form where the CPU has it) equals the portable loop and the
+    numpy reference bit for bit: halfway values round to even, |x| at the row max maps to +-127, and a
+    NaN is ignored by the row max and quantized to -128 in both C forms."""
+    from bitcpm_ms.kernels.library import quantize_activations_numpy
+    from bitcpm_ms.kernels.reference import quantize_activations_int8
+    rng = np.random.default_rng(k)
+    x = rng.standard_normal((5, k)).astype(np.float32) * np.array([[1], [1e-3], [50], [1e-7], [1]], np.float32)
+    x[4] = np.arange(k) % 9 - 3.5                 # s = 127 / 127 = 1: every x * s is a tie (n + 0.5)
+    x[4, 0] = 127.0
+    simd, simd_s = quantize_activations_numpy(x, 1e-5)
+    port, port_s = quantize_activations_numpy(x, 1e-5, portable=True)
+    ref, ref_s = quantize_activations_int8(x, 1e-5)
+    np.testing.assert_array_equal(simd, port)
+    np.testing.assert_array_equal(simd_s, port_s)
+    np.testing.assert_array_equal(simd, ref)
+    np.testing.assert_array_equal(simd_s, ref_s)
+    if k > 1:
+        x[0, k // 2] = np.nan
+        a, a_s = quantize_activations_numpy(x, 1e-5)
+        b, b_s = quantize_activations_numpy(x, 1e-5, portable=True)
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a_s, b_s)
+        assert a[0, k // 2] == -128
