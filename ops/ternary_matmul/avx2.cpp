@@ -4,8 +4,8 @@
 //     so each weight costs one permute and one FMA per activation row (GEMV tile for M < 4).
 //   A8: maddubs of u = code + 1 (unsigned) by int8 activations, int16 then int32 accumulation,
 //     exact integer group sums.
-//   Weight fake quantization of one row (training forward).
-// The decoder's float loops on AVX2 (head rows, attention) are in avx2_decode.cpp.
+// The decoder's float loops on AVX2 (head rows, attention) are in avx2_decode.cpp, the quantizers in
+// avx2_quant.cpp.
 
 #include <algorithm>
 #include <cmath>
@@ -229,6 +229,47 @@ AVX2_FN void gemv_a8_row(const int8_t *xq, const int32_t *xsum, float xs, const 
   *y = hsum256(facc) / xs;
 }
 
+// R consecutive rows of gemv_a8_row's whole-group case (g % 128 == 0) at once: the rows are adjacent in
+// memory, so this is still one sequential stream, but the activation loads, the loop control and the
+// offset correction are shared, and the R independent chains hide each other's latency (at K = 768 a
+// lone row spends as long in its prologue and final sum as in its 6 blocks). Each row's int16 lanes,
+// int32 lanes, float accumulation order and final sum are gemv_a8_row's, so y is bit-identical.
+template <int R>
+AVX2_FN void gemv_a8_rows(const int8_t *xq, const int32_t *xsum, float xs, const uint8_t *W, int64_t ldw,
+                          const float *S, int64_t G, int64_t g, float *y) {
+  const __m256i mask3 = _mm256_set1_epi8(3), ones16 = _mm256_set1_epi16(1);
+  const int64_t bpg = g / 128;
+  __m256 facc[R];
+  for (int r = 0; r < R; ++r) facc[r] = _mm256_setzero_ps();
+  for (int64_t gi = 0; gi < G; ++gi) {
+    const __m256i corr = _mm256_setr_epi32(-xsum[gi], 0, 0, 0, 0, 0, 0, 0);
+    __m256i acc32[R];
+    for (int r = 0; r < R; ++r) acc32[r] = corr;
+    for (int64_t b0 = gi * bpg, bend = b0 + bpg; b0 < bend; b0 += 8) {
+      const int64_t b1 = std::min(bend, b0 + 8);
+      __m256i a[R];
+      for (int r = 0; r < R; ++r) a[r] = _mm256_setzero_si256();
+      for (int64_t b = b0; b < b1; ++b) {
+        const int8_t *xb = xq + b * 128;
+        const __m256i x0 = _mm256_loadu_si256((const __m256i *)xb), x1 = _mm256_loadu_si256((const __m256i *)(xb + 32)),
+                      x2 = _mm256_loadu_si256((const __m256i *)(xb + 64)), x3 = _mm256_loadu_si256((const __m256i *)(xb + 96));
+        for (int r = 0; r < R; ++r) {
+          const __m256i w = _mm256_loadu_si256((const __m256i *)(W + r * ldw + b * 32));
+          const __m256i p0 = _mm256_maddubs_epi16(_mm256_and_si256(w, mask3), x0);
+          const __m256i p1 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(w, 2), mask3), x1);
+          const __m256i p2 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(w, 4), mask3), x2);
+          const __m256i p3 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(w, 6), mask3), x3);
+          a[r] = _mm256_add_epi16(a[r], _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3)));
+        }
+      }
+      for (int r = 0; r < R; ++r) acc32[r] = _mm256_add_epi32(acc32[r], _mm256_madd_epi16(a[r], ones16));
+    }
+    for (int r = 0; r < R; ++r)
+      facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc32[r]), _mm256_set1_ps(S[r * G + gi]), facc[r]);
+  }
+  for (int r = 0; r < R; ++r) y[r] = hsum256(facc[r]) / xs;
+}
+
 template <int MR, int NR>
 void run_f32_tiles(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N,
                    int64_t G, const Chunk8 *ch, int64_t nch, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
@@ -298,11 +339,16 @@ void avx2_f32(const float *x, const uint8_t *W, const float *S, float *y, int64_
 
 void avx2_a8(const int8_t *xq, const int32_t *xsum, const float *xs, const uint8_t *W, const float *S, float *y,
              int64_t M, int64_t K, int64_t N, int64_t G, int64_t n0, int64_t n1) {
-  if (M < 2) {  // decode: the one-stream whole-group GEMV
+  if (M < 2) {  // decode: the one-stream whole-group GEMV, 4 rows at a time where groups are whole blocks
     const int64_t ldw = K / 4, g = K / G;
-    for (int64_t m = 0; m < M; ++m)
-      for (int64_t n = n0; n < n1; ++n)
+    for (int64_t m = 0; m < M; ++m) {
+      int64_t n = n0;
+      if (g % 128 == 0)
+        for (; n + 4 <= n1; n += 4)
+          gemv_a8_rows<4>(xq + m * K, xsum + m * G, xs[m], W + n * ldw, ldw, S + n * G, G, g, y + m * N + n);
+      for (; n < n1; ++n)
         gemv_a8_row(xq + m * K, xsum + m * G, xs[m], W + n * ldw, S + n * G, G, g, y + m * N + n);
+    }
     return;
   }
   const int64_t MB = 64;
@@ -313,68 +359,8 @@ void avx2_a8(const int8_t *xq, const int32_t *xsum, const float *xs, const uint8
   }
 }
 
-// g % 8 == 0. Group |w| sums in 8 float lanes, combined in double; w / s rounded half to even.
-AVX2_FN void fake_quant_row_avx2(const float *w, float *out, int64_t K, int64_t g, float eps) {
-  const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f), mone = _mm256_set1_ps(-1.0f);
-  for (int64_t k0 = 0; k0 < K; k0 += g) {
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t k = 0; k < g; k += 8) acc = _mm256_add_ps(acc, _mm256_andnot_ps(sign, _mm256_loadu_ps(w + k0 + k)));
-    alignas(32) float lanes[8];
-    _mm256_store_ps(lanes, acc);
-    double sum = 0.0;
-    for (float v : lanes) sum += v;
-    const float sc = std::max((float)(sum / (double)g), eps);
-    const __m256 vs = _mm256_set1_ps(sc);
-    for (int64_t k = 0; k < g; k += 8) {
-      __m256 lv = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(w + k0 + k), vs),
-                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      lv = _mm256_min_ps(one, _mm256_max_ps(mone, lv));
-      _mm256_storeu_ps(out + k0 + k, _mm256_mul_ps(lv, vs));
-    }
-  }
-}
-
 // ---------------------------------------------------------------- decode head (decode_ops.cpp)
 // One contiguous dot product per output, 16 partial sums (mul + add: the library is built with
 // -ffp-contract=off).
-// The per-token A8 quantizer of portable.cpp (quantize_rows), 32 inputs per step, bit-identical: the
-// same max (NaN ignored, as std::max(amax, |x|)), the same product, round to nearest even (= nearbyint
-// in the default rounding mode), the same clamps (NaN -> -128, as std::max(-128, NaN)).
-namespace {
-// 8 int32 codes of x[0..8) * s: rounded to nearest even, clamped max(., -128) then min(., 127)
-AVX2_FN inline __m256i q8(const float *x, __m256 s) {
-  const __m256 r = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x), s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  return _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, _mm256_set1_ps(-128.0f)), _mm256_set1_ps(127.0f)));
-}
-}  // namespace
-
-AVX2_FN void quantize_rows_avx2(const float *x, int64_t M, int64_t K, float eps, int8_t *xq, float *s) {
-  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-  const int64_t K32 = K - K % 32;
-  for (int64_t m = 0; m < M; ++m) {
-    const float *xr = x + m * K;
-    __m256 vmax = _mm256_setzero_ps();
-    int64_t k = 0;
-    for (; k + 8 <= K; k += 8) vmax = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(xr + k), abs_mask), vmax);
-    alignas(32) float lanes[8];
-    _mm256_store_ps(lanes, vmax);
-    float amax = 0.0f;
-    for (float v : lanes) amax = std::max(amax, v);
-    for (; k < K; ++k) amax = std::max(amax, std::fabs(xr[k]));
-    const float sm = 127.0f / std::max(amax, eps);
-    s[m] = sm;
-    const __m256 vs = _mm256_set1_ps(sm);
-    int8_t *qr = xq + m * K;
-    for (k = 0; k < K32; k += 32) {
-      // packs interleave 128-bit lanes: int8 order a0-3 b0-3 c0-3 d0-3 a4-7 b4-7 c4-7 d4-7, fixed by `order`
-      const __m256i ab = _mm256_packs_epi32(q8(xr + k, vs), q8(xr + k + 8, vs)),
-                    cd = _mm256_packs_epi32(q8(xr + k + 16, vs), q8(xr + k + 24, vs));
-      _mm256_storeu_si256((__m256i *)(qr + k), _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), order));
-    }
-    for (; k < K; ++k) qr[k] = (int8_t)std::min(127.0f, std::max(-128.0f, std::nearbyint(xr[k] * sm)));
-  }
-}
-
 }  // namespace bitcpm
 #endif  // BITCPM_X86
