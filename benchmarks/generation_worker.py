@@ -9,7 +9,7 @@ Variants (the checkpoint is converted per variant):
   fake_quant         the QAT model as trained (TernaryLinear re-quantizes its weight in every call);
   packed_w           convert_model, weight-only ternary kernel;
   packed_a8          convert_model of the same weights trained with act_bits=8, W1.58A8 kernel;
-    packed_* decode with one DecodeLayer op per layer and 8 greedy tokens per graph call (the CPU
+    packed_* decode with one DecodeModel op per graph call of 16 greedy tokens (the CPU
     defaults: CachedLM decode_steps), float32 head;
   packed_a8_f16head  packed_a8 with the float16 head (head_dtype; llama.cpp's F16 output precision);
   packed_a8_1step    packed_a8 at one token per graph call (what sampling runs);

@@ -45,7 +45,7 @@ def add_predict_arguments(p):
     g.add_argument("--packed", default="false", help="true: run the packed ternary kernels (convert_model)")
     g.add_argument("--predict_batch_size", type=int, default=8, help="prompts per batch for --prompt_file")
     g.add_argument("--decode_steps", type=int, default=None,
-                   help="greedy tokens per decode graph call (packed models: default 8; others: 1)")
+                   help="greedy tokens per decode graph call (packed models: default 16; others: 1)")
     g.add_argument("--head_dtype", default="float32", choices=("float32", "float16"),
                    help="lm_head weight precision of the CPU decoding graphs (float16: half the bytes per token)")
     g.add_argument("--decode_graphs", default=None,

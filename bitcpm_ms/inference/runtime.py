@@ -26,7 +26,10 @@ class CachedLM:
     copy of the head weight for the CPU head kernel: half the bytes per token, logits within the
     weight rounding; the precision of llama.cpp's F16 output)."""
 
-    DEFAULT_DECODE_STEPS = 8
+    # 16: a graph call costs ~0.5 ms (tiny) to ~2 ms (~100M) in MindSpore's runtime whatever its work,
+    # 6-15% of a token at 8 steps and half that at 16 (docs/generation.md, Speed); the cost of 16 is at
+    # most 15 tokens decoded past a stop, which the host drops
+    DEFAULT_DECODE_STEPS = 16
 
     def __init__(self, lm, context: int = None, fused_attention: bool = None, fused_layers: bool = None,
                  decode_steps: int = None, head_dtype: str = "float32"):

@@ -124,7 +124,7 @@ def test_chat_prints_only_the_reply_and_stops_at_im_end(tmp_path):
     with BOS, the reply is printed alone (no prompt, no special tokens) and ends at <|im_end|>: the
     model would go on with the same words after it (its chain loops), so a longer reply means the stop
     failed. Default chat sampling (0.7 / 0.7) on the fake-quant model, and greedy on the packed model
-    (8 tokens per graph call: the <|im_end|> falls inside the first call)."""
+    (16 tokens per graph call: the <|im_end|> falls inside the first call)."""
     from bitcpm_ms.data.hf_tokenizer import HFTokenizer
     from ..data.test_hf_tokenizer import IM_END, make_hf_tokenizer_dir
     tok_dir = make_hf_tokenizer_dir(tmp_path / "tokenizer")
