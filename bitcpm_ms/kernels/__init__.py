@@ -12,8 +12,8 @@ from .packing import (PackedTernary, bits_per_weight, bits_per_weight_report, fo
                       unpack_ternary)
 from .reference import quantize_activations_int8, ternary_matmul_dx_reference, ternary_matmul_reference
 from .library import (MAX_ISA_AVX2, MAX_ISA_BEST, get_force_portable, get_max_isa, get_num_threads, has_avx2,
-                  has_avx512_vnni, isa_path, portable_path, quantize_pack_numpy, set_force_portable, set_max_isa,
-                  set_num_threads, ternary_matmul_dx_numpy, ternary_matmul_numpy)
+                  get_spin_us, has_avx512_vnni, isa_path, portable_path, quantize_pack_numpy, set_force_portable,
+                  set_max_isa, set_num_threads, set_spin_us, ternary_matmul_dx_numpy, ternary_matmul_numpy)
 from .api import ternary_matmul
 from .build import KernelBuildError, library_path
 
@@ -21,7 +21,7 @@ __all__ = [
     "PackedTernary", "pack_ternary", "unpack_ternary", "bits_per_weight", "bits_per_weight_report",
     "format_bits_report", "ternary_matmul", "ternary_matmul_reference", "ternary_matmul_dx_reference",
     "quantize_activations_int8", "ternary_matmul_numpy", "ternary_matmul_dx_numpy", "get_ms_op",
-    "set_num_threads", "get_num_threads", "set_force_portable", "get_force_portable", "portable_path",
+    "set_num_threads", "get_num_threads", "set_spin_us", "get_spin_us", "set_force_portable", "get_force_portable", "portable_path",
     "set_max_isa", "get_max_isa", "isa_path", "MAX_ISA_BEST", "MAX_ISA_AVX2", "has_avx2", "has_avx512_vnni",
     "quantize_pack_numpy", "KernelBuildError", "library_path", "PackedTernaryLinear", "TernaryMatmul",
 ]

@@ -47,11 +47,15 @@ def _load():
             lib.bitcpm_last_error.restype = ctypes.c_char_p
             lib.bitcpm_quantize_activations.argtypes = [vp, i64, i64, ctypes.c_float, vp, vp, i32]
             lib.bitcpm_quantize_activations.restype = i32
-            for f in ("bitcpm_set_num_threads", "bitcpm_set_force_portable", "bitcpm_set_max_isa"):
+            for f in ("bitcpm_set_num_threads", "bitcpm_set_force_portable", "bitcpm_set_max_isa",
+                      "bitcpm_set_spin_us"):
                 getattr(lib, f).argtypes = [i32]
             env = os.environ.get("BITCPM_MS_NUM_THREADS")
             if env:
                 lib.bitcpm_set_num_threads(int(env))
+            env = os.environ.get("BITCPM_MS_SPIN_US")
+            if env:
+                lib.bitcpm_set_spin_us(int(env))
             _lib = lib
     return _lib
 
@@ -63,6 +67,18 @@ def set_num_threads(n: int) -> int:
 
 def get_num_threads() -> int:
     return int(_load().bitcpm_get_num_threads())
+
+
+def set_spin_us(us: int) -> int:
+    """How long (microseconds) an idle kernel thread, or the thread waiting for it, polls for news inside
+    a decode op before it sleeps (env BITCPM_MS_SPIN_US; default 1000; 0: never poll). Polling saves the
+    ~50 us wake-up of a sleeping thread per parallel region; on a machine with more runnable threads than
+    cores it costs up to this much per wait instead. Results do not depend on it. Returns the setting."""
+    return int(_load().bitcpm_set_spin_us(int(us)))
+
+
+def get_spin_us() -> int:
+    return int(_load().bitcpm_get_spin_us())
 
 
 def set_force_portable(flag: bool) -> None:

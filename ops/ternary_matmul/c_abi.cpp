@@ -67,6 +67,13 @@ BITCPM_API int bitcpm_set_num_threads(int n) {
   return resolve_threads(0);
 }
 BITCPM_API int bitcpm_get_num_threads() { return resolve_threads(0); }
+// Longest poll (microseconds) of an idle worker or a waiting caller inside the decode ops' spin
+// sessions before it sleeps; 0: never poll (threads.cpp). Returns the setting.
+BITCPM_API int bitcpm_set_spin_us(int us) {
+  g_spin_us.store(us > 0 ? us : 0);
+  return g_spin_us.load();
+}
+BITCPM_API int bitcpm_get_spin_us() { return g_spin_us.load(); }
 BITCPM_API int bitcpm_set_force_portable(int f) {
   g_force_portable.store(f ? 1 : 0);
   return 0;

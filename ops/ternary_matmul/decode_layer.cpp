@@ -53,6 +53,7 @@ int decode_layer_impl(const float *h, const float *w_attn_norm, const float *w_f
   const int act_bits = (int)spec[5];
   const float a8_eps = spec[6];
   const bool write_cache = spec[7] != 0.0f;
+  SpinSession spin;  // 4-5 parallel regions: workers poll between them (threads.cpp)
   if (heads * D != H) return set_error(3, "DecodeLayer: heads * head_dim must equal the hidden size");
   const PackedProj &wq = proj[0], &wk = proj[1], &wv = proj[2], &wo = proj[3], &w1 = proj[4], &w3 = proj[5],
              &w2 = proj[6];

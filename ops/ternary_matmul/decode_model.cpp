@@ -41,6 +41,7 @@ struct ModelArgs {
 };
 
 int run_model(const ModelArgs &a, int32_t *tokens) {
+  SpinSession spin;  // ~5 parallel regions per layer and token: workers poll between them
   const float scale_emb = a.model_spec[0], norm_eps = a.model_spec[1], logit_scale = a.model_spec[2];
   const int64_t B = a.B, H = a.H, D = a.D, KVH = a.KVH;
   std::vector<float> h(B * H), h_next(B * H), k_rot(B * KVH * D), v(B * KVH * D), cos(B * D), sin(B * D),

@@ -60,6 +60,15 @@ constexpr unsigned kNeedVnni = kNeedAvx512 | cpu::kAvx512Vnni;                  
 
 // ---------------------------------------------------------------- threads (threads.cpp)
 int resolve_threads(int requested);  // requested <= 0: the global setting, else all cores
+extern std::atomic<int> g_spin_us;  // longest poll per wait inside a SpinSession (0: never poll)
+// While one is alive (the decode ops hold one per call), idle pool workers and the waiting caller poll
+// instead of sleeping between parallel regions (threads.cpp).
+struct SpinSession {
+  SpinSession();
+  ~SpinSession();
+  SpinSession(const SpinSession &) = delete;
+  SpinSession &operator=(const SpinSession &) = delete;
+};
 // Runs job(i) for i in [0, n) on the persistent worker pool, job(0) on the calling thread.
 // Returns false (and runs nothing) when the pool is busy with another call.
 bool pool_run(int n, const std::function<void(int)> &job);

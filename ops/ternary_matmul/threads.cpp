@@ -1,5 +1,13 @@
 // Threads: a persistent worker pool shared by every kernel and the thread-count setting.
+//
+// Waking a sleeping worker costs ~50 us on a 2-vCPU VM (the idle vCPU is halted: futex, IPI, host
+// scheduling), as much as a whole decode-size matmul; a ~100M decode token has ~60 parallel regions.
+// So the decode ops open a SpinSession for their whole call: meanwhile idle workers poll for the next
+// job, and the caller polls for their completion, instead of sleeping (llama.cpp's threadpool polls
+// the same way). Each poll gives up after g_spin_us without news and sleeps as before, so a long
+// serial stretch, or a machine with more runnable threads than cores, costs at most that per wait.
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -14,6 +22,36 @@
 namespace bitcpm {
 
 std::atomic<int> g_num_threads{0};
+std::atomic<int> g_spin_us{1000};
+
+namespace {
+std::atomic<int> g_spin_sessions{0};
+
+inline void cpu_relax() {
+#if BITCPM_X86
+  __builtin_ia32_pause();
+#endif
+}
+
+// Polls done() while a spin session is open, for at most g_spin_us; true when done() turned true.
+template <class F>
+bool spin_until(F done) {
+  if (g_spin_sessions.load(std::memory_order_relaxed) == 0) return done();
+  const int us = g_spin_us.load(std::memory_order_relaxed);
+  if (us <= 0) return done();
+  const auto limit = std::chrono::steady_clock::now() + std::chrono::microseconds(us);
+  for (int i = 0;; ++i) {
+    if (done()) return true;
+    if ((i & 63) == 63 &&
+        (std::chrono::steady_clock::now() > limit || g_spin_sessions.load(std::memory_order_relaxed) == 0))
+      return done();
+    cpu_relax();
+  }
+}
+}  // namespace
+
+SpinSession::SpinSession() { g_spin_sessions.fetch_add(1, std::memory_order_relaxed); }
+SpinSession::~SpinSession() { g_spin_sessions.fetch_sub(1, std::memory_order_relaxed); }
 
 int resolve_threads(int requested) {
   int n = requested > 0 ? requested : g_num_threads.load();
@@ -49,10 +87,13 @@ class Pool {
       job_ = &job;
       active_ = n - 1;
       pending_ = n - 1;
+      left_.store(n - 1, std::memory_order_relaxed);
       ++gen_;
+      gen_seen_.store(gen_, std::memory_order_release);
     }
     cv_.notify_all();
     job(0);
+    spin_until([&] { return left_.load(std::memory_order_acquire) == 0; });
     std::unique_lock<std::mutex> lk(mu_);
     done_cv_.wait(lk, [&] { return pending_ == 0; });
     job_ = nullptr;
@@ -75,6 +116,7 @@ class Pool {
   void loop(int idx, uint64_t seen) {
     for (;;) {
       const std::function<void(int)> *job;
+      spin_until([&] { return gen_seen_.load(std::memory_order_acquire) != seen; });
       {
         std::unique_lock<std::mutex> lk(mu_);
         cv_.wait(lk, [&] { return gen_ != seen; });
@@ -84,6 +126,7 @@ class Pool {
       }
       (*job)(idx);
       std::lock_guard<std::mutex> lk(mu_);
+      left_.fetch_sub(1, std::memory_order_release);
       if (--pending_ == 0) done_cv_.notify_one();
     }
   }
@@ -93,6 +136,8 @@ class Pool {
   const std::function<void(int)> *job_ = nullptr;
   int active_ = 0, pending_ = 0;
   uint64_t gen_ = 0;
+  std::atomic<uint64_t> gen_seen_{0};  // gen_, readable without the lock (polling workers)
+  std::atomic<int> left_{0};           // pending_, readable without the lock (the polling caller)
   pid_t owner_ = getpid();
 };
 

@@ -118,3 +118,36 @@ def test_bad_arguments_are_named(mutate, match):
     mutate(args, arrays)
     with pytest.raises(ValueError, match=match):
         _call(arrays)
+
+
+@pytest.mark.parametrize("spin_us", [0, 1000])
+def test_threads_and_polling_do_not_change_the_result(spin_us):
+    """The op's parallel regions (q/k/v, gate/up, down, attention and head rows over 2 threads), with the
+    pool's workers polling between them (spin sessions) or sleeping: the same tokens and caches as one
+    thread, bit for bit. Shapes large enough that every region is split."""
+    from bitcpm_ms.kernels import get_num_threads, get_spin_us, set_num_threads, set_spin_us
+    args = _model(9, 2, 8, 2, 64, 768, 40, 128, 2, 700, [30, 12], 8, 4)
+    two = _copy_caches(args)
+    old_threads, old_spin = get_num_threads(), get_spin_us()
+    try:
+        set_num_threads(1)
+        one_tokens = decode_model_numpy(*args)
+        set_num_threads(2)
+        assert set_spin_us(spin_us) == spin_us
+        two_tokens = decode_model_numpy(*two)
+    finally:
+        set_num_threads(old_threads)
+        set_spin_us(old_spin)
+    np.testing.assert_array_equal(one_tokens, two_tokens)
+    for (k, v), (k2, v2) in zip(args[-1], two[-1]):
+        np.testing.assert_array_equal(k, k2)
+        np.testing.assert_array_equal(v, v2)
+
+
+def test_spin_setting_clamps_at_zero():
+    from bitcpm_ms.kernels import get_spin_us, set_spin_us
+    old = get_spin_us()
+    try:
+        assert set_spin_us(-5) == 0 and get_spin_us() == 0
+    finally:
+        set_spin_us(old)
