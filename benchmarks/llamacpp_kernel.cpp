@@ -63,7 +63,8 @@ int main(int argc, char **argv) {
   auto mm = (matmul_fn)dlsym(lib, "bitcpm_ternary_matmul");
   auto pack = (pack_fn)dlsym(lib, "bitcpm_quantize_pack");
   auto set_isa = (isa_fn)dlsym(lib, "bitcpm_set_max_isa");
-  if (!mm || !pack || !set_isa) return 1;
+  auto spin_session = (isa_fn)dlsym(lib, "bitcpm_spin_session");
+  if (!mm || !pack || !set_isa || !spin_session) return 1;
   set_isa(isa);
 
   // Ternary weights with one scale per 256-input group: exact in both formats.
@@ -97,11 +98,14 @@ int main(int argc, char **argv) {
 
   std::vector<double> a8, wo, tq;
   for (int r = 0; r < rounds; ++r) {
+    // our workers poll between calls as they do inside the decode ops (a spin session), as ggml's poll
     ggml_threadpool_pause(tp);
+    spin_session(1);
     a8.push_back(median_call([&] { mm(x.data(), packed.data(), scales.data(), y.data(), 1, K, N, G, 8, 1e-5f,
                                       threads, 0); }, reps));
     wo.push_back(median_call([&] { mm(x.data(), packed.data(), scales.data(), y.data(), 1, K, N, G, 0, 1e-5f,
                                       threads, 0); }, reps));
+    spin_session(0);
     ggml_threadpool_resume(tp);
     tq.push_back(median_call([&] { ggml_graph_compute(gf, &plan); }, reps));
   }

@@ -12,7 +12,9 @@
 // bitcpm_last_error() (MindSpore turns a nonzero AOT return into a RuntimeError). The error state
 // and the count / dtype helpers are ops/common/c_abi_util.cpp's.
 
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "ternary_common.h"
 
@@ -74,6 +76,17 @@ BITCPM_API int bitcpm_set_spin_us(int us) {
   return g_spin_us.load();
 }
 BITCPM_API int bitcpm_get_spin_us() { return g_spin_us.load(); }
+// Opens (open != 0) or closes a spin session (threads.cpp) from outside the decode ops: for callers that
+// run many kernel calls back to back, such as benchmarks/llamacpp_kernel.cpp. Sessions nest.
+BITCPM_API int bitcpm_spin_session(int open) {
+  static thread_local std::vector<std::unique_ptr<SpinSession>> held;
+  if (open) {
+    held.push_back(std::make_unique<SpinSession>());
+  } else if (!held.empty()) {
+    held.pop_back();
+  }
+  return (int)held.size();
+}
 BITCPM_API int bitcpm_set_force_portable(int f) {
   g_force_portable.store(f ? 1 : 0);
   return 0;
