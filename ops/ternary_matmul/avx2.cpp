@@ -232,12 +232,17 @@ AVX2_FN void gemv_a8_row(const int8_t *xq, const int32_t *xsum, float xs, const 
 // R consecutive rows of gemv_a8_row's whole-group case (g % 128 == 0) at once: the rows are adjacent in
 // memory, so this is still one sequential stream, but the activation loads, the loop control and the
 // offset correction are shared, and the R independent chains hide each other's latency (at K = 768 a
-// lone row spends as long in its prologue and final sum as in its 6 blocks). Each row's int16 lanes,
-// int32 lanes, float accumulation order and final sum are gemv_a8_row's, so y is bit-identical.
+// lone row spends as long in its prologue and final sum as in its 6 blocks). Each row's int32 lanes,
+// float accumulation order and final sum are gemv_a8_row's, so y is bit-identical.
 template <int R>
 AVX2_FN void gemv_a8_rows(const int8_t *xq, const int32_t *xsum, float xs, const uint8_t *W, int64_t ldw,
                           const float *S, int64_t G, int64_t g, float *y) {
-  const __m256i mask3 = _mm256_set1_epi8(3), ones16 = _mm256_set1_epi16(1);
+  // Slots 1 and 3 are unpacked as 4u (w & 0b1100 before and after one 4-bit shift): 2 shifts fewer per
+  // block, at the price of a second int16 accumulator (x4) per row. The integers are exact: a maddubs
+  // pair of 4u x is at most 2048, 4 blocks of two at most 16384 per lane; int32 lanes = madd(a1, 1) +
+  // madd(a4, 1) / 4 hold the same sums as gemv_a8_row's.
+  const __m256i mask3 = _mm256_set1_epi8(3), mask12 = _mm256_set1_epi8(12);
+  const __m256i ones16 = _mm256_set1_epi16(1);
   const int64_t bpg = g / 128;
   __m256 facc[R];
   for (int r = 0; r < R; ++r) facc[r] = _mm256_setzero_ps();
@@ -245,24 +250,28 @@ AVX2_FN void gemv_a8_rows(const int8_t *xq, const int32_t *xsum, float xs, const
     const __m256i corr = _mm256_setr_epi32(-xsum[gi], 0, 0, 0, 0, 0, 0, 0);
     __m256i acc32[R];
     for (int r = 0; r < R; ++r) acc32[r] = corr;
-    for (int64_t b0 = gi * bpg, bend = b0 + bpg; b0 < bend; b0 += 8) {
-      const int64_t b1 = std::min(bend, b0 + 8);
-      __m256i a[R];
-      for (int r = 0; r < R; ++r) a[r] = _mm256_setzero_si256();
+    for (int64_t b0 = gi * bpg, bend = b0 + bpg; b0 < bend; b0 += 4) {
+      const int64_t b1 = std::min(bend, b0 + 4);
+      __m256i a1[R], a4[R];
+      for (int r = 0; r < R; ++r) a1[r] = a4[r] = _mm256_setzero_si256();
       for (int64_t b = b0; b < b1; ++b) {
         const int8_t *xb = xq + b * 128;
         const __m256i x0 = _mm256_loadu_si256((const __m256i *)xb), x1 = _mm256_loadu_si256((const __m256i *)(xb + 32)),
                       x2 = _mm256_loadu_si256((const __m256i *)(xb + 64)), x3 = _mm256_loadu_si256((const __m256i *)(xb + 96));
         for (int r = 0; r < R; ++r) {
           const __m256i w = _mm256_loadu_si256((const __m256i *)(W + r * ldw + b * 32));
+          const __m256i w4 = _mm256_srli_epi16(w, 4);
           const __m256i p0 = _mm256_maddubs_epi16(_mm256_and_si256(w, mask3), x0);
-          const __m256i p1 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(w, 2), mask3), x1);
-          const __m256i p2 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(w, 4), mask3), x2);
-          const __m256i p3 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(w, 6), mask3), x3);
-          a[r] = _mm256_add_epi16(a[r], _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3)));
+          const __m256i p1 = _mm256_maddubs_epi16(_mm256_and_si256(w, mask12), x1);    // 4 u1 x1
+          const __m256i p2 = _mm256_maddubs_epi16(_mm256_and_si256(w4, mask3), x2);
+          const __m256i p3 = _mm256_maddubs_epi16(_mm256_and_si256(w4, mask12), x3);   // 4 u3 x3
+          a1[r] = _mm256_add_epi16(a1[r], _mm256_add_epi16(p0, p2));
+          a4[r] = _mm256_add_epi16(a4[r], _mm256_add_epi16(p1, p3));
         }
       }
-      for (int r = 0; r < R; ++r) acc32[r] = _mm256_add_epi32(acc32[r], _mm256_madd_epi16(a[r], ones16));
+      for (int r = 0; r < R; ++r)  // a4 holds 4x its sums: exact multiples of 4, so the shift divides exactly
+        acc32[r] = _mm256_add_epi32(acc32[r], _mm256_add_epi32(_mm256_madd_epi16(a1[r], ones16),
+                                                                _mm256_srai_epi32(_mm256_madd_epi16(a4[r], ones16), 2)));
     }
     for (int r = 0; r < R; ++r)
       facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc32[r]), _mm256_set1_ps(S[r * G + gi]), facc[r]);
