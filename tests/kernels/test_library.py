@@ -307,3 +307,19 @@ def test_activation_quantizer_simd_equals_portable_and_reference(k):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a_s, b_s)
         assert a[0, k // 2] == -128
+
+
+@pytest.mark.parametrize("K, g", [(768, 256), (1024, 128), (2304, 768), (512, 512)])
+def test_avx2_decode_rows_of_four_equal_single_rows_bit_for_bit(K, g):
+    """M = 1, AVX2 A8: four adjacent rows per pass (4u unpacking of slots 1 and 3) give each row exactly
+    what the one-row kernel gives it (a one-row matrix runs that kernel), for N = 4k + 3."""
+    from bitcpm_ms.kernels import MAX_ISA_AVX2, has_avx2, isa_path
+    if not has_avx2():
+        pytest.skip("no AVX2")
+    rng = np.random.default_rng(K + g)
+    _, codes, scales = make_packed(rng, 11, K, g)
+    x = rng.standard_normal((1, K)).astype(np.float32) * 3
+    with isa_path(MAX_ISA_AVX2):
+        whole = ternary_matmul_numpy(x, K_.pack_ternary(codes, scales, g), 8)
+        rows = [ternary_matmul_numpy(x, K_.pack_ternary(codes[n:n + 1], scales[n:n + 1], g), 8) for n in range(11)]
+    np.testing.assert_array_equal(whole, np.concatenate(rows, axis=1))
