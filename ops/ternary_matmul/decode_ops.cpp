@@ -63,7 +63,7 @@ int decode_attention_impl(const float *q_in, const float *k_in, const float *v_i
   const int64_t rep = H / KVH;
   // work per (row, KV head): rep heads over pos + 1 keys; small steps stay on the calling thread
   const int64_t work = B * H * (S + 1) * D;
-  const int nt = work < (int64_t(1) << 18) ? 1 : resolve_threads(nthreads);
+  const int nt = work < min_parallel_work() ? 1 : resolve_threads(nthreads);
 #if BITCPM_X86
   const bool simd = !g_force_portable.load() && cpu::has(kNeedAvx2);
 #else
@@ -143,15 +143,15 @@ void half_gemv_rows(const float *x, const uint16_t *W, float *y, int64_t M, int6
 
 }  // namespace
 
-// Shared driver of the float and half-weight head kernels: argument check, one thread below 2^18
-// multiply-adds (a decode-size head is not worth a pool dispatch), rows split over threads, the SIMD
-// row function when the CPU has it (simd_ok) and the portable one otherwise.
+// Shared driver of the float and half-weight head kernels: argument check, one thread below
+// min_parallel_work() multiply-adds (a small head is not worth a pool dispatch), rows split over
+// threads, the SIMD row function when the CPU has it (simd_ok) and the portable one otherwise.
 template <typename WT>
 int gemv_nt_driver(const float *x, const WT *W, float *y, int64_t M, int64_t K, int64_t N, int nthreads, bool simd_ok,
                    void (*simd)(const float *, const WT *, float *, int64_t, int64_t, int64_t, int64_t, int64_t),
                    void (*portable)(const float *, const WT *, float *, int64_t, int64_t, int64_t, int64_t, int64_t)) {
   if (M <= 0 || K <= 0 || N <= 0) return set_error(3, "FloatMatmulNT: need M, K, N > 0");
-  const int nt = M * K * N < (int64_t(1) << 18) ? 1 : resolve_threads(nthreads);
+  const int nt = M * K * N < min_parallel_work() ? 1 : resolve_threads(nthreads);
   const auto rows = simd_ok && !g_force_portable.load() ? simd : portable;
   parallel_for(N, nt, 16, [&](int64_t lo, int64_t hi) { rows(x, W, y, M, K, N, lo, hi); });
   return 0;

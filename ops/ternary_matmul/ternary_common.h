@@ -63,6 +63,9 @@ int resolve_threads(int requested);  // requested <= 0: the global setting, else
 extern std::atomic<int> g_spin_us;  // longest poll per wait inside a SpinSession (0: never poll)
 // While one is alive (the decode ops hold one per call), idle pool workers and the waiting caller poll
 // instead of sleeping between parallel regions (threads.cpp).
+// Below this much work (multiply-adds) a decode kernel stays on the calling thread: 2^18 when a wake-up
+// costs tens of microseconds, 2^14 inside a polling spin session.
+int64_t min_parallel_work();
 struct SpinSession {
   SpinSession();
   ~SpinSession();

@@ -50,6 +50,12 @@ bool spin_until(F done) {
 }
 }  // namespace
 
+int64_t min_parallel_work() {
+  return g_spin_sessions.load(std::memory_order_relaxed) > 0 && g_spin_us.load(std::memory_order_relaxed) > 0
+             ? int64_t(1) << 14
+             : int64_t(1) << 18;
+}
+
 SpinSession::SpinSession() { g_spin_sessions.fetch_add(1, std::memory_order_relaxed); }
 SpinSession::~SpinSession() { g_spin_sessions.fetch_sub(1, std::memory_order_relaxed); }
 
