@@ -259,6 +259,7 @@ AVX2_FN void gemv_a8_rows(const int8_t *xq, const int32_t *xsum, float xs, const
         const __m256i x0 = _mm256_loadu_si256((const __m256i *)xb), x1 = _mm256_loadu_si256((const __m256i *)(xb + 32)),
                       x2 = _mm256_loadu_si256((const __m256i *)(xb + 64)), x3 = _mm256_loadu_si256((const __m256i *)(xb + 96));
         for (int r = 0; r < R; ++r) {
+          _mm_prefetch((const char *)(W + (r + 2 * R) * ldw + b * 32), _MM_HINT_T0);  // two passes ahead
           const __m256i w = _mm256_loadu_si256((const __m256i *)(W + r * ldw + b * 32));
           const __m256i w4 = _mm256_srli_epi16(w, 4);
           const __m256i p0 = _mm256_maddubs_epi16(_mm256_and_si256(w, mask3), x0);
