@@ -307,8 +307,9 @@ class DecodeMultiStepGraph(_CachedDecoderBase):
     """`steps` greedy decode steps in one graph call: embed -> L DecodeLayer ops -> head -> argmax, fed
     back in the graph; when the whole model qualifies (fused_model.model_unfusable_reason: a float32
     LLaMA embedding and RMSNorm, the CPU head kernel; whole_model=None picks it), all of that is one
-    DecodeModel op and the graph is that op. Why: on small models a step costs more in MindSpore's per-call path (Python
-    `Cell.__call__`, graph launch, outputs to numpy) than in its kernels; K steps per call pay it once
+    DecodeModel op and the graph is that op. Why: on small models a step costs more in MindSpore's
+    per-call path (Python `Cell.__call__`, graph launch, outputs to numpy, ~L + 6 op launches per token)
+    than in its kernels; K steps per call pay it once
     (the multi-step scheduling of serving engines). Greedy only (the argmax is in the graph; sampling
     and the repetition penalty need the host's logits), packed models with fusable layers only (the
     layer op writes the cache in place; fused_layer.py). Tokens past a row's stop are the caller's to

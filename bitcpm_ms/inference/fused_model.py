@@ -76,8 +76,9 @@ class _DecodeModelCell(nn.Cell):
         rows, weights = [], []
         for layer in model.layers:
             projs = _projections(layer)
-            rows.append(layer_spec(layer.attention_norm.eps, layer.ffn_norm.eps, float(getattr(layer.add, "scale", 1.0)),
-                                   attn_scale, heads, projs[0].act_bits, projs[0].eps, write_cache=True))
+            residual_scale = float(getattr(layer.add, "scale", 1.0))
+            rows.append(layer_spec(layer.attention_norm.eps, layer.ffn_norm.eps, residual_scale, attn_scale, heads,
+                                   projs[0].act_bits, projs[0].eps, write_cache=True))
             weights += [layer.attention_norm.weight, layer.ffn_norm.weight]
             weights += [w for p in projs for w in (p.weight_packed, p.weight_scales)]
         self.layer_specs = Tensor(np.concatenate(rows))

@@ -21,7 +21,8 @@ __all__ = [
     "PackedTernary", "pack_ternary", "unpack_ternary", "bits_per_weight", "bits_per_weight_report",
     "format_bits_report", "ternary_matmul", "ternary_matmul_reference", "ternary_matmul_dx_reference",
     "quantize_activations_int8", "ternary_matmul_numpy", "ternary_matmul_dx_numpy", "get_ms_op",
-    "set_num_threads", "get_num_threads", "set_spin_us", "get_spin_us", "set_force_portable", "get_force_portable", "portable_path",
+    "set_num_threads", "get_num_threads", "set_spin_us", "get_spin_us", "set_force_portable", "get_force_portable",
+    "portable_path",
     "set_max_isa", "get_max_isa", "isa_path", "MAX_ISA_BEST", "MAX_ISA_AVX2", "has_avx2", "has_avx512_vnni",
     "quantize_pack_numpy", "KernelBuildError", "library_path", "PackedTernaryLinear", "TernaryMatmul",
 ]

@@ -86,4 +86,5 @@ def decode_model_op(steps: int):
     """The AOT op for `steps` tokens per call (one per steps value and process), inference only:
     op(ids, positions, spec, embedding, cos, sin, norm_w, head_w, layer_specs, L x 16 layer weights,
     L x (k_cache, v_cache)) -> tokens [B, steps] int32."""
-    return _aot("DecodeModel", lambda ids, *rest: [ids[0], int(steps)], lambda *a: ms.int32, key=("DecodeModel", int(steps)))
+    steps = int(steps)
+    return _aot("DecodeModel", lambda ids, *rest: [ids[0], steps], lambda *a: ms.int32, key=("DecodeModel", steps))

@@ -256,8 +256,10 @@ AVX2_FN void gemv_a8_rows(const int8_t *xq, const int32_t *xsum, float xs, const
       for (int r = 0; r < R; ++r) a1[r] = a4[r] = _mm256_setzero_si256();
       for (int64_t b = b0; b < b1; ++b) {
         const int8_t *xb = xq + b * 128;
-        const __m256i x0 = _mm256_loadu_si256((const __m256i *)xb), x1 = _mm256_loadu_si256((const __m256i *)(xb + 32)),
-                      x2 = _mm256_loadu_si256((const __m256i *)(xb + 64)), x3 = _mm256_loadu_si256((const __m256i *)(xb + 96));
+        const __m256i x0 = _mm256_loadu_si256((const __m256i *)xb);
+        const __m256i x1 = _mm256_loadu_si256((const __m256i *)(xb + 32));
+        const __m256i x2 = _mm256_loadu_si256((const __m256i *)(xb + 64));
+        const __m256i x3 = _mm256_loadu_si256((const __m256i *)(xb + 96));
         for (int r = 0; r < R; ++r) {
           _mm_prefetch((const char *)(W + (r + 2 * R) * ldw + b * 32), _MM_HINT_T0);  // two passes ahead
           const __m256i w = _mm256_loadu_si256((const __m256i *)(W + r * ldw + b * 32));
@@ -270,9 +272,10 @@ AVX2_FN void gemv_a8_rows(const int8_t *xq, const int32_t *xsum, float xs, const
           a4[r] = _mm256_add_epi16(a4[r], _mm256_add_epi16(p1, p3));
         }
       }
-      for (int r = 0; r < R; ++r)  // a4 holds 4x its sums: exact multiples of 4, so the shift divides exactly
-        acc32[r] = _mm256_add_epi32(acc32[r], _mm256_add_epi32(_mm256_madd_epi16(a1[r], ones16),
-                                                                _mm256_srai_epi32(_mm256_madd_epi16(a4[r], ones16), 2)));
+      for (int r = 0; r < R; ++r) {  // a4 holds 4x its sums: exact multiples of 4, the shift divides exactly
+        const __m256i s4 = _mm256_srai_epi32(_mm256_madd_epi16(a4[r], ones16), 2);
+        acc32[r] = _mm256_add_epi32(acc32[r], _mm256_add_epi32(_mm256_madd_epi16(a1[r], ones16), s4));
+      }
     }
     for (int r = 0; r < R; ++r)
       facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc32[r]), _mm256_set1_ps(S[r * G + gi]), facc[r]);

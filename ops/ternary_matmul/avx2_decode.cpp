@@ -65,7 +65,8 @@ AVX2_FN void attn_scores_avx2(const float *q, int64_t rep, const float *k, int64
     for (int64_t r = 0; r < rep; ++r) {
       const float *qr = q + r * D;
       __m256 acc = _mm256_setzero_ps();
-      for (int64_t i = 0; i < D8; i += 8) acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(qr + i), _mm256_loadu_ps(kj + i)));
+      for (int64_t i = 0; i < D8; i += 8)
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(qr + i), _mm256_loadu_ps(kj + i)));
       alignas(32) float a[8];
       _mm256_store_ps(a, acc);
       float s = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
@@ -93,7 +94,8 @@ AVX2_FN void attn_accumulate_avx2(const float *w, const float *v, int64_t n, int
   }
   for (; i0 + 8 <= D; i0 += 8) {
     __m256 o = _mm256_loadu_ps(out + i0);
-    for (int64_t j = 0; j < n; ++j) o = _mm256_add_ps(o, _mm256_mul_ps(_mm256_set1_ps(w[j]), _mm256_loadu_ps(v + j * D + i0)));
+    for (int64_t j = 0; j < n; ++j)
+      o = _mm256_add_ps(o, _mm256_mul_ps(_mm256_set1_ps(w[j]), _mm256_loadu_ps(v + j * D + i0)));
     _mm256_storeu_ps(out + i0, o);
   }
   for (; i0 < D; ++i0)
