@@ -8,7 +8,7 @@ from bitcpm_ms.data.documents import position_ids, rows_actual_seq_len
 from bitcpm_ms.fused import library as L
 from bitcpm_ms.fused import reference as R
 
-from .test_library import close, f32, isa, run_attention  # noqa: F401  (isa: fixture)
+from .test_library import check_attention, close, f32, isa, run_attention  # noqa: F401  (isa: fixture)
 
 EOS = 2
 
@@ -41,11 +41,7 @@ def test_packed_attention_matches_the_reference(isa, B, S, H, Hkv, D, eos_at):
     rng = np.random.default_rng(S * D + B)
     _, ends, q, k, v, cos, sin, mask = packed_case(rng, B, S, H, Hkv, D, eos_at)
     dout = f32(rng, B, S, H * D)
-    out, _, (dq, dk, dv) = run_attention(q, k, v, cos, sin, mask, H, Hkv, dout)
-    close(out, R.attention_forward(q, k, v, cos, sin, mask, H, Hkv), 2e-6, "out")
-    for got, ref, name in zip((dq, dk, dv), R.attention_backward(q, k, v, cos, sin, mask, H, Hkv, dout),
-                              ("dq", "dk", "dv")):
-        close(got, ref, 4e-6, name)
+    check_attention(q, k, v, cos, sin, mask, H, Hkv, dout)
 
 
 def test_each_document_equals_the_document_alone(isa):

@@ -98,6 +98,20 @@ def test_packed_weight_only_fused_layers_equal_full_recompute():
     check_every_step(net, lm, PROMPTS[1:], max_new_tokens=6)
 
 
+def _two_prefilled_caches(lm):
+    """PROMPTS prefilled into two identical caches: (first greedy token [3, 1], prompt lengths [3],
+    [cache, cache]), for comparing two decoders from the same state."""
+    lengths = np.array([len(p) for p in PROMPTS], np.int32)
+    ids = np.zeros((3, 16), np.int32)
+    for b, p in enumerate(PROMPTS):
+        ids[b, :len(p)] = p
+    caches = [lm.new_cache(3, 64), lm.new_cache(3, 64)]
+    for cache in caches:
+        logits, keys, values = lm.prefill(ids, lengths)
+        cache.write_prompt(keys, values)
+    return np.argmax(logits, -1).astype(np.int32)[:, None], lengths, caches
+
+
 def test_multi_step_greedy_equals_one_step_and_fills_the_same_cache(packed_a8):
     """K greedy steps per graph call (the layer ops write the cache in place) give the tokens, the token
     counts and the cache of K one-step calls with host-written caches."""
@@ -119,15 +133,7 @@ def test_multi_step_greedy_equals_one_step_and_fills_the_same_cache(packed_a8):
     got, want = generate(lm, PROMPTS[:1], **stop), generate(one, PROMPTS[:1], **stop)
     assert (got.texts, got.tokens, got.finish_reasons) == (want.texts, want.tokens, ["stop"])
     # the caches after one multi-step call and after k single steps
-    lengths = np.array([len(p) for p in PROMPTS], np.int32)
-    ids = np.zeros((3, 16), np.int32)
-    for b, p in enumerate(PROMPTS):
-        ids[b, :len(p)] = p
-    caches = [lm.new_cache(3, 64), lm.new_cache(3, 64)]
-    for cache in caches:
-        logits, keys, values = lm.prefill(ids, lengths)
-        cache.write_prompt(keys, values)
-    first = np.argmax(logits, -1).astype(np.int32)[:, None]
+    first, lengths, caches = _two_prefilled_caches(lm)
     tokens = lm.multi_step(first, lengths, caches[0])
     cur, pos, steps = first, lengths.copy(), []
     for _ in range(k):
@@ -147,15 +153,8 @@ def test_whole_model_op_equals_one_layer_op_per_layer(packed_a8):
     assert lm.multi_step_graph.whole_model and model_unfusable_reason(net) is None
     per_layer = DecodeMultiStepGraph(net, lm.decode_steps, whole_model=False)
     assert not per_layer.whole_model
-    lengths = np.array([len(p) for p in PROMPTS], np.int32)
-    ids = np.zeros((3, 16), np.int32)
-    for b, p in enumerate(PROMPTS):
-        ids[b, :len(p)] = p
-    caches = [lm.new_cache(3, 64), lm.new_cache(3, 64)]
-    for cache in caches:
-        logits, keys, values = lm.prefill(ids, lengths)
-        cache.write_prompt(keys, values)
-    first = ms.Tensor(np.argmax(logits, -1).astype(np.int32)[:, None])
+    first, lengths, caches = _two_prefilled_caches(lm)
+    first = ms.Tensor(first)
     for _ in range(2):                            # a second call continues from the caches the first wrote
         whole = lm.multi_step_graph(first, ms.Tensor(lengths), *caches[0].tensors).asnumpy()
         layers = per_layer(first, ms.Tensor(lengths), *caches[1].tensors).asnumpy()
