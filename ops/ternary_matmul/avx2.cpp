@@ -172,75 +172,48 @@ AVX2_FN void tile_a8(const int8_t *xq, const int32_t *xsum, const float *xs, int
     for (int r = 0; r < NR; ++r) y[i * ldy + r] = hsum256(facc[i][r]) / xs[i];
 }
 
-// A8 GEMV (decode: one activation row), one packed row at a time, whole groups at a time. The rows
-// of a projection are contiguous, so the matrix is read as one sequential stream (on the Zen 4 of
-// docs/generation.md four interleaved rows cost 25% more CPU time per decode step once the weights
-// no longer fit in L2), with a software prefetch 1 KiB ahead. Groups of whole 128-blocks
-// (g % 128 == 0): each block's 32 bytes are loaded once and split into its four 32-input slots
-// (shift, mask); runs of at most 8 blocks accumulate maddubs pairs in two int16 registers
-// (|a0 + a1| <= 16 * 2 * 512 = 16384), widened once per run. Smaller groups (g = 32, 64, 96, ...) take
-// one slot at a time. The +1 offset is removed by -sum(xq over the group) in lane 0 of the int32
-// group sum, as in tile_a8: the group sums are exact int32.
-AVX2_FN void gemv_a8_row(const int8_t *xq, const int32_t *xsum, float xs, const uint8_t *W, const float *S,
-                         int64_t G, int64_t g, float *y) {
+// A8 GEMV (decode: one activation row) for groups that are not whole 128-blocks (g = 32, 64, 96, ...):
+// one packed row at a time (one sequential stream), one 32-input slot c = (block c / 4, shift 2 (c % 4))
+// at a time, int16 runs of at most 32 slots widened once. The +1 offset is removed by -sum(xq over the
+// group) in lane 0 of the int32 group sum, as in tile_a8: the group sums are exact int32. Whole-block
+// groups take gemv_a8_rows below.
+AVX2_FN void gemv_a8_row_slots(const int8_t *xq, const int32_t *xsum, float xs, const uint8_t *W, const float *S,
+                               int64_t G, int64_t g, float *y) {
   const __m256i mask3 = _mm256_set1_epi8(3), ones16 = _mm256_set1_epi16(1);
   __m256 facc = _mm256_setzero_ps();
-  if (g % 128 == 0) {
-    const int64_t bpg = g / 128;
-    for (int64_t gi = 0; gi < G; ++gi) {
-      __m256i acc32 = _mm256_setr_epi32(-xsum[gi], 0, 0, 0, 0, 0, 0, 0);
-      _mm_prefetch((const char *)(W + gi * bpg * 32 + 1024), _MM_HINT_T0);
-      for (int64_t b0 = gi * bpg, bend = b0 + bpg; b0 < bend; b0 += 8) {
-        const int64_t b1 = std::min(bend, b0 + 8);
-        __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
-        for (int64_t b = b0; b < b1; ++b) {
-          const int8_t *xb = xq + b * 128;
-          const __m256i w = _mm256_loadu_si256((const __m256i *)(W + b * 32));
-          const __m256i u0 = _mm256_and_si256(w, mask3);
-          const __m256i u1 = _mm256_and_si256(_mm256_srli_epi16(w, 2), mask3);
-          const __m256i u2 = _mm256_and_si256(_mm256_srli_epi16(w, 4), mask3);
-          const __m256i u3 = _mm256_and_si256(_mm256_srli_epi16(w, 6), mask3);
-          a0 = _mm256_add_epi16(a0, _mm256_add_epi16(_mm256_maddubs_epi16(u0, _mm256_loadu_si256((const __m256i *)xb)),
-                                                     _mm256_maddubs_epi16(u1, _mm256_loadu_si256((const __m256i *)(xb + 32)))));
-          a1 = _mm256_add_epi16(a1, _mm256_add_epi16(_mm256_maddubs_epi16(u2, _mm256_loadu_si256((const __m256i *)(xb + 64))),
-                                                     _mm256_maddubs_epi16(u3, _mm256_loadu_si256((const __m256i *)(xb + 96)))));
-        }
-        acc32 = _mm256_add_epi32(acc32, _mm256_madd_epi16(_mm256_add_epi16(a0, a1), ones16));
+  const int64_t cpg = g / 32;
+  for (int64_t gi = 0; gi < G; ++gi) {
+    __m256i acc32 = _mm256_setr_epi32(-xsum[gi], 0, 0, 0, 0, 0, 0, 0);
+    for (int64_t c0 = gi * cpg, cend = c0 + cpg; c0 < cend; c0 += 32) {  // <= 32 slots per int16 run
+      const int64_t c1 = std::min(cend, c0 + 32);
+      __m256i a = _mm256_setzero_si256();
+      for (int64_t c = c0; c < c1; ++c) {
+        const __m256i w = _mm256_loadu_si256((const __m256i *)(W + (c >> 2) * 32));
+        const __m256i u = _mm256_and_si256(_mm256_srl_epi16(w, _mm_cvtsi32_si128((int)(2 * (c & 3)))), mask3);
+        a = _mm256_add_epi16(a, _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(xq + c * 32))));
       }
-      facc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc32), _mm256_set1_ps(S[gi]), facc);
+      acc32 = _mm256_add_epi32(acc32, _mm256_madd_epi16(a, ones16));
     }
-  } else {  // groups of whole 32-input slots inside or across blocks: slot c = (block c / 4, shift 2 (c % 4))
-    const int64_t cpg = g / 32;
-    for (int64_t gi = 0; gi < G; ++gi) {
-      __m256i acc32 = _mm256_setr_epi32(-xsum[gi], 0, 0, 0, 0, 0, 0, 0);
-      for (int64_t c0 = gi * cpg, cend = c0 + cpg; c0 < cend; c0 += 32) {  // <= 32 slots per int16 run
-        const int64_t c1 = std::min(cend, c0 + 32);
-        __m256i a = _mm256_setzero_si256();
-        for (int64_t c = c0; c < c1; ++c) {
-          const __m256i w = _mm256_loadu_si256((const __m256i *)(W + (c >> 2) * 32));
-          const __m256i u = _mm256_and_si256(_mm256_srl_epi16(w, _mm_cvtsi32_si128((int)(2 * (c & 3)))), mask3);
-          a = _mm256_add_epi16(a, _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(xq + c * 32))));
-        }
-        acc32 = _mm256_add_epi32(acc32, _mm256_madd_epi16(a, ones16));
-      }
-      facc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc32), _mm256_set1_ps(S[gi]), facc);
-    }
+    facc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc32), _mm256_set1_ps(S[gi]), facc);
   }
   *y = hsum256(facc) / xs;
 }
 
-// R consecutive rows of gemv_a8_row's whole-group case (g % 128 == 0) at once: the rows are adjacent in
-// memory, so this is still one sequential stream, but the activation loads, the loop control and the
-// offset correction are shared, and the R independent chains hide each other's latency (at K = 768 a
-// lone row spends as long in its prologue and final sum as in its 6 blocks). Each row's int32 lanes,
-// float accumulation order and final sum are gemv_a8_row's, so y is bit-identical.
+// A8 GEMV (decode: one activation row) for groups of whole 128-blocks (g % 128 == 0), R consecutive
+// rows at once (R = 4, and R = 1 for the last rows): the rows are adjacent in memory, so this is one
+// sequential stream, with a software prefetch two passes ahead; the activation loads, the loop control
+// and the offset correction are shared, and the R independent chains hide each other's latency (at
+// K = 768 a lone row spends as long in its prologue and final sum as in its 6 blocks). Each block's 32
+// bytes are loaded once and split into its four 32-input slots. The +1 offset is removed by
+// -sum(xq over the group) in lane 0 of the int32 group sum: the group sums are exact int32, so every
+// R gives the same y bit for bit.
 template <int R>
 AVX2_FN void gemv_a8_rows(const int8_t *xq, const int32_t *xsum, float xs, const uint8_t *W, int64_t ldw,
                           const float *S, int64_t G, int64_t g, float *y) {
   // Slots 1 and 3 are unpacked as 4u (w & 0b1100 before and after one 4-bit shift): 2 shifts fewer per
   // block, at the price of a second int16 accumulator (x4) per row. The integers are exact: a maddubs
   // pair of 4u x is at most 2048, 4 blocks of two at most 16384 per lane; int32 lanes = madd(a1, 1) +
-  // madd(a4, 1) / 4 hold the same sums as gemv_a8_row's.
+  // madd(a4, 1) / 4 hold the exact group sums.
   const __m256i mask3 = _mm256_set1_epi8(3), mask12 = _mm256_set1_epi8(12);
   const __m256i ones16 = _mm256_set1_epi16(1);
   const int64_t bpg = g / 128;
@@ -352,15 +325,19 @@ void avx2_f32(const float *x, const uint8_t *W, const float *S, float *y, int64_
 
 void avx2_a8(const int8_t *xq, const int32_t *xsum, const float *xs, const uint8_t *W, const float *S, float *y,
              int64_t M, int64_t K, int64_t N, int64_t G, int64_t n0, int64_t n1) {
-  if (M < 2) {  // decode: the one-stream whole-group GEMV, 4 rows at a time where groups are whole blocks
+  if (M < 2) {  // decode: the one-stream GEMVs, 4 rows at a time where groups are whole blocks
     const int64_t ldw = K / 4, g = K / G;
     for (int64_t m = 0; m < M; ++m) {
       int64_t n = n0;
-      if (g % 128 == 0)
+      if (g % 128 == 0) {
         for (; n + 4 <= n1; n += 4)
           gemv_a8_rows<4>(xq + m * K, xsum + m * G, xs[m], W + n * ldw, ldw, S + n * G, G, g, y + m * N + n);
-      for (; n < n1; ++n)
-        gemv_a8_row(xq + m * K, xsum + m * G, xs[m], W + n * ldw, S + n * G, G, g, y + m * N + n);
+        for (; n < n1; ++n)
+          gemv_a8_rows<1>(xq + m * K, xsum + m * G, xs[m], W + n * ldw, ldw, S + n * G, G, g, y + m * N + n);
+      } else {
+        for (; n < n1; ++n)
+          gemv_a8_row_slots(xq + m * K, xsum + m * G, xs[m], W + n * ldw, S + n * G, G, g, y + m * N + n);
+      }
     }
     return;
   }
