@@ -332,7 +332,9 @@ class DecodeMultiStepGraph(_CachedDecoderBase):
             raise ValueError(f"whole_model=True but the model cannot decode as one DecodeModel op: {model_reason}")
         self.whole_model = bool(whole_model)
         if self.whole_model:
+            names = {id(p): p.name for p in lm.get_parameters()}
             self.model_kernel = model_kernel(lm, self.steps, self.freqs_cos, self.freqs_sin, head_weight)
+            self._restore_names(lm, names)
         else:
             self.layer_kernels = self._layer_kernels(lm, write_cache=True)
             self.argmax = P.Argmax(axis=-1, output_type=ms.int32)

@@ -51,7 +51,8 @@ def model_kernel(lm, steps: int, cos: Tensor, sin: Tensor, head_weight: Paramete
     """The DecodeModel Cell of a packed model: (input_ids [B, 1] int32, positions [B] int32, k_0, v_0,
     ..., k_{L-1}, v_{L-1}) -> tokens [B, steps] int32, the caches written in place. cos / sin: the
     model's rotary tables [P, D] float32 (unsigned sin). head_weight: a float16 copy of the head
-    weight to use instead (decoder.half_head_weight). Raises ValueError when lm cannot be fused."""
+    weight to use instead (decoder.half_head_weight). Raises ValueError when lm cannot be fused.
+    Borrowing may rename the model's Parameters: the caller restores their names (the decoder does)."""
     reason = model_unfusable_reason(lm)
     if reason is not None:
         raise ValueError(f"this model cannot decode as one DecodeModel op: {reason}")
@@ -61,7 +62,6 @@ def model_kernel(lm, steps: int, cos: Tensor, sin: Tensor, head_weight: Paramete
 class _DecodeModelCell(nn.Cell):
     def __init__(self, lm, steps, cos, sin, head_weight):
         super().__init__(auto_prefix=False)
-        names = {id(p): p.name for p in lm.get_parameters()}
         model = lm.model
         embed, scale_emb = _unwrap(model.tok_embeddings)
         norm, logit_scale = _unwrap(model.norm_out)
@@ -84,9 +84,6 @@ class _DecodeModelCell(nn.Cell):
         self.layer_specs = Tensor(np.concatenate(rows))
         # a ParameterTuple registers the layers' weights with this Cell (borrowed, not copied)
         self.layer_weights = ParameterTuple(weights)
-        for p in lm.get_parameters():      # borrowing must not rename the model's weights
-            if id(p) in names and p.name != names[id(p)]:
-                p.name = names[id(p)]
 
     def construct(self, input_ids, positions, *cache):
         return self.op(input_ids, positions, self.spec, self.embedding, self.cos, self.sin, self.norm_weight,

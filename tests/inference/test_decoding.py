@@ -151,8 +151,11 @@ def test_whole_model_op_equals_one_layer_op_per_layer(packed_a8):
     DecodeLayer op per layer give the same tokens and fill the same caches."""
     net, lm = packed_a8
     assert lm.multi_step_graph.whole_model and model_unfusable_reason(net) is None
+    names = [p.name for p in net.get_parameters()]
     per_layer = DecodeMultiStepGraph(net, lm.decode_steps, whole_model=False)
-    assert not per_layer.whole_model
+    whole = DecodeMultiStepGraph(net, lm.decode_steps)
+    assert not per_layer.whole_model and whole.whole_model
+    assert [p.name for p in net.get_parameters()] == names         # borrowing renamed nothing
     first, lengths, caches = _two_prefilled_caches(lm)
     first = ms.Tensor(first)
     for _ in range(2):                            # a second call continues from the caches the first wrote
