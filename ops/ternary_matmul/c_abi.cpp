@@ -126,13 +126,7 @@ BITCPM_API int bitcpm_ternary_matmul_dx(const float *dy, const uint8_t *packed, 
 BITCPM_API int bitcpm_quantize_activations(const float *x, int64_t M, int64_t K, float eps, int8_t *xq, float *s,
                                            int portable) {
   if (M < 0 || K <= 0) return set_error(3, "quantize_activations: need M >= 0, K > 0");
-#if BITCPM_X86
-  if (!portable && !g_force_portable.load() && cpu::has(kNeedAvx2)) {
-    quantize_rows_avx2(x, M, K, eps, xq, s);
-    return 0;
-  }
-#endif
-  quantize_rows(x, M, K, eps, xq, s);
+  quantize_activations(x, M, K, eps, xq, s, portable != 0);
   return 0;
 }
 

@@ -22,6 +22,14 @@ int validate(int64_t M, int64_t K, int64_t N, int64_t G, int act_bits) {
   return 0;
 }
 
+void quantize_activations(const float *x, int64_t M, int64_t K, float eps, int8_t *xq, float *s, bool force_portable) {
+#if BITCPM_X86
+  if (!force_portable && !g_force_portable.load() && cpu::has(kNeedAvx2))
+    return quantize_rows_avx2(x, M, K, eps, xq, s);
+#endif
+  quantize_rows(x, M, K, eps, xq, s);
+}
+
 Path select_path(int64_t M, int64_t K, int64_t g, int act_bits, bool force_portable) {
   const bool simd = !force_portable && !g_force_portable.load() && cpu::has(kNeedAvx2);
   const bool avx512_allowed = simd && g_max_isa.load() != kIsaAvx2;
@@ -74,12 +82,7 @@ void prepare(Prepared &p, const float *x, int64_t M, int64_t K, int64_t G, int a
   if (act_bits == 0) return;
   p.xq.resize(M * K);
   p.xs.resize(M);
-#if BITCPM_X86
-  if (!force_portable && !g_force_portable.load() && cpu::has(kNeedAvx2))
-    quantize_rows_avx2(x, M, K, eps, p.xq.data(), p.xs.data());
-  else
-#endif
-    quantize_rows(x, M, K, eps, p.xq.data(), p.xs.data());
+  quantize_activations(x, M, K, eps, p.xq.data(), p.xs.data(), force_portable);
   if (p.path == Path::kVnniA8Prefill || p.path == Path::kAvx2A8) {
     p.xsum.resize(M * G);
     activation_group_sums(p.xq.data(), M, K, G, p.xsum.data());

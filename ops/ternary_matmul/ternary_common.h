@@ -120,6 +120,9 @@ constexpr int64_t kVnniPrefillMinM = 5;  // VNNI A8: below this, the decode kern
 // The one place that decides which kernel runs (validated shapes; g = K / G).
 Path select_path(int64_t M, int64_t K, int64_t g, int act_bits, bool force_portable);
 int validate(int64_t M, int64_t K, int64_t N, int64_t G, int act_bits);
+// The A8 paths' per-token activation quantizer: quantize_rows_avx2 where the CPU has AVX2 (and neither
+// force_portable nor the global switch says otherwise), else the portable quantize_rows; bit-identical.
+void quantize_activations(const float *x, int64_t M, int64_t K, float eps, int8_t *xq, float *s, bool force_portable);
 // eps: the activation quantizer's floor (A8 only; ignored for weight-only).
 int matmul_impl(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N,
                 int64_t G, int act_bits, float eps, int nthreads, int force_portable);
