@@ -69,12 +69,18 @@ def decode_layer_reference(h, norms, projections, k_cache, v_cache, positions, c
     return h_out.astype(np.float32), k_rot, v
 
 
+def layer_weight_arrays(norms, projections):
+    """A layer's 16 weight inputs of DecodeLayer (and of each layer of DecodeModel), contiguous: the two
+    RMSNorm weights float32, then (packed uint8, scales float32) of the seven projections."""
+    arrays = [np.ascontiguousarray(norms[0], np.float32), np.ascontiguousarray(norms[1], np.float32)]
+    for p in projections:
+        arrays += [np.ascontiguousarray(p.packed, np.uint8), np.ascontiguousarray(p.scales, np.float32)]
+    return arrays
+
+
 def _op_arrays(h, norms, projections, k_cache, v_cache, positions, cos, sin, spec):
     """The op's inputs then its (empty) outputs, as contiguous numpy arrays of the op's dtypes."""
-    inputs = [np.ascontiguousarray(h, np.float32), np.ascontiguousarray(norms[0], np.float32),
-              np.ascontiguousarray(norms[1], np.float32)]
-    for p in projections:
-        inputs += [np.ascontiguousarray(p.packed, np.uint8), np.ascontiguousarray(p.scales, np.float32)]
+    inputs = [np.ascontiguousarray(h, np.float32)] + layer_weight_arrays(norms, projections)
     inputs += [np.ascontiguousarray(k_cache, np.float32), np.ascontiguousarray(v_cache, np.float32),
                np.ascontiguousarray(positions, np.int32), np.ascontiguousarray(cos, np.float32),
                np.ascontiguousarray(sin, np.float32), np.ascontiguousarray(spec, np.float32)]

@@ -22,7 +22,7 @@ import numpy as np
 import mindspore as ms
 
 from .aot_call import call_aot
-from .decode_layer import _rmsnorm, decode_layer_reference
+from .decode_layer import _rmsnorm, decode_layer_reference, layer_weight_arrays
 from .library import _load, _raise_kernel
 from .ops import _aot
 from .reference import float_matmul_nt_reference
@@ -60,9 +60,7 @@ def _op_arrays(ids, positions, spec, embedding, cos, sin, norm_w, head_w, layer_
     arrays = [np.ascontiguousarray(ids, np.int32), np.ascontiguousarray(positions, np.int32), f32(spec),
               f32(embedding), f32(cos), f32(sin), f32(norm_w), head, f32(layer_specs)]
     for norms, projections in layers:
-        arrays += [f32(norms[0]), f32(norms[1])]
-        for p in projections:
-            arrays += [np.ascontiguousarray(p.packed, np.uint8), f32(p.scales)]
+        arrays += layer_weight_arrays(norms, projections)
     for k_cache, v_cache in caches:
         for c in (k_cache, v_cache):
             if c.dtype != np.float32 or not c.flags.c_contiguous:
