@@ -120,36 +120,32 @@ def test_ms_errors():
         y.asnumpy()
 
 
-def test_mindir_export_keeps_eps(tmp_path):
+def _mindir_roundtrip(cell, x, path):
+    """cell exported to MindIR in graph mode and loaded back: (loaded output, cell output) as numpy."""
     old = ms.get_context("mode")
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     try:
-        rng = np.random.default_rng(17)
-        p, _, _ = make_packed(rng, 8, 128, 64)
-        lin = PackedTernaryLinear(p, act_bits=8, eps=1e-3)
-        xn = rng.standard_normal((3, 128)).astype(np.float32)
-        xn[2] *= 1e-4
-        x = Tensor(xn)
-        path = str(tmp_path / "packed_linear_eps")
-        ms.export(lin, x, file_name=path, file_format="MINDIR")
-        y = nn.GraphCell(ms.load(path + ".mindir"))(x).asnumpy()
-        np.testing.assert_array_equal(y, lin(x).asnumpy())
-        _close_per_row(y, ternary_matmul_reference(xn, p, 8, eps=1e-3), xn)
+        ms.export(cell, x, file_name=path, file_format="MINDIR")
+        return nn.GraphCell(ms.load(path + ".mindir"))(x).asnumpy(), cell(x).asnumpy()
     finally:
         ms.set_context(mode=old)
+
+
+def test_mindir_export_keeps_eps(tmp_path):
+    rng = np.random.default_rng(17)
+    p, _, _ = make_packed(rng, 8, 128, 64)
+    lin = PackedTernaryLinear(p, act_bits=8, eps=1e-3)
+    xn = rng.standard_normal((3, 128)).astype(np.float32)
+    xn[2] *= 1e-4
+    y, direct = _mindir_roundtrip(lin, Tensor(xn), str(tmp_path / "packed_linear_eps"))
+    np.testing.assert_array_equal(y, direct)
+    _close_per_row(y, ternary_matmul_reference(xn, p, 8, eps=1e-3), xn)
 
 
 def test_mindir_export_roundtrip(tmp_path):
-    old = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
-    try:
-        rng = np.random.default_rng(15)
-        p, _, _ = make_packed(rng, 8, 128, 64)
-        lin = PackedTernaryLinear(p, act_bits=8)
-        x = Tensor(rng.standard_normal((3, 128)).astype(np.float32))
-        path = str(tmp_path / "packed_linear")
-        ms.export(lin, x, file_name=path, file_format="MINDIR")
-        loaded = nn.GraphCell(ms.load(path + ".mindir"))
-        np.testing.assert_array_equal(loaded(x).asnumpy(), lin(x).asnumpy())
-    finally:
-        ms.set_context(mode=old)
+    rng = np.random.default_rng(15)
+    p, _, _ = make_packed(rng, 8, 128, 64)
+    lin = PackedTernaryLinear(p, act_bits=8)
+    x = Tensor(rng.standard_normal((3, 128)).astype(np.float32))
+    loaded, direct = _mindir_roundtrip(lin, x, str(tmp_path / "packed_linear"))
+    np.testing.assert_array_equal(loaded, direct)
