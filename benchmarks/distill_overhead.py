@@ -33,7 +33,7 @@ ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
 from mindspore import nn, ops  # noqa: E402
 from mindformers.core.optim import AdamW  # noqa: E402
 
-from benchmarks.machine import bootstrap_ci, target, write_results  # noqa: E402
+from benchmarks.machine import bootstrap_ci, target, time_calls, write_results  # noqa: E402
 from bitcpm_ms.models import BitCPMConfig, BitCPMForCausalLM  # noqa: E402
 from bitcpm_ms.models.flops import count_params  # noqa: E402
 from bitcpm_ms.training import BitCPMTrainOneStepCell  # noqa: E402
@@ -89,16 +89,6 @@ def _train_step(net):
     return step
 
 
-def _time(fn, args, n):
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        res = fn(*args)
-        (res[0] if isinstance(res, tuple) else res).asnumpy()        # synchronize
-        out.append(time.perf_counter() - t0)
-    return out
-
-
 def bench(name, tdims, steps, rounds, fused, temperature=2.0, alpha=0.5):
     rng = np.random.default_rng(0)
     ids = ms.Tensor(rng.integers(3, STUDENT["vocab_size"], (STUDENT["batch_size"], STUDENT["seq_length"] + 1)),
@@ -122,12 +112,12 @@ def bench(name, tdims, steps, rounds, fused, temperature=2.0, alpha=0.5):
     times, compile_s, blocks = {k: [] for k in variants}, {}, []
     for k, (fn, args) in variants.items():
         t0 = time.perf_counter()
-        _time(fn, args, 2)                                 # compile + warm-up
+        time_calls(fn, args, 2)                                 # compile + warm-up
         compile_s[k] = round(time.perf_counter() - t0, 2)
     for r in range(rounds):
         block = {}
         for k, (fn, args) in variants.items():
-            block[k] = _time(fn, args, steps)
+            block[k] = time_calls(fn, args, steps)
             times[k] += block[k]
         blocks.append(block)
         print(f"  {name} {'fused' if fused else 'ops'}: round {r + 1}/{rounds} done", flush=True)

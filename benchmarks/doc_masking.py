@@ -37,7 +37,7 @@ ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
 
 from mindformers.wrapper.wrapper import DataOrderWrapperCell  # noqa: E402
 
-from benchmarks.machine import write_results  # noqa: E402
+from benchmarks.machine import time_calls, write_results  # noqa: E402
 from bitcpm_ms.data.config import config_from_yaml  # noqa: E402
 from bitcpm_ms.data.dataset import build_dataset  # noqa: E402
 from bitcpm_ms.data.documents import crossing_labels  # noqa: E402
@@ -77,15 +77,6 @@ def build_step(masked: bool):
     return step
 
 
-def time_steps(step, args, n):
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        step(*args)[0].asnumpy()                       # synchronize
-        times.append(time.perf_counter() - t0)
-    return times
-
-
 def speed(data, steps, rounds):
     ids, ends = next(build_dataset(data, TINY["batch_size"], split="train", seed=0, documents=True)
                      .create_tuple_iterator(num_epochs=1, output_numpy=True))
@@ -94,13 +85,13 @@ def speed(data, steps, rounds):
     for masked in (False, True):
         step = build_step(masked)
         t0 = time.perf_counter()
-        time_steps(step, inputs[masked], 3)            # compile + warm-up
+        time_calls(step, inputs[masked], 3)            # compile + warm-up
         runs[masked] = {"step": step, "times": [], "compile_s": time.perf_counter() - t0}
     per_round = []                                     # cost of each round, from its own medians
     for r in range(rounds):
         now = {}
         for masked in ((False, True) if r % 2 == 0 else (True, False)):
-            now[masked] = time_steps(runs[masked]["step"], inputs[masked], steps)
+            now[masked] = time_calls(runs[masked]["step"], inputs[masked], steps)
             runs[masked]["times"] += now[masked]
         per_round.append(100.0 * (statistics.median(now[True]) / statistics.median(now[False]) - 1.0))
     med = {m: statistics.median(runs[m]["times"]) for m in runs}

@@ -19,6 +19,18 @@ THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "BIT
               "OMP_WAIT_POLICY", "KMP_BLOCKTIME")
 
 
+def time_calls(fn, args, n) -> list:
+    """Wall seconds of each of n calls fn(*args), each one synchronized by reading its output (the first
+    one of a tuple) back to numpy: MindSpore runs asynchronously until then."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        res = fn(*args)
+        (res[0] if isinstance(res, tuple) else res).asnumpy()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:

@@ -23,7 +23,7 @@ ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
 
 from mindformers.core.optim import AdamW  # noqa: E402
 
-from benchmarks.machine import bootstrap_ci, median_ratio, target, write_results  # noqa: E402
+from benchmarks.machine import bootstrap_ci, median_ratio, target, time_calls, write_results  # noqa: E402
 from bitcpm_ms.models import BitCPMConfig, BitCPMForCausalLM  # noqa: E402
 from bitcpm_ms.models.flops import count_params, train_flops_per_token  # noqa: E402
 from bitcpm_ms.training import BitCPMTrainOneStepCell, CpuFusedAdamW  # noqa: E402
@@ -49,16 +49,6 @@ def build_step(dims, qat, group_size, act_bits, fused=False):
     return step, cfg
 
 
-def time_steps(step, batch, n):
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        out = step(batch)
-        out[0].asnumpy()                        # synchronize
-        times.append(time.perf_counter() - t0)
-    return times
-
-
 def bench(name, dims, steps, rounds, group_size, act_bits, fused=False):
     rng = np.random.default_rng(0)
     batch = ms.Tensor(rng.integers(0, dims["vocab_size"], (dims["batch_size"], dims["seq_length"] + 1)),
@@ -67,13 +57,13 @@ def bench(name, dims, steps, rounds, group_size, act_bits, fused=False):
     for qat in (False, True):
         step, cfg = build_step(dims, qat, group_size, act_bits, fused)
         t0 = time.perf_counter()
-        time_steps(step, batch, 2)              # compile + warm-up
+        time_calls(step, (batch,), 2)           # compile + warm-up
         runs[qat] = {"step": step, "times": [], "compile_s": time.perf_counter() - t0}
     blocks = []
     for r in range(rounds):
         block = {}
         for qat in ((False, True) if r % 2 == 0 else (True, False)):      # order alternates
-            block["qat" if qat else "fp"] = time_steps(runs[qat]["step"], batch, steps)
+            block["qat" if qat else "fp"] = time_calls(runs[qat]["step"], (batch,), steps)
             runs[qat]["times"] += block["qat" if qat else "fp"]
         blocks.append(block)
     tokens = dims["batch_size"] * dims["seq_length"]
