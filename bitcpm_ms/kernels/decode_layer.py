@@ -10,7 +10,7 @@ is the MindSpore primitive.
     h_out, k_rot, v = decode_layer_reference(h, norms, projections, k_cache, v_cache, positions, cos, sin, spec)
     h [B, H] float32; norms = (w_attn_norm [H], w_ffn_norm [H]);
     projections = 7 PackedTernary in the order wq, wk, wv, wo, w1 (gate), w3 (up), w2 (down);
-    caches [B, KVH, S, D] (rotated keys); positions [B] int32; cos/sin [B, D] at each row's position;
+    caches [B, KVH, S, D] (rotated keys; float32, or both float16: stores round to nearest even); positions [B] int32; cos/sin [B, D] at each row's position;
     spec = layer_spec(...) float32 [1, 8] -> h_out [B, H], k_rot [B, KVH*D], v [B, KVH*D]
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import mindspore as ms
 
 from .aot_call import call_aot, prepared_aot_call
-from .library import _load, _raise_kernel
+from .library import _load, _raise_kernel, cache_array
 from .ops import _aot
 from .reference import decode_attention_reference, ternary_matmul_reference
 
@@ -81,8 +81,7 @@ def layer_weight_arrays(norms, projections):
 def _op_arrays(h, norms, projections, k_cache, v_cache, positions, cos, sin, spec):
     """The op's inputs then its (empty) outputs, as contiguous numpy arrays of the op's dtypes."""
     inputs = [np.ascontiguousarray(h, np.float32)] + layer_weight_arrays(norms, projections)
-    inputs += [np.ascontiguousarray(k_cache, np.float32), np.ascontiguousarray(v_cache, np.float32),
-               np.ascontiguousarray(positions, np.int32), np.ascontiguousarray(cos, np.float32),
+    inputs += [cache_array(k_cache), cache_array(v_cache), np.ascontiguousarray(positions, np.int32), np.ascontiguousarray(cos, np.float32),
                np.ascontiguousarray(sin, np.float32), np.ascontiguousarray(spec, np.float32)]
     bsz, kv = inputs[0].shape[0], projections[1].out_features
     return inputs + [np.empty_like(inputs[0]), np.empty((bsz, kv), np.float32), np.empty((bsz, kv), np.float32)]

@@ -13,7 +13,8 @@ through ctypes (the tests exercise the op's own argument checks), `decode_model_
     ids [B, 1] int32, positions [B] int32; spec = model_spec(...) [1, 8]; embedding [V, H] float32;
     cos / sin [P, D] (the model's rotary tables); norm_w [H]; head_w [V, H] float32 or float16;
     layer_specs [L, 8] (layer_spec rows with write_cache); layers = L (norms, projections) as
-    decode_layer_reference takes them; caches = L (k, v) [B, KVH, S, D] float32, written in place
+    decode_layer_reference takes them; caches = L (k, v) [B, KVH, S, D], all float32 or all float16,
+    written in place
     -> tokens [B, K] int32. Step j runs at min(positions + j, S - 1).
 """
 from __future__ import annotations
@@ -63,8 +64,9 @@ def _op_arrays(ids, positions, spec, embedding, cos, sin, norm_w, head_w, layer_
         arrays += layer_weight_arrays(norms, projections)
     for k_cache, v_cache in caches:
         for c in (k_cache, v_cache):
-            if c.dtype != np.float32 or not c.flags.c_contiguous:
-                raise ValueError("DecodeModel writes the caches in place: they must be C-contiguous float32 arrays")
+            if c.dtype not in (np.float32, np.float16) or not c.flags.c_contiguous:
+                raise ValueError("DecodeModel writes the caches in place: they must be C-contiguous float32 or "
+                                 f"float16 arrays, got {c.dtype}")
             arrays.append(c)
     steps = int(np.ravel(spec)[3])
     return arrays + [np.empty((arrays[0].shape[0], steps), np.int32)]

@@ -234,9 +234,18 @@ def quantize_pack_numpy(w: np.ndarray, group_size: int, eps: float = 1e-5, num_t
 # --- the KV-cache decoder's float kernels (decode_ops.cpp); specs in reference.py ---
 
 
+def cache_array(c) -> np.ndarray:
+    """A KV cache as the decode kernels take it: a float16 cache as is (float16 C-contiguous), anything
+    else as float32 C-contiguous (the same array when it already is)."""
+    dtype = np.float16 if np.asarray(c).dtype == np.float16 else np.float32
+    return np.ascontiguousarray(c, dtype)
+
+
 def decode_attention_numpy(q, k, v, k_cache, v_cache, positions, cos, sin, scale, num_threads: int = 0):
-    """The C++ kernel through ctypes (float32 arrays, positions int32)."""
-    arrays = [np.ascontiguousarray(a, np.float32) for a in (q, k, v, k_cache, v_cache)]
+    """The C++ kernel through ctypes (float32 arrays, positions int32; the caches float32 or both float16)."""
+    arrays = [np.ascontiguousarray(a, np.float32) for a in (q, k, v)] + [cache_array(c) for c in (k_cache, v_cache)]
+    if arrays[3].dtype != arrays[4].dtype:
+        raise ValueError(f"the k and v caches differ in dtype ({arrays[3].dtype} and {arrays[4].dtype})")
     pos = np.ascontiguousarray(positions, np.int32)
     cos, sin = (np.ascontiguousarray(a, np.float32) for a in (cos, sin))
     bsz, kvh, seq, d = arrays[3].shape
@@ -247,12 +256,24 @@ def decode_attention_numpy(q, k, v, k_cache, v_cache, positions, cos, sin, scale
     fn = lib.bitcpm_decode_attention
     fn.restype = ctypes.c_int
     i64, vp = ctypes.c_int64, ctypes.c_void_p
-    fn.argtypes = [vp] * 8 + [ctypes.c_float, i64, i64, i64, i64, i64, vp, vp, ctypes.c_int]
-    rc = fn(*(a.ctypes.data for a in arrays), pos.ctypes.data, cos.ctypes.data, sin.ctypes.data, float(scale),
-            bsz, h, kvh, seq, d, ctx.ctypes.data, k_rot.ctypes.data, int(num_threads))
+    fn.argtypes = [vp] * 5 + [ctypes.c_int] + [vp] * 3 + [ctypes.c_float, i64, i64, i64, i64, i64, vp, vp,
+                                                          ctypes.c_int]
+    rc = fn(*(a.ctypes.data for a in arrays), int(arrays[3].dtype == np.float16), pos.ctypes.data, cos.ctypes.data,
+            sin.ctypes.data, float(scale), bsz, h, kvh, seq, d, ctx.ctypes.data, k_rot.ctypes.data, int(num_threads))
     if rc:
         _raise_kernel(rc)
     return ctx, k_rot
+
+
+def float_to_half_numpy(x) -> np.ndarray:
+    """The kernels' float32 -> float16 rounding (the float16 KV cache's stores) through ctypes."""
+    x = np.ascontiguousarray(x, np.float32)
+    out = np.empty(x.shape, np.float16)
+    fn = _load().bitcpm_float_to_half
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+    fn(x.ctypes.data, out.ctypes.data, x.size)
+    return out
 
 
 def float_matmul_nt_numpy(x, w, num_threads: int = 0):

@@ -31,25 +31,44 @@ AVX2_FN void gemv_rows_avx2(const float *x, const float *W, float *y, int64_t M,
     }
 }
 
-AVX2_FN void attn_scores_avx2(const float *q, int64_t rep, const float *k, int64_t n, int64_t D, float scale,
+#define F16C_FN __attribute__((target("avx2,fma,f16c")))
+
+namespace {
+
+// 8 cache elements as float32: a float32 cache as is, a float16 one widened (exact).
+F16C_FN inline __m256 load8(const float *p) { return _mm256_loadu_ps(p); }
+F16C_FN inline __m256 load8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+inline float widen(float x) { return x; }
+inline float widen(uint16_t h) { return half_to_float(h); }
+
+}  // namespace
+
+// GCC ignores a target attribute on a function template: the two templates are compiled under the same
+// target by pragma instead (kNeedF16c, as F16C_FN).
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+
+template <typename T>
+void attn_scores_avx2(const float *q, int64_t rep, const T *k, int64_t n, int64_t D, float scale,
                               float *scores, int64_t stride) {
   int64_t j0 = 0;
   if (D % 8 == 0) {  // 8 keys at a time: one accumulator per key, reduced together by two hadd levels
     const __m256 vscale = _mm256_set1_ps(scale);
     for (; j0 + 8 <= n; j0 += 8)
       for (int64_t r = 0; r < rep; ++r) {  // the 8 keys (8 D floats) stay in L1 across the rep heads
-        const float *qr = q + r * D, *kb = k + j0 * D;
+        const float *qr = q + r * D;
+        const T *kb = k + j0 * D;
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
         for (int64_t i = 0; i < D; i += 8) {
           const __m256 qv = _mm256_loadu_ps(qr + i);
-          a0 = _mm256_add_ps(a0, _mm256_mul_ps(qv, _mm256_loadu_ps(kb + i)));
-          a1 = _mm256_add_ps(a1, _mm256_mul_ps(qv, _mm256_loadu_ps(kb + D + i)));
-          a2 = _mm256_add_ps(a2, _mm256_mul_ps(qv, _mm256_loadu_ps(kb + 2 * D + i)));
-          a3 = _mm256_add_ps(a3, _mm256_mul_ps(qv, _mm256_loadu_ps(kb + 3 * D + i)));
-          a4 = _mm256_add_ps(a4, _mm256_mul_ps(qv, _mm256_loadu_ps(kb + 4 * D + i)));
-          a5 = _mm256_add_ps(a5, _mm256_mul_ps(qv, _mm256_loadu_ps(kb + 5 * D + i)));
-          a6 = _mm256_add_ps(a6, _mm256_mul_ps(qv, _mm256_loadu_ps(kb + 6 * D + i)));
-          a7 = _mm256_add_ps(a7, _mm256_mul_ps(qv, _mm256_loadu_ps(kb + 7 * D + i)));
+          a0 = _mm256_add_ps(a0, _mm256_mul_ps(qv, load8(kb + i)));
+          a1 = _mm256_add_ps(a1, _mm256_mul_ps(qv, load8(kb + D + i)));
+          a2 = _mm256_add_ps(a2, _mm256_mul_ps(qv, load8(kb + 2 * D + i)));
+          a3 = _mm256_add_ps(a3, _mm256_mul_ps(qv, load8(kb + 3 * D + i)));
+          a4 = _mm256_add_ps(a4, _mm256_mul_ps(qv, load8(kb + 4 * D + i)));
+          a5 = _mm256_add_ps(a5, _mm256_mul_ps(qv, load8(kb + 5 * D + i)));
+          a6 = _mm256_add_ps(a6, _mm256_mul_ps(qv, load8(kb + 6 * D + i)));
+          a7 = _mm256_add_ps(a7, _mm256_mul_ps(qv, load8(kb + 7 * D + i)));
         }
         // hadd(hadd(a0, a1), hadd(a2, a3)) holds (l0+l1)+(l2+l3) of keys 0..3 in its low half and
         // (l4+l5)+(l6+l7) in its high half; low + high is dot8's reduction, for 8 keys at once.
@@ -61,33 +80,34 @@ AVX2_FN void attn_scores_avx2(const float *q, int64_t rep, const float *k, int64
   }
   const int64_t D8 = D - D % 8;
   for (int64_t j = j0; j < n; ++j) {  // the remaining keys (all of them when D % 8 != 0), one at a time
-    const float *kj = k + j * D;
+    const T *kj = k + j * D;
     for (int64_t r = 0; r < rep; ++r) {
       const float *qr = q + r * D;
       __m256 acc = _mm256_setzero_ps();
       for (int64_t i = 0; i < D8; i += 8)
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(qr + i), _mm256_loadu_ps(kj + i)));
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(qr + i), load8(kj + i)));
       alignas(32) float a[8];
       _mm256_store_ps(a, acc);
       float s = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-      for (int64_t i = D8; i < D; ++i) s += qr[i] * kj[i];
+      for (int64_t i = D8; i < D; ++i) s += qr[i] * widen(kj[i]);
       scores[r * stride + j] = s * scale;
     }
   }
 }
 
-AVX2_FN void attn_accumulate_avx2(const float *w, const float *v, int64_t n, int64_t D, float *out) {
+template <typename T>
+void attn_accumulate_avx2(const float *w, const T *v, int64_t n, int64_t D, float *out) {
   int64_t i0 = 0;
   for (; i0 + 32 <= D; i0 += 32) {  // 32 outputs stay in registers over all n rows
     __m256 o0 = _mm256_loadu_ps(out + i0), o1 = _mm256_loadu_ps(out + i0 + 8), o2 = _mm256_loadu_ps(out + i0 + 16),
            o3 = _mm256_loadu_ps(out + i0 + 24);
     for (int64_t j = 0; j < n; ++j) {
       const __m256 wj = _mm256_set1_ps(w[j]);
-      const float *vj = v + j * D + i0;
-      o0 = _mm256_add_ps(o0, _mm256_mul_ps(wj, _mm256_loadu_ps(vj)));
-      o1 = _mm256_add_ps(o1, _mm256_mul_ps(wj, _mm256_loadu_ps(vj + 8)));
-      o2 = _mm256_add_ps(o2, _mm256_mul_ps(wj, _mm256_loadu_ps(vj + 16)));
-      o3 = _mm256_add_ps(o3, _mm256_mul_ps(wj, _mm256_loadu_ps(vj + 24)));
+      const T *vj = v + j * D + i0;
+      o0 = _mm256_add_ps(o0, _mm256_mul_ps(wj, load8(vj)));
+      o1 = _mm256_add_ps(o1, _mm256_mul_ps(wj, load8(vj + 8)));
+      o2 = _mm256_add_ps(o2, _mm256_mul_ps(wj, load8(vj + 16)));
+      o3 = _mm256_add_ps(o3, _mm256_mul_ps(wj, load8(vj + 24)));
     }
     _mm256_storeu_ps(out + i0, o0), _mm256_storeu_ps(out + i0 + 8, o1);
     _mm256_storeu_ps(out + i0 + 16, o2), _mm256_storeu_ps(out + i0 + 24, o3);
@@ -95,14 +115,21 @@ AVX2_FN void attn_accumulate_avx2(const float *w, const float *v, int64_t n, int
   for (; i0 + 8 <= D; i0 += 8) {
     __m256 o = _mm256_loadu_ps(out + i0);
     for (int64_t j = 0; j < n; ++j)
-      o = _mm256_add_ps(o, _mm256_mul_ps(_mm256_set1_ps(w[j]), _mm256_loadu_ps(v + j * D + i0)));
+      o = _mm256_add_ps(o, _mm256_mul_ps(_mm256_set1_ps(w[j]), load8(v + j * D + i0)));
     _mm256_storeu_ps(out + i0, o);
   }
   for (; i0 < D; ++i0)
-    for (int64_t j = 0; j < n; ++j) out[i0] += w[j] * v[j * D + i0];
+    for (int64_t j = 0; j < n; ++j) out[i0] += w[j] * widen(v[j * D + i0]);
 }
 
-#define F16C_FN __attribute__((target("avx2,fma,f16c")))
+template void attn_scores_avx2<float>(const float *, int64_t, const float *, int64_t, int64_t, float, float *,
+                                       int64_t);
+template void attn_scores_avx2<uint16_t>(const float *, int64_t, const uint16_t *, int64_t, int64_t, float, float *,
+                                          int64_t);
+template void attn_accumulate_avx2<float>(const float *, const float *, int64_t, int64_t, float *);
+template void attn_accumulate_avx2<uint16_t>(const float *, const uint16_t *, int64_t, int64_t, float *);
+
+#pragma GCC pop_options
 
 namespace {
 
@@ -114,8 +141,6 @@ F16C_FN inline float hsum8(__m256 v) {
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
-
-F16C_FN inline __m256 load_half8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
 
 }  // namespace
 
@@ -131,12 +156,12 @@ F16C_FN void half_gemv_rows_f16c(const float *x, const uint16_t *W, float *y, in
       __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
       int64_t i = 0;
       for (; i + 32 <= K; i += 32) {
-        s0 = _mm256_add_ps(s0, _mm256_mul_ps(_mm256_loadu_ps(a + i), load_half8(b + i)));
-        s1 = _mm256_add_ps(s1, _mm256_mul_ps(_mm256_loadu_ps(a + i + 8), load_half8(b + i + 8)));
-        s2 = _mm256_add_ps(s2, _mm256_mul_ps(_mm256_loadu_ps(a + i + 16), load_half8(b + i + 16)));
-        s3 = _mm256_add_ps(s3, _mm256_mul_ps(_mm256_loadu_ps(a + i + 24), load_half8(b + i + 24)));
+        s0 = _mm256_add_ps(s0, _mm256_mul_ps(_mm256_loadu_ps(a + i), load8(b + i)));
+        s1 = _mm256_add_ps(s1, _mm256_mul_ps(_mm256_loadu_ps(a + i + 8), load8(b + i + 8)));
+        s2 = _mm256_add_ps(s2, _mm256_mul_ps(_mm256_loadu_ps(a + i + 16), load8(b + i + 16)));
+        s3 = _mm256_add_ps(s3, _mm256_mul_ps(_mm256_loadu_ps(a + i + 24), load8(b + i + 24)));
       }
-      for (; i + 8 <= K; i += 8) s0 = _mm256_add_ps(s0, _mm256_mul_ps(_mm256_loadu_ps(a + i), load_half8(b + i)));
+      for (; i + 8 <= K; i += 8) s0 = _mm256_add_ps(s0, _mm256_mul_ps(_mm256_loadu_ps(a + i), load8(b + i)));
       float r = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
       for (; i < K; ++i) r += a[i] * half_to_float(b[i]);
       y[m * N + n] = r;

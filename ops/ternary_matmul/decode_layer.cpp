@@ -45,9 +45,9 @@ void rmsnorm_rows(const float *x, const float *w, float eps, int64_t B, int64_t 
 }
 
 int decode_layer_impl(const float *h, const float *w_attn_norm, const float *w_ffn_norm, const PackedProj *proj,
-                      const float *k_cache, const float *v_cache, const int32_t *pos, const float *cos,
-                      const float *sin, const float *spec, int64_t B, int64_t H, int64_t KVH, int64_t S, int64_t D,
-                      float *h_out, float *k_rot, float *v_out) {
+                      KVCacheRef cache, const int32_t *pos, const float *cos, const float *sin, const float *spec,
+                      int64_t B, int64_t H, int64_t KVH, int64_t S, int64_t D, float *h_out, float *k_rot,
+                      float *v_out) {
   const float eps_attn = spec[0], eps_ffn = spec[1], res_scale = spec[2], attn_scale = spec[3];
   const int64_t heads = (int64_t)spec[4];
   const int act_bits = (int)spec[5];
@@ -89,16 +89,16 @@ int decode_layer_impl(const float *h, const float *w_attn_norm, const float *w_f
   int rc;
   rmsnorm_rows(h, w_attn_norm, eps_attn, B, H, x.data());
   if ((rc = mm_shared(x.data(), {{&wq, q.data()}, {&wk, k.data()}, {&wv, v_out}}))) return rc;
-  rc = decode_attention_impl(q.data(), k.data(), v_out, k_cache, v_cache, pos, cos, sin, attn_scale, B, heads, KVH,
-                             S, D, ctx.data(), k_rot, 0);
+  rc = decode_attention_impl(q.data(), k.data(), v_out, cache, pos, cos, sin, attn_scale, B, heads, KVH, S, D,
+                             ctx.data(), k_rot, 0);
   if (rc) return rc;
   if (write_cache)
     for (int64_t b = 0; b < B; ++b) {
       if (pos[b] >= S) continue;
       for (int64_t g = 0; g < KVH; ++g) {
         const int64_t slot = ((b * KVH + g) * S + pos[b]) * D, src = (b * KVH + g) * D;
-        std::memcpy(const_cast<float *>(k_cache) + slot, k_rot + src, sizeof(float) * D);
-        std::memcpy(const_cast<float *>(v_cache) + slot, v_out + src, sizeof(float) * D);
+        store_cache_row(cache, false, slot, k_rot + src, D);
+        store_cache_row(cache, true, slot, v_out + src, D);
       }
     }
   if ((rc = mm(ctx.data(), wo, o.data()))) return rc;
@@ -146,7 +146,7 @@ constexpr int kParams = 26;
 
 // MindSpore AOT. Inputs: 0 h f32 [B,H]; 1, 2 attention / FFN RMSNorm weights f32 [H];
 // 3..16 (packed u8 [N,K/4], scales f32 [N,G]) of wq, wk, wv, wo, w1 (gate), w3 (up), w2 (down);
-// 17, 18 k/v caches f32 [B,KVH,S,D]; 19 positions i32 [B]; 20, 21 cos/sin f32 [B,D];
+// 17, 18 k/v caches [B,KVH,S,D], both f32 or both f16 (a float16 cache stores rounded to nearest even); 19 positions i32 [B]; 20, 21 cos/sin f32 [B,D];
 // 22 spec f32 [1,8] = (eps_attn, eps_ffn, residual scale, attention scale, heads, act_bits 0|8, A8 eps,
 //    write_cache 0|1).
 // Outputs: 23 h_out f32 [B,H], 24 k_rot f32 [B,KVH*D], 25 v f32 [B,KVH*D].
@@ -155,8 +155,12 @@ BITCPM_API int DecodeLayer(BITCPM_AOT_ARGS) {
   const float *norms[2];
   PackedProj proj[7];
   if (int rc = layer_params("DecodeLayer", params, ndims, shapes, dtypes, 1, norms, proj)) return rc;
+  bool half[2];
+  for (int c = 0; c < 2; ++c)
+    if (int rc = cache_dtype("DecodeLayer", 17 + c, dtypes[17 + c], &half[c])) return rc;
+  if (half[0] != half[1]) return set_error(3, "DecodeLayer: the k and v caches must have one dtype");
   for (int i : {0, 17, 18, 19, 20, 21, 22, 23, 24, 25}) {
-    const char *want = i == 19 ? "int32" : "float32";
+    const char *want = i == 19 ? "int32" : (i == 17 || i == 18) ? dtypes[i] : "float32";
     const int nd = i == 19 ? 1 : (i == 17 || i == 18) ? 4 : 2;
     if (ndims[i] != nd || !dtype_is(dtypes[i], want))
       return set_error(3, "DecodeLayer: param " + std::to_string(i) + " must be " + want + " with " +
@@ -168,8 +172,8 @@ BITCPM_API int DecodeLayer(BITCPM_AOT_ARGS) {
       shapes[21][1] != D || shapes[22][1] != 8 || shapes[23][1] != H || shapes[24][1] != KVH * D ||
       shapes[25][1] != KVH * D)
     return set_error(3, "DecodeLayer: inconsistent shapes");
-  return decode_layer_impl((const float *)params[0], norms[0], norms[1], proj, (const float *)params[17],
-                           (const float *)params[18], (const int32_t *)params[19], (const float *)params[20],
+  return decode_layer_impl((const float *)params[0], norms[0], norms[1], proj,
+                           KVCacheRef{params[17], params[18], half[0]}, (const int32_t *)params[19], (const float *)params[20],
                            (const float *)params[21], (const float *)params[22], B, H, KVH, S, D, (float *)params[23],
                            (float *)params[24], (float *)params[25]);
 }

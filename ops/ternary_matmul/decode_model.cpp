@@ -37,7 +37,8 @@ struct ModelArgs {
   int64_t B, V, H, P, D, L, KVH, S, steps;
   std::vector<const float *> norms;  // [L][2]
   std::vector<PackedProj> proj;      // [L][7]
-  std::vector<float *> caches;       // [L][2]: k, v
+  std::vector<void *> caches;        // [L][2]: k, v
+  bool half_cache = false;           // every cache float16 (else every one float32)
 };
 
 int run_model(const ModelArgs &a, int32_t *tokens) {
@@ -63,9 +64,10 @@ int run_model(const ModelArgs &a, int32_t *tokens) {
       std::copy(a.sin + p * D, a.sin + (p + 1) * D, sin.begin() + b * D);
     }
     for (int64_t l = 0; l < a.L; ++l) {
-      int rc = decode_layer_impl(h.data(), a.norms[2 * l], a.norms[2 * l + 1], &a.proj[7 * l], a.caches[2 * l],
-                                 a.caches[2 * l + 1], pos.data(), cos.data(), sin.data(), a.layer_specs + 8 * l, B, H,
-                                 KVH, a.S, D, h_next.data(), k_rot.data(), v.data());
+      const KVCacheRef cache{a.caches[2 * l], a.caches[2 * l + 1], a.half_cache};
+      int rc = decode_layer_impl(h.data(), a.norms[2 * l], a.norms[2 * l + 1], &a.proj[7 * l], cache, pos.data(),
+                                 cos.data(), sin.data(), a.layer_specs + 8 * l, B, H, KVH, a.S, D, h_next.data(),
+                                 k_rot.data(), v.data());
       if (rc) return rc;
       h.swap(h_next);
     }
@@ -93,7 +95,7 @@ int run_model(const ModelArgs &a, int32_t *tokens) {
 //   logit_scale, steps, 0, 0, 0, 0); 3 embedding f32 [V,H]; 4, 5 cos / sin tables f32 [P,D]; 6 final norm
 //   weight f32 [H]; 7 head weight f32 or f16 [V,H]; 8 layer specs f32 [L,8] (layer_spec rows, write_cache
 //   set); then per layer l, from 9 + 16 l: the 16 inputs of DecodeLayer's 1..16 (two norm weights, seven
-//   (packed, scales)); then per layer, from 9 + 16 L + 2 l: k / v caches f32 [B,KVH,S,D].
+//   (packed, scales)); then per layer, from 9 + 16 L + 2 l: k / v caches [B,KVH,S,D], every one f32 or every one f16.
 // Output: tokens i32 [B, steps].
 BITCPM_API int DecodeModel(BITCPM_AOT_ARGS) {
   if (nparam < kFixed + 19 || (nparam - kFixed - 1) % 18 != 0)
@@ -127,12 +129,16 @@ BITCPM_API int DecodeModel(BITCPM_AOT_ARGS) {
       return rc;
     for (int c = 0; c < 2; ++c) {
       const int i = first_cache + 2 * (int)l + c;
-      if (ndims[i] != 4 || !dtype_is(dtypes[i], "float32"))
-        return set_error(3, "DecodeModel: param " + std::to_string(i) + " must be float32 with 4 dims (a cache)");
-      if (l == 0 && c == 0) a.KVH = shapes[i][1], a.S = shapes[i][2];
+      bool half;
+      if (int rc = cache_dtype("DecodeModel", i, dtypes[i], &half)) return rc;
+      if (ndims[i] != 4) return set_error(3, "DecodeModel: param " + std::to_string(i) + " must have 4 dims (a cache)");
+      if (l == 0 && c == 0) a.KVH = shapes[i][1], a.S = shapes[i][2], a.half_cache = half;
+      if (half != a.half_cache)
+        return set_error(3, "DecodeModel: cache param " + std::to_string(i) + " is " + dtypes[i] +
+                                ", not the first cache's dtype (every cache float32 or every one float16)");
       if (shapes[i][0] != a.B || shapes[i][1] != a.KVH || shapes[i][2] != a.S || shapes[i][3] != a.D)
         return set_error(3, "DecodeModel: cache param " + std::to_string(i) + " is not [B,KVH,S,D] like the first");
-      a.caches[2 * l + c] = (float *)params[i];
+      a.caches[2 * l + c] = params[i];
     }
   }
   a.ids = (const int32_t *)params[0], a.pos = (const int32_t *)params[1];

@@ -32,13 +32,18 @@
 namespace bitcpm {
 namespace {
 
-inline float dot(const float *a, const float *b, int64_t n) {
+inline float widen(float x) { return x; }
+inline float widen(uint16_t h) { return half_to_float(h); }
+
+// a . b with b float32 or float16 (widened exactly): 8 lane partial sums, mul then add.
+template <typename T>
+inline float dot(const float *a, const T *b, int64_t n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
-    for (int u = 0; u < 8; ++u) acc[u] += a[i + u] * b[i + u];
+    for (int u = 0; u < 8; ++u) acc[u] += a[i + u] * widen(b[i + u]);
   float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-  for (; i < n; ++i) s += a[i] * b[i];
+  for (; i < n; ++i) s += a[i] * widen(b[i]);
   return s;
 }
 
@@ -48,72 +53,102 @@ inline void rope(const float *x, const float *cos, const float *sin, float *out,
   for (int64_t i = half; i < D; ++i) out[i] = x[i] * cos[i] + x[i - half] * sin[i];
 }
 
+// The (row, KV head) units [lo, hi) of decode_attention_impl over a cache of element type T.
+template <typename T>
+void attention_units(const float *q_in, const float *k_in, const float *v_in, const T *k_cache, const T *v_cache,
+                     const int32_t *pos, const float *cos, const float *sin, float scale, int64_t H, int64_t KVH,
+                     int64_t S, int64_t D, float *ctx, float *k_rot, bool simd, int64_t lo, int64_t hi) {
+  const int64_t rep = H / KVH;
+  // q: the rep rotated query heads of one KV head [rep, D]; scores [rep, S + 1]; w: one head's weights
+  std::vector<float> q(rep * D), scores(rep * (S + 1)), w(S + 1);
+  for (int64_t t = lo; t < hi; ++t) {
+    const int64_t b = t / KVH, g = t % KVH, p = pos[b];
+    const float *cb = cos + b * D, *sb = sin + b * D;
+    float *kr = k_rot + (b * KVH + g) * D;
+    rope(k_in + (b * KVH + g) * D, cb, sb, kr, D);
+    const T *kc = k_cache + (b * KVH + g) * S * D, *vc = v_cache + (b * KVH + g) * S * D;
+    const float *vn = v_in + (b * KVH + g) * D;
+    for (int64_t r = 0; r < rep; ++r) rope(q_in + (b * H + g * rep + r) * D, cb, sb, q.data() + r * D, D);
+#if BITCPM_X86
+    if (simd) attn_scores_avx2<T>(q.data(), rep, kc, p, D, scale, scores.data(), S + 1);
+#endif
+    for (int64_t r = 0; r < rep; ++r) {
+      float *sc = scores.data() + r * (S + 1);
+      const float *qr = q.data() + r * D;
+      if (!simd)
+        for (int64_t j = 0; j < p; ++j) sc[j] = dot(qr, kc + j * D, D) * scale;
+      sc[p] = dot(qr, kr, D) * scale;
+      float mx = -INFINITY;
+      for (int64_t j = 0; j <= p; ++j) mx = std::max(mx, sc[j]);
+      float sum = 0.0f;
+      for (int64_t j = 0; j <= p; ++j) {
+        sc[j] = std::exp(sc[j] - mx);
+        sum += sc[j];
+      }
+      for (int64_t j = 0; j <= p; ++j) w[j] = sc[j] / sum;
+      float *out = ctx + (b * H + g * rep + r) * D;
+      std::memset(out, 0, sizeof(float) * D);
+#if BITCPM_X86
+      if (simd) {
+        attn_accumulate_avx2<T>(w.data(), vc, p, D, out);
+        attn_accumulate_avx2<float>(w.data() + p, vn, 1, D, out);
+        continue;
+      }
+#endif
+      for (int64_t j = 0; j < p; ++j) {
+        const T *vj = vc + j * D;
+        for (int64_t i = 0; i < D; ++i) out[i] += w[j] * widen(vj[i]);
+      }
+      for (int64_t i = 0; i < D; ++i) out[i] += w[p] * vn[i];
+    }
+  }
+}
+
 }  // namespace
 
-int decode_attention_impl(const float *q_in, const float *k_in, const float *v_in, const float *k_cache,
-                          const float *v_cache, const int32_t *pos, const float *cos, const float *sin, float scale,
-                          int64_t B, int64_t H, int64_t KVH, int64_t S, int64_t D, float *ctx, float *k_rot,
-                          int nthreads) {
+int decode_attention_impl(const float *q_in, const float *k_in, const float *v_in, KVCacheRef cache,
+                          const int32_t *pos, const float *cos, const float *sin, float scale, int64_t B, int64_t H,
+                          int64_t KVH, int64_t S, int64_t D, float *ctx, float *k_rot, int nthreads) {
   if (B <= 0 || H <= 0 || KVH <= 0 || S <= 0 || D <= 0 || D % 2 || H % KVH)
     return set_error(3, "DecodeAttention: need B, H, KVH, S, D > 0, D even, H % KVH == 0");
   for (int64_t b = 0; b < B; ++b)
     if (pos[b] < 0 || pos[b] > S)
       return set_error(3, "DecodeAttention: position " + std::to_string(pos[b]) + " of row " + std::to_string(b) +
                               " outside the cache (0.." + std::to_string(S) + ")");
-  const int64_t rep = H / KVH;
   // work per (row, KV head): rep heads over pos + 1 keys; small steps stay on the calling thread
   const int64_t work = B * H * (S + 1) * D;
   const int nt = work < min_parallel_work() ? 1 : resolve_threads(nthreads);
 #if BITCPM_X86
-  const bool simd = !g_force_portable.load() && cpu::has(kNeedAvx2);
+  const bool simd = !g_force_portable.load() && cpu::has(kNeedF16c);
 #else
   const bool simd = false;
 #endif
   parallel_for(B * KVH, nt, 1, [&](int64_t lo, int64_t hi) {
-    // q: the rep rotated query heads of one KV head [rep, D]; scores [rep, S + 1]; w: one head's weights
-    std::vector<float> q(rep * D), scores(rep * (S + 1)), w(S + 1);
-    for (int64_t t = lo; t < hi; ++t) {
-      const int64_t b = t / KVH, g = t % KVH, p = pos[b];
-      const float *cb = cos + b * D, *sb = sin + b * D;
-      float *kr = k_rot + (b * KVH + g) * D;
-      rope(k_in + (b * KVH + g) * D, cb, sb, kr, D);
-      const float *kc = k_cache + (b * KVH + g) * S * D, *vc = v_cache + (b * KVH + g) * S * D;
-      const float *vn = v_in + (b * KVH + g) * D;
-      for (int64_t r = 0; r < rep; ++r) rope(q_in + (b * H + g * rep + r) * D, cb, sb, q.data() + r * D, D);
-#if BITCPM_X86
-      if (simd) attn_scores_avx2(q.data(), rep, kc, p, D, scale, scores.data(), S + 1);
-#endif
-      for (int64_t r = 0; r < rep; ++r) {
-        float *sc = scores.data() + r * (S + 1);
-        const float *qr = q.data() + r * D;
-        if (!simd)
-          for (int64_t j = 0; j < p; ++j) sc[j] = dot(qr, kc + j * D, D) * scale;
-        sc[p] = dot(qr, kr, D) * scale;
-        float mx = -INFINITY;
-        for (int64_t j = 0; j <= p; ++j) mx = std::max(mx, sc[j]);
-        float sum = 0.0f;
-        for (int64_t j = 0; j <= p; ++j) {
-          sc[j] = std::exp(sc[j] - mx);
-          sum += sc[j];
-        }
-        for (int64_t j = 0; j <= p; ++j) w[j] = sc[j] / sum;
-        float *out = ctx + (b * H + g * rep + r) * D;
-        std::memset(out, 0, sizeof(float) * D);
-#if BITCPM_X86
-        if (simd) {
-          attn_accumulate_avx2(w.data(), vc, p, D, out);
-          attn_accumulate_avx2(w.data() + p, vn, 1, D, out);
-          continue;
-        }
-#endif
-        for (int64_t j = 0; j < p; ++j) {
-          const float *vj = vc + j * D;
-          for (int64_t i = 0; i < D; ++i) out[i] += w[j] * vj[i];
-        }
-        for (int64_t i = 0; i < D; ++i) out[i] += w[p] * vn[i];
-      }
-    }
+    if (cache.half)
+      attention_units(q_in, k_in, v_in, (const uint16_t *)cache.k, (const uint16_t *)cache.v, pos, cos, sin, scale,
+                      H, KVH, S, D, ctx, k_rot, simd, lo, hi);
+    else
+      attention_units(q_in, k_in, v_in, (const float *)cache.k, (const float *)cache.v, pos, cos, sin, scale, H,
+                      KVH, S, D, ctx, k_rot, simd, lo, hi);
   });
+  return 0;
+}
+
+void store_cache_row(KVCacheRef cache, bool value, int64_t offset, const float *src, int64_t n) {
+  void *base = const_cast<void *>(value ? cache.v : cache.k);
+  if (!cache.half) {
+    std::memcpy((float *)base + offset, src, sizeof(float) * n);
+    return;
+  }
+  uint16_t *dst = (uint16_t *)base + offset;
+  for (int64_t i = 0; i < n; ++i) dst[i] = float_to_half(src[i]);
+}
+
+int cache_dtype(const char *op, int index, const char *dtype, bool *half) {
+  *half = dtype_is(dtype, "float16");
+  if (!*half && !dtype_is(dtype, "float32"))
+    return set_error(3, std::string(op) + ": param " + std::to_string(index) + " (a KV cache) must be float32 or "
+                            "float16, got " + dtype);
   return 0;
 }
 
@@ -178,26 +213,36 @@ int float_matmul_nt_impl(const float *x, const float *W, float *y, int64_t M, in
 
 using namespace bitcpm;
 
-// ctypes: q [B,H*D], k [B,KVH*D], v [B,KVH*D], caches [B,KVH,S,D], pos [B] int32, cos/sin [B,D];
-// outputs ctx [B,H*D], k_rot [B,KVH*D].
-BITCPM_API int bitcpm_decode_attention(const float *q, const float *k, const float *v, const float *k_cache,
-                                       const float *v_cache, const int32_t *pos, const float *cos, const float *sin,
-                                       float scale, int64_t B, int64_t H, int64_t KVH, int64_t S, int64_t D,
-                                       float *ctx, float *k_rot, int nthreads) {
-  return decode_attention_impl(q, k, v, k_cache, v_cache, pos, cos, sin, scale, B, H, KVH, S, D, ctx, k_rot,
-                               nthreads);
+// ctypes: q [B,H*D], k [B,KVH*D], v [B,KVH*D], caches [B,KVH,S,D] (float32, or float16 when half_cache),
+// pos [B] int32, cos/sin [B,D]; outputs ctx [B,H*D], k_rot [B,KVH*D].
+BITCPM_API int bitcpm_decode_attention(const float *q, const float *k, const float *v, const void *k_cache,
+                                       const void *v_cache, int half_cache, const int32_t *pos, const float *cos,
+                                       const float *sin, float scale, int64_t B, int64_t H, int64_t KVH, int64_t S,
+                                       int64_t D, float *ctx, float *k_rot, int nthreads) {
+  return decode_attention_impl(q, k, v, KVCacheRef{k_cache, v_cache, half_cache != 0}, pos, cos, sin, scale, B, H,
+                               KVH, S, D, ctx, k_rot, nthreads);
+}
+
+// ctypes: n float32 -> binary16, rounded to nearest even (the float16 cache's stores; tested against numpy).
+BITCPM_API int bitcpm_float_to_half(const float *x, uint16_t *out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = float_to_half(x[i]);
+  return 0;
 }
 
 // MindSpore AOT. Inputs: q float32 [B,H*D], k float32 [B,KVH*D], v float32 [B,KVH*D],
-// k_cache float32 [B,KVH,S,D], v_cache float32 [B,KVH,S,D], positions int32 [B], cos float32 [B,D],
+// k_cache, v_cache [B,KVH,S,D] (both float32 or both float16), positions int32 [B], cos float32 [B,D],
 // sin float32 [B,D], spec float32 [1,2] = (scale, H). Outputs: ctx float32 [B,H*D], k_rot float32 [B,KVH*D].
 BITCPM_API int DecodeAttention(BITCPM_AOT_ARGS) {
   static const char *const want[11] = {"float32", "float32", "float32", "float32", "float32", "int32",
                                        "float32", "float32", "float32", "float32", "float32"};
   static const int want_ndim[11] = {2, 2, 2, 4, 4, 1, 2, 2, 2, 2, 2};
   if (int rc = check_count("DecodeAttention", nparam, 11, "params")) return rc;
+  bool half[2];
+  for (int c = 0; c < 2; ++c)
+    if (int rc = cache_dtype("DecodeAttention", 3 + c, dtypes[3 + c], &half[c])) return rc;
+  if (half[0] != half[1]) return set_error(3, "DecodeAttention: the k and v caches must have one dtype");
   for (int i = 0; i < 11; ++i) {
-    if (ndims[i] != want_ndim[i] || !dtype_is(dtypes[i], want[i]))
+    if (ndims[i] != want_ndim[i] || !(dtype_is(dtypes[i], want[i]) || i == 3 || i == 4))
       return set_error(3, "DecodeAttention: param " + std::to_string(i) + " must be " + want[i] + " with " +
                               std::to_string(want_ndim[i]) + " dims");
   }
@@ -209,7 +254,7 @@ BITCPM_API int DecodeAttention(BITCPM_AOT_ARGS) {
       shapes[10][1] != KVH * D)
     return set_error(3, "DecodeAttention: inconsistent shapes");
   return decode_attention_impl((const float *)params[0], (const float *)params[1], (const float *)params[2],
-                               (const float *)params[3], (const float *)params[4], (const int32_t *)params[5],
+                               KVCacheRef{params[3], params[4], half[0]}, (const int32_t *)params[5],
                                (const float *)params[6], (const float *)params[7], spec[0], B, H, KVH, S, D,
                                (float *)params[9], (float *)params[10], 0);
 }

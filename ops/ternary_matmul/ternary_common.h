@@ -133,11 +133,18 @@ int matmul_multi_impl(const float *x, int count, const uint8_t *const *W, const 
                       const int64_t *N, int64_t M, int64_t K, int64_t G, int act_bits, float eps, int nthreads);
 int dx_impl(const float *dy, const uint8_t *W, const float *S, float *dx, int64_t M, int64_t K, int64_t N, int64_t G,
             int nthreads);
+// One layer's KV cache [B, KVH, S, D]: float32, or float16 (raw binary16, llama.cpp's default cache
+// type: half the bytes a decode step reads). Attention widens each element to float32 exactly.
+struct KVCacheRef {
+  const void *k, *v;
+  bool half;
+};
 // decode_ops.cpp: one decode step of RoPE + grouped-query attention over a KV cache.
-int decode_attention_impl(const float *q_in, const float *k_in, const float *v_in, const float *k_cache,
-                          const float *v_cache, const int32_t *pos, const float *cos, const float *sin, float scale,
-                          int64_t B, int64_t H, int64_t KVH, int64_t S, int64_t D, float *ctx, float *k_rot,
-                          int nthreads);
+int decode_attention_impl(const float *q_in, const float *k_in, const float *v_in, KVCacheRef cache,
+                          const int32_t *pos, const float *cos, const float *sin, float scale, int64_t B, int64_t H,
+                          int64_t KVH, int64_t S, int64_t D, float *ctx, float *k_rot, int nthreads);
+// decode_ops.cpp: store n float32 values into a cache row (float32 as is, float16 rounded to nearest even).
+void store_cache_row(KVCacheRef cache, bool value, int64_t offset, const float *src, int64_t n);
 // decode_ops.cpp: the decode head, y [M,N] = x [M,K] @ W^T with W float32 or float16 (raw binary16).
 int float_matmul_nt_impl(const float *x, const float *W, float *y, int64_t M, int64_t K, int64_t N, int nthreads);
 int half_matmul_nt_impl(const float *x, const uint16_t *W, float *y, int64_t M, int64_t K, int64_t N, int nthreads);
@@ -149,9 +156,11 @@ struct PackedProj {  // one packed projection: packed [N, K/4] uint8, scales [N,
 };
 // proj: wq, wk, wv, wo, w1 (gate), w3 (up), w2 (down). h_out may not alias h.
 int decode_layer_impl(const float *h, const float *w_attn_norm, const float *w_ffn_norm, const PackedProj *proj,
-                      const float *k_cache, const float *v_cache, const int32_t *pos, const float *cos,
-                      const float *sin, const float *spec, int64_t B, int64_t H, int64_t KVH, int64_t S, int64_t D,
-                      float *h_out, float *k_rot, float *v_out);
+                      KVCacheRef cache, const int32_t *pos, const float *cos, const float *sin, const float *spec,
+                      int64_t B, int64_t H, int64_t KVH, int64_t S, int64_t D, float *h_out, float *k_rot,
+                      float *v_out);
+// The dtype check of an AOT cache param: "float32" or "float16"; sets *half. 0, or set_error naming it.
+int cache_dtype(const char *op, int index, const char *dtype, bool *half);
 // The 16 AOT params of one packed layer from index `first`: the attention / FFN RMSNorm weights f32 [H],
 // then (packed u8 [N,K/4], scales f32 [N,G]) of the 7 projections; 0, or set_error naming op and param.
 int layer_params(const char *op, void **params, const int *ndims, int64_t *const *shapes, const char *const *dtypes,
@@ -207,6 +216,29 @@ inline float half_to_float(uint16_t h) {
   return f;
 }
 
+// float32 -> IEEE binary16, rounded to nearest even (numpy's astype(float16), F16C's vcvtps2ph with
+// _MM_FROUND_TO_NEAREST_INT): the float16 KV cache's stores. Overflow gives inf, NaN stays NaN.
+inline uint16_t float_to_half(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, sizeof x);
+  const uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+  const uint32_t ax = x & 0x7fffffffu;
+  if (ax > 0x7f800000u) return sign | 0x7e00u | (uint16_t)((ax >> 13) & 0x3ffu);  // NaN, quiet
+  if (ax >= 0x47800000u) return sign | 0x7c00u;                                     // >= 65536: inf
+  if (ax >= 0x38800000u) {                                                           // a normal half
+    uint32_t r = ax - 0x38000000u;                    // rebias the exponent 127 -> 15
+    r += 0xfffu + ((r >> 13) & 1u);                   // round the 13 dropped bits to nearest even
+    return sign | (uint16_t)(r >> 13);                // a carry may step the exponent, up to inf
+  }
+  const uint32_t e = ax >> 23;                        // a subnormal half (or zero): units of 2^-24
+  if (e < 102) return sign;                           // below 2^-25: rounds to zero
+  const uint32_t m = (ax & 0x7fffffu) | 0x800000u, shift = 126 - e;  // value = m * 2^(e - 150)
+  uint32_t q = m >> shift;
+  const uint32_t rem = m & ((1u << shift) - 1u), halfway = 1u << (shift - 1);
+  if (rem > halfway || (rem == halfway && (q & 1u))) ++q;
+  return sign | (uint16_t)q;                          // q == 1024 is the smallest normal, as it should be
+}
+
 #if BITCPM_X86
 // ---------------------------------------------------------------- AVX2 + FMA path (avx2.cpp)
 // A chunk is 8 consecutive elements k..k+7 whose codes sit in 8 consecutive bytes at `byte`,
@@ -236,9 +268,13 @@ void half_gemv_rows_f16c(const float *x, const uint16_t *W, float *y, int64_t M,
 // scores[r * stride + j] = dot8(q_r, k_j) * scale for the rep query heads q [rep, D] and keys k [n, D],
 // where dot8 is decode_ops.cpp's dot (8 lane partial sums, mul then add, reduced ((0+1)+(2+3))+((4+5)+(6+7)),
 // then the D % 8 tail); and out [D] += sum_j w[j] v_j for v [n, D], j ascending.
-void attn_scores_avx2(const float *q, int64_t rep, const float *k, int64_t n, int64_t D, float scale, float *scores,
+// T: float (a float32 cache) or uint16_t (a float16 cache, widened by vcvtph2ps: exact). Both need
+// kNeedF16c (avx2_decode.cpp compiles them with F16C_FN).
+template <typename T>
+void attn_scores_avx2(const float *q, int64_t rep, const T *k, int64_t n, int64_t D, float scale, float *scores,
                       int64_t stride);
-void attn_accumulate_avx2(const float *w, const float *v, int64_t n, int64_t D, float *out);
+template <typename T>
+void attn_accumulate_avx2(const float *w, const T *v, int64_t n, int64_t D, float *out);
 
 // ---------------------------------------------------------------- AVX-512 paths (avx512.cpp)
 constexpr int kPanel = 32;  // output rows unpacked at a time by the VNNI prefill kernel

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from bitcpm_ms.kernels import portable_path
-from bitcpm_ms.kernels.library import decode_attention_numpy, float_matmul_nt_numpy
+from bitcpm_ms.kernels.library import decode_attention_numpy, float_matmul_nt_numpy, float_to_half_numpy
 from bitcpm_ms.kernels.reference import decode_attention_reference, float_matmul_nt_reference
 
 
@@ -29,6 +29,35 @@ def test_kernel_matches_reference(bsz, h, kvh, seq, d, positions):
     np.testing.assert_allclose(ctx, ref_ctx, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("bsz, h, kvh, seq, d, positions", [(3, 6, 2, 7, 10, [0, 3, 7]), (1, 2, 1, 33, 64, [20])])
+def test_float16_cache_matches_reference(bsz, h, kvh, seq, d, positions):
+    """A float16 cache (llama.cpp's default cache type) is widened exactly: the kernel on the float16
+    arrays equals the reference on the same values."""
+    q, k, v, kc, vc, pos, cos, sin = _case(np.random.default_rng(seq + d), bsz, h, kvh, seq, d, positions)
+    kc, vc = kc.astype(np.float16), vc.astype(np.float16)
+    ctx, k_rot = decode_attention_numpy(q, k, v, kc, vc, pos, cos, sin, scale=1 / np.sqrt(d))
+    ref_ctx, ref_k = decode_attention_reference(q, k, v, kc, vc, pos, cos, sin, scale=1 / np.sqrt(d))
+    np.testing.assert_allclose(k_rot, ref_k, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(ctx, ref_ctx, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="differ in dtype"):
+        decode_attention_numpy(q, k, v, kc, vc.astype(np.float32), pos, cos, sin, scale=1.0)
+
+
+def test_float_to_half_rounds_like_numpy():
+    """The float16 cache's stores (float_to_half): nearest even like numpy's astype, on every 4099th
+    float32 bit pattern (normals, subnormals, halfway cases, overflow to inf, NaN) and chosen edges."""
+    edges = np.array([0.0, -0.0, 65504, 65519.996, 65520, -65520, 65536, 1e30, np.inf, -np.inf, 2 ** -24,
+                      2 ** -25, -2 ** -25, 2 ** -25 * 1.0001, 3 * 2 ** -25, 2 ** -14, 2 ** -14 * (1 - 2 ** -11),
+                      1 + 2 ** -11, 1 + 3 * 2 ** -11], np.float32)
+    bits = np.arange(0, 2 ** 32, 4099, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    for x in (edges, bits):
+        with np.errstate(over="ignore"):
+            want = x.astype(np.float16)
+        got = float_to_half_numpy(x)
+        same = (got.view(np.uint16) == want.view(np.uint16)) | (np.isnan(got) & np.isnan(want))
+        assert same.all(), x[~same][:5]
+
+
 def test_slots_at_and_after_the_position_are_never_read():
     rng = np.random.default_rng(0)
     args = list(_case(rng, 2, 4, 2, 12, 8, [4, 9]))
@@ -46,11 +75,14 @@ def test_threads_give_the_same_result():
     np.testing.assert_array_equal(one[0], two[0])
 
 
+@pytest.mark.parametrize("cache_dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("h, kvh, d", [(12, 4, 64), (10, 2, 40), (7, 7, 12), (6, 1, 6), (9, 1, 96)])
-def test_simd_path_equals_the_portable_loops_bit_for_bit(h, kvh, d):
+def test_simd_path_equals_the_portable_loops_bit_for_bit(h, kvh, d, cache_dtype):
     """The AVX2 score and value loops (up to 4 query heads per key load, 32 outputs in registers) keep
-    the portable loops' lane sums and order: identical outputs, odd head counts and head sizes."""
-    args = _case(np.random.default_rng(h * d), 3, h, kvh, 40, d, [39, 0, 17])
+    the portable loops' lane sums and order: identical outputs, odd head counts and head sizes, float32
+    and float16 caches."""
+    args = list(_case(np.random.default_rng(h * d), 3, h, kvh, 40, d, [39, 0, 17]))
+    args[3], args[4] = args[3].astype(cache_dtype), args[4].astype(cache_dtype)
     fast = decode_attention_numpy(*args, scale=1 / np.sqrt(d))
     with portable_path():
         slow = decode_attention_numpy(*args, scale=1 / np.sqrt(d))

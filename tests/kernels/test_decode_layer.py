@@ -75,12 +75,16 @@ def test_position_outside_the_cache_is_named():
         decode_layer_numpy(*args)
 
 
+@pytest.mark.parametrize("cache_dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("act_bits", [None, 8])
-def test_write_cache_stores_the_new_key_and_value_in_place(act_bits):
+def test_write_cache_stores_the_new_key_and_value_in_place(act_bits, cache_dtype):
     """spec write_cache: the kernel and the reference store k_rot / v at slot positions[b] of the caches
-    (a row at position S, a full cache, stores nothing); every other slot and the outputs are unchanged."""
+    (a row at position S, a full cache, stores nothing); every other slot and the outputs are unchanged.
+    A float16 cache stores the float32 outputs rounded to nearest even (numpy's astype)."""
     bsz, heads, kvh, d, inter, seq, g, positions = 3, 6, 3, 8, 80, 10, 16, [0, 4, 10]
     args = _case(11, bsz, heads, kvh, d, inter, seq, g, positions, act_bits)
+    args[3], args[4] = args[3].astype(cache_dtype), args[4].astype(cache_dtype)
+    tol = 1e-5 if cache_dtype == np.float32 else 1e-3
     plain = decode_layer_numpy(*args)
     before_k, before_v = args[3].copy(), args[4].copy()
     spec = args[-1].copy()
@@ -92,14 +96,15 @@ def test_write_cache_stores_the_new_key_and_value_in_place(act_bits):
     for a, b, c in zip(got, plain, want):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(args[3], ref_k, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(args[4], ref_v, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(args[3], ref_k, rtol=tol, atol=tol)
+    np.testing.assert_allclose(args[4], ref_v, rtol=tol, atol=tol)
+    assert args[3].dtype == args[4].dtype == cache_dtype
     for b, p in enumerate(positions):
         others = np.arange(seq) != p
         np.testing.assert_array_equal(args[3][b][:, others], before_k[b][:, others])
         if p < seq:
-            np.testing.assert_array_equal(args[3][b][:, p], got[1][b].reshape(kvh, d))
-            np.testing.assert_array_equal(args[4][b][:, p], got[2][b].reshape(kvh, d))
+            np.testing.assert_array_equal(args[3][b][:, p], got[1][b].reshape(kvh, d).astype(cache_dtype))
+            np.testing.assert_array_equal(args[4][b][:, p], got[2][b].reshape(kvh, d).astype(cache_dtype))
         else:
             np.testing.assert_array_equal(args[3][b], before_k[b])
     assert not np.array_equal(args[3], before_k)

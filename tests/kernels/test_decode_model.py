@@ -12,7 +12,8 @@ from bitcpm_ms.kernels.library import _load, _raise_kernel
 from tests.kernels.test_decode_layer import _proj
 
 
-def _model(seed, bsz, heads, kvh, d, inter, seq, g, layers, vocab, positions, act_bits, steps, half_head=False):
+def _model(seed, bsz, heads, kvh, d, inter, seq, g, layers, vocab, positions, act_bits, steps, half_head=False,
+           cache_dtype=np.float32):
     rng = np.random.default_rng(seed)
     hid = heads * d
     weights = []
@@ -21,7 +22,7 @@ def _model(seed, bsz, heads, kvh, d, inter, seq, g, layers, vocab, positions, ac
                  _proj(rng, hid, hid, g), _proj(rng, inter, hid, g), _proj(rng, inter, hid, g),
                  _proj(rng, hid, inter, g)]
         weights.append((tuple(rng.uniform(0.5, 1.5, hid).astype(np.float32) for _ in range(2)), projs))
-    caches = [tuple(rng.standard_normal((bsz, kvh, seq, d)).astype(np.float32) for _ in range(2))
+    caches = [tuple(rng.standard_normal((bsz, kvh, seq, d)).astype(cache_dtype) for _ in range(2))
               for _ in range(layers)]
     ang = np.outer(np.arange(seq + 3), rng.uniform(0.01, 1.0, d // 2))
     cos = np.cos(np.concatenate([ang, ang], 1)).astype(np.float32)
@@ -47,19 +48,25 @@ def _copy_caches(args):
     return args[:-1] + [[(k.copy(), v.copy()) for k, v in args[-1]]]
 
 
+@pytest.mark.parametrize("cache_dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("half_head", [False, True])
 @pytest.mark.parametrize("act_bits", [None, 8])
 @pytest.mark.parametrize("case", CASES)
-def test_kernel_matches_reference(case, act_bits, half_head):
-    args = _model(sum(case[:5]), *case[:-1], act_bits, case[-1], half_head)
+def test_kernel_matches_reference(case, act_bits, half_head, cache_dtype):
+    """float16 caches: the op stores float32 keys rounded to nearest even, the reference assigns its
+    float64 ones into the float16 arrays; both read them back exactly, so only a rare last-bit store
+    differs (a float16 ulp is 1e-3 relative)."""
+    args = _model(sum(case[:5]), *case[:-1], act_bits, case[-1], half_head, cache_dtype)
     ref_args = _copy_caches(args)
     got = decode_model_numpy(*args)
     want = decode_model_reference(*ref_args)
     np.testing.assert_array_equal(got, want)
     assert got.shape == (case[0], case[-1])
+    tol = 1e-4 if cache_dtype == np.float32 else 1e-3
     for (k, v), (rk, rv) in zip(args[-1], ref_args[-1]):
-        np.testing.assert_allclose(k, rk, rtol=1e-4, atol=1e-4)
-        np.testing.assert_allclose(v, rv, rtol=1e-4, atol=1e-4)
+        assert k.dtype == v.dtype == cache_dtype
+        np.testing.assert_allclose(k, rk, rtol=tol, atol=tol)
+        np.testing.assert_allclose(v, rv, rtol=tol, atol=tol)
 
 
 def test_k_steps_equal_k_calls_of_one_step():
@@ -107,10 +114,19 @@ def _cache_not_4d(args, arrays):
     arrays[-2] = np.zeros((1, 2, 16), np.float32)         # the last v cache
 
 
+def _caches_mix_dtypes(args, arrays):
+    arrays[-2] = arrays[-2].astype(np.float16)            # the last v cache float16, the others float32
+
+
+def _cache_int32(args, arrays):
+    arrays[-3] = arrays[-3].astype(np.int32)
+
+
 @pytest.mark.parametrize("mutate, match", [
     (_ids_outside, "outside the vocabulary"), (_negative_position, "outside the rotary tables"),
     (_steps_disagree, "inconsistent shapes"), (_no_write_cache, "must have write_cache set"),
-    (_cache_not_4d, "param 44 must be float32 with 4 dims"),
+    (_cache_not_4d, "param 44 must have 4 dims"), (_caches_mix_dtypes, "not the first cache's dtype"),
+    (_cache_int32, "param 43 \\(a KV cache\\) must be float32 or float16"),
 ])
 def test_bad_arguments_are_named(mutate, match):
     args = _model(8, 1, 4, 2, 8, 48, 16, 16, 2, 31, [3], 8, 2)
