@@ -71,7 +71,7 @@ def _decoder(config, art, args):
         if not config.model.model_config.qat_config.enabled:
             raise ConfigError("--packed true needs a ternary model, but quant.enabled is false")
         convert_model(net)
-    return CachedLM(net, decode_steps=args.decode_steps, head_dtype=args.head_dtype)
+    return CachedLM(net, decode_steps=args.decode_steps, head_dtype=args.head_dtype, kv_dtype=args.kv_dtype)
 
 
 def run_predict(config, art: Artifacts, prompt: str, max_new_tokens: int = 32, args=None) -> int:

@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from ..inference.sampling import GenerationConfig, GenerationError
 
 PREDICT_FLAGS = ("prompt_file", "temperature", "top_k", "top_p", "repetition_penalty", "seed", "stop", "packed",
-                 "predict_batch_size", "decode_graphs", "decode_steps", "head_dtype", "chat", "chat_file")
+                 "predict_batch_size", "decode_graphs", "decode_steps", "head_dtype", "kv_dtype", "chat", "chat_file")
 CHAT_TEMPERATURE, CHAT_TOP_P = 0.7, 0.7      # MiniCPM4's model card: generate(..., top_p=0.7, temperature=0.7)
 
 
@@ -48,6 +48,9 @@ def add_predict_arguments(p):
                    help="greedy tokens per decode graph call (packed models: default 16; others: 1)")
     g.add_argument("--head_dtype", default="float32", choices=("float32", "float16"),
                    help="lm_head weight precision of the CPU decoding graphs (float16: half the bytes per token)")
+    g.add_argument("--kv_dtype", default="float32", choices=("float32", "float16"),
+                   help="KV cache precision of the CPU decoding graphs (float16: llama.cpp's default, half the "
+                        "cache memory)")
     g.add_argument("--decode_graphs", default=None,
                    help="generate from exported decoding graphs (MindIR directory of bitcpm-export --decode_graphs)")
 
@@ -94,8 +97,9 @@ def check_predict_arguments(args):
             raise ConfigError("--decode_steps > 1 cannot run from --decode_graphs (the exported step makes one token)")
     if args.prompt_file is not None and not os.path.isfile(args.prompt_file):
         raise ConfigError(f"--prompt_file {args.prompt_file} does not exist")
-    if args.head_dtype != "float32" and args.decode_graphs is not None:
-        raise ConfigError("--head_dtype applies to in-process decoding, not to --decode_graphs (exported as built)")
+    for flag in ("head_dtype", "kv_dtype"):
+        if getattr(args, flag) != "float32" and args.decode_graphs is not None:
+            raise ConfigError(f"--{flag} applies to in-process decoding, not to --decode_graphs (exported as built)")
     if args.decode_graphs is not None and not os.path.isdir(args.decode_graphs):
         raise ConfigError(f"--decode_graphs {args.decode_graphs} is not a directory")
 

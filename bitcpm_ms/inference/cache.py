@@ -1,6 +1,8 @@
 """The host-owned KV cache and the shape buckets of the decoding graphs.
 
-Each layer's cache is a pair of float32 numpy arrays [B, kv_heads, S, head_dim]. MindSpore Tensors
+Each layer's cache is a pair of numpy arrays [B, kv_heads, S, head_dim], float32 by default or float16
+(`CachedLM(kv_dtype="float16")`, llama.cpp's default cache type: half the memory, and half the bytes a
+decode step reads at long positions; the values are rounded once when stored). MindSpore Tensors
 made once with `Tensor.from_numpy` share their memory, so the step graph reads the cache in place
 (no copy per step) and the new entries are written with numpy; tests check every step's logits
 against a full recompute, which would catch a stale view.
@@ -29,15 +31,23 @@ def cache_length(needed: int, context: int) -> int:
     return min(-(-needed // CACHE_ROUND) * CACHE_ROUND, context)
 
 
-class KVCache:
-    """keys[l], values[l]: [B, kv_heads, S, head_dim] float32; `tensors` is the step graph's input
-    tuple (k_0, v_0, k_1, v_1, ...), views of the same memory."""
+KV_DTYPES = ("float32", "float16")
 
-    def __init__(self, num_layers: int, batch: int, kv_heads: int, length: int, head_dim: int):
+
+class KVCache:
+    """keys[l], values[l]: [B, kv_heads, S, head_dim] of `dtype` (float32 or float16); `tensors` is the
+    step graph's input tuple (k_0, v_0, k_1, v_1, ...), views of the same memory. Writes from numpy
+    round float32 values to float16 to nearest even, as the decode kernels' own stores do."""
+
+    def __init__(self, num_layers: int, batch: int, kv_heads: int, length: int, head_dim: int,
+                 dtype: str = "float32"):
+        if dtype not in KV_DTYPES:
+            raise ValueError(f"a KV cache is float32 or float16, got {dtype!r}")
         shape = (batch, kv_heads, length, head_dim)
         self.length = length
-        self.keys = [np.zeros(shape, np.float32) for _ in range(num_layers)]
-        self.values = [np.zeros(shape, np.float32) for _ in range(num_layers)]
+        self.dtype = dtype
+        self.keys = [np.zeros(shape, dtype) for _ in range(num_layers)]
+        self.values = [np.zeros(shape, dtype) for _ in range(num_layers)]
         self.tensors = tuple(ms.Tensor.from_numpy(a) for kv in zip(self.keys, self.values) for a in kv)
 
     @property

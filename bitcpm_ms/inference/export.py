@@ -6,7 +6,8 @@
 
 The directory holds `prefill.mindir` (input_ids [B, P], valid_length [B] -> logits, keys, values),
 `decode_step.mindir` (input_ids [B, 1], positions [B], k_0, v_0, ..., k_{L-1}, v_{L-1} [B, kvh, S, d]
--> logits, new keys, new values) and `decode_graphs.json` (shapes and model geometry). MindIR graphs
+of the CachedLM's kv_dtype -> logits, new keys, new values) and `decode_graphs.json` (shapes, model
+geometry and the cache dtype). MindIR graphs
 have fixed shapes: a smaller batch is padded with dummy rows; a longer prompt or generation than
 exported is refused. A packed model's MindIR calls the kernel library by absolute path (as
 `model.mindir` of run/export_bitcpm.py): load it where it was built.
@@ -44,7 +45,7 @@ def export_decode_graphs(lm, output_dir: str, batch_size: int, prompt_length: in
     meta = {"format_version": FORMAT_VERSION, "batch_size": batch_size, "prompt_length": prompt_length,
             "cache_length": cache_length, "context": lm.context, "num_layers": i.num_layers,
             "kv_heads": i.kv_heads, "head_dim": i.head_dim, "vocab_size": i.vocab_size,
-            "max_positions": i.max_positions}
+            "max_positions": i.max_positions, "kv_dtype": getattr(lm, "kv_dtype", "float32")}
     with atomic_dir(output_dir, error=GenerationError) as tmp:
         ms.export(lm.prefill_graph, ids, valid, file_name=os.path.join(tmp, "prefill"), file_format="MINDIR")
         ms.export(lm.step_graph, step_ids, step_pos, *cache.tensors, file_name=os.path.join(tmp, "decode_step"),
@@ -68,6 +69,7 @@ class ExportedLM:
                                                             "max_positions")})
         self.batch_size, self.prompt_length = meta["batch_size"], meta["prompt_length"]
         self.cache_length = meta["cache_length"]
+        self.kv_dtype = meta.get("kv_dtype", "float32")     # absent in directories written before float16 caches
         self.context = meta["context"]
         self.prefill_graph = nn.GraphCell(ms.load(os.path.join(directory, "prefill.mindir")))
         self.step_graph = nn.GraphCell(ms.load(os.path.join(directory, "decode_step.mindir")))
@@ -87,7 +89,7 @@ class ExportedLM:
 
     def new_cache(self, batch: int, length: int) -> KVCache:
         i = self.info
-        return KVCache(i.num_layers, self.batch_size, i.kv_heads, length, i.head_dim)
+        return KVCache(i.num_layers, self.batch_size, i.kv_heads, length, i.head_dim, self.kv_dtype)
 
     def warm_up(self, batch: int, prompt_len: int, cache: KVCache):
         if not self._warm:

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import mindspore as ms
 
-from .cache import KVCache, cache_length, prompt_bucket
+from .cache import KV_DTYPES, KVCache, cache_length, prompt_bucket
 from .decoder import DecodeMultiStepGraph, DecodeStepGraph, PrefillGraph, decoder_shape, half_head_weight
 from .sampling import GenerationError
 
@@ -24,7 +24,11 @@ class CachedLM:
     Sampling and the repetition penalty always decode one token per call.
     head_dtype: "float32" (the model's head, logits equal the model's) or "float16" (a half-precision
     copy of the head weight for the CPU head kernel: half the bytes per token, logits within the
-    weight rounding; the precision of llama.cpp's F16 output)."""
+    weight rounding; the precision of llama.cpp's F16 output).
+    kv_dtype: "float32" (decoding equals a full recompute up to float reassociation) or "float16"
+    (llama.cpp's default cache type: half the cache memory and half the bytes a decode step reads from
+    it; each key and value is rounded to float16 once, when stored). float16 needs the C++ decode ops
+    (fused_layers or fused_attention, the CPU defaults): the MindSpore-ops step reads float32 caches."""
 
     # 16: a graph call costs ~0.5 ms (tiny) to ~2 ms (~100M) in MindSpore's runtime whatever its work,
     # 6-15% of a token at 8 steps and half that at 16 (docs/generation.md, Speed); the cost of 16 is at
@@ -32,7 +36,7 @@ class CachedLM:
     DEFAULT_DECODE_STEPS = 16
 
     def __init__(self, lm, context: int = None, fused_attention: bool = None, fused_layers: bool = None,
-                 decode_steps: int = None, head_dtype: str = "float32"):
+                 decode_steps: int = None, head_dtype: str = "float32", kv_dtype: str = "float32"):
         lm.set_train(False)
         self.info = decoder_shape(lm)
         trained = int(getattr(lm.config, "seq_length", self.info.max_positions))
@@ -43,6 +47,9 @@ class CachedLM:
         if head_dtype not in ("float32", "float16"):
             raise GenerationError(f"head_dtype must be float32 or float16, got {head_dtype!r}")
         self.head_dtype = head_dtype
+        if kv_dtype not in KV_DTYPES:
+            raise GenerationError(f"kv_dtype must be float32 or float16, got {kv_dtype!r}")
+        self.kv_dtype = kv_dtype
         head = None
         if head_dtype == "float16":
             try:
@@ -51,6 +58,9 @@ class CachedLM:
                 raise GenerationError(f"head_dtype float16: {err}") from None
         self.prefill_graph = PrefillGraph(lm, head_weight=head)
         self.step_graph = DecodeStepGraph(lm, fused_attention, fused_layers, head_weight=head)
+        if kv_dtype == "float16" and not (self.step_graph.fused_layers or self.step_graph.fused_attention):
+            raise GenerationError("kv_dtype float16 needs the C++ decode ops (fused_layers or fused_attention, on "
+                                  "CPU); the MindSpore-ops decode step reads float32 caches")
         if decode_steps is None:
             decode_steps = self.DEFAULT_DECODE_STEPS if self.step_graph.fused_layers else 1
         if not isinstance(decode_steps, (int, np.integer)) or decode_steps < 1:
@@ -75,7 +85,7 @@ class CachedLM:
 
     def new_cache(self, batch: int, length: int) -> KVCache:
         i = self.info
-        return KVCache(i.num_layers, batch, i.kv_heads, length, i.head_dim)
+        return KVCache(i.num_layers, batch, i.kv_heads, length, i.head_dim, self.kv_dtype)
 
     def warm_up(self, batch: int, prompt_len: int, cache: KVCache):
         """Compile both graphs for these shapes once (a dummy call each), timed apart from decoding."""

@@ -22,6 +22,8 @@ from ..helpers import SMALL_MODEL, TINY_YAML, run_cli
     (["--decode_steps", "0"], "--decode_steps must be >= 1, got 0"),
     (["--decode_steps", "4"], "--decode_steps > 1 needs --packed true"),
     (["--head_dtype", "int4"], "invalid choice: 'int4'"),
+    (["--kv_dtype", "int8"], "invalid choice: 'int8'"),
+    (["--kv_dtype", "float16", "--decode_graphs", "."], "--kv_dtype applies to in-process decoding"),
     (["--chat", ""], "--chat is empty"),
     (["--chat", "hi", "--chat_file", "c.json"], "--chat and --chat_file are exclusive"),
     (["--chat", "hi", "--prompt_file", os.path.abspath(__file__)], "--chat cannot be combined with --prompt_file"),
@@ -43,7 +45,7 @@ def test_prompt_file_sampling_packed(small_dataset, tmp_path):
             "--load_checkpoint", str(tmp_path / "model.ckpt"), "--processor.tokenizer.vocab_file",
             str(ds / "tokenizer.model"), *SMALL_MODEL, "--prompt_file", str(tmp_path / "prompts.txt"),
             "--predict_batch_size", "3", "--max_new_tokens", "6", "--temperature", "0.7", "--top_p", "0.7",
-            "--seed", "3", "--packed", "true"]
+            "--seed", "3", "--packed", "true", "--kv_dtype", "float16"]
     res = run_cli(args)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     lines = [line for line in res.stdout.splitlines() if line.startswith("[")]

@@ -46,7 +46,7 @@ def full_logits(net, ids):
     return net(ms.Tensor(buf))[0].asnumpy().reshape(seq, -1)
 
 
-def check_every_step(net, lm, prompts, max_new_tokens=12):
+def check_every_step(net, lm, prompts, max_new_tokens=12, tol=1e-5):
     rec = Recording(lm)
     out = generate(rec, prompts, max_new_tokens=max_new_tokens)
     worst = 0.0
@@ -57,7 +57,7 @@ def check_every_step(net, lm, prompts, max_new_tokens=12):
             ref = full[len(prompt) - 1 + i]
             worst = max(worst, float(np.abs(cached - ref).max() / max(1.0, np.abs(ref).max())))
     assert len(rec.logits) == max_new_tokens     # one prefill + (max_new_tokens - 1) steps
-    assert worst < 1e-5, worst
+    assert worst < tol, worst
     return out
 
 
@@ -281,3 +281,38 @@ def test_float16_head_logits_within_the_weight_rounding(packed_a8):
     assert out.stats.decode_calls == -(-9 // half.decode_steps) and all(len(t) == 10 for t in out.tokens)
     with pytest.raises(GenerationError, match="head_dtype must be float32 or float16"):
         CachedLM(net, head_dtype="bfloat16")
+
+
+def test_float16_kv_cache_within_the_cache_rounding(packed_a8, fake_quant):
+    """kv_dtype float16 (llama.cpp's default cache type): float16 caches through prefill, the one-step
+    and the multi-step graphs; every step's logits within the rounding of the stored keys and values
+    (packed, and fake-quant through the DecodeAttention op); K steps in one call still equal K one-step
+    calls, tokens and caches bit for bit (the op and numpy round the same way)."""
+    net, lm = packed_a8
+    half = CachedLM(net, kv_dtype="float16")
+    half.prefill_graph = lm.prefill_graph                  # the prefill graph does not see the cache
+    cache = half.new_cache(2, 64)
+    assert half.kv_dtype == "float16" and cache.dtype == "float16"
+    assert all(a.dtype == np.float16 for a in cache.keys + cache.values)
+    assert cache.nbytes == lm.new_cache(2, 64).nbytes // 2
+    check_every_step(net, Recording(half), PROMPTS, tol=1e-4)
+    first, lengths, caches = _two_prefilled_caches(half)
+    tokens = half.multi_step(first, lengths, caches[0])
+    cur, pos, steps = first, lengths.copy(), []
+    for _ in range(half.decode_steps):
+        logits, keys, values = half.step(cur, pos, caches[1])
+        caches[1].write_step(keys, values, pos)
+        cur, pos = np.argmax(logits, -1).astype(np.int32)[:, None], pos + 1
+        steps.append(cur[:, 0])
+    np.testing.assert_array_equal(tokens, np.stack(steps, 1))
+    for a, b in zip(caches[0].keys + caches[0].values, caches[1].keys + caches[1].values):
+        assert a.dtype == np.float16
+        np.testing.assert_array_equal(a, b)
+    fq_net, fq_lm = fake_quant
+    fq_half = CachedLM(fq_net, kv_dtype="float16")
+    fq_half.prefill_graph = fq_lm.prefill_graph
+    check_every_step(fq_net, fq_half, PROMPTS[:2], max_new_tokens=6, tol=1e-4)
+    with pytest.raises(GenerationError, match="kv_dtype float16 needs the C\\+\\+ decode ops"):
+        CachedLM(fq_net, fused_attention=False, kv_dtype="float16")
+    with pytest.raises(GenerationError, match="kv_dtype must be float32 or float16"):
+        CachedLM(fq_net, kv_dtype="bfloat16")

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from bitcpm_ms.inference import GenerationError, export_decode_graphs, generate, load_decode_graphs
+from bitcpm_ms.inference import CachedLM, GenerationError, export_decode_graphs, generate, load_decode_graphs
 
 from .conftest import PROMPTS
 
@@ -31,3 +31,14 @@ def test_reloaded_graphs_generate_the_same_tokens(packed_a8, tmp_path):
         export_decode_graphs(lm, str(tmp_path / "decode"), batch_size=3, prompt_length=16, cache_length=48)
     with pytest.raises(GenerationError, match="no exported decoding graphs"):
         load_decode_graphs(str(tmp_path))
+
+
+def test_float16_kv_cache_graphs_reload_with_their_cache_dtype(packed_a8, tmp_path):
+    """A CachedLM with float16 caches exports its step graph for float16 cache inputs and records the
+    dtype; the reloaded graphs make float16 caches and the in-process model's tokens."""
+    net, lm = packed_a8
+    half = CachedLM(net, kv_dtype="float16")
+    meta = export_decode_graphs(half, str(tmp_path / "decode"), batch_size=3, prompt_length=16, cache_length=48)
+    graphs = load_decode_graphs(str(tmp_path / "decode"))
+    assert meta["kv_dtype"] == graphs.kv_dtype == "float16" and graphs.new_cache(3, 48).dtype == "float16"
+    assert generate(graphs, PROMPTS, max_new_tokens=12).tokens == generate(half, PROMPTS, max_new_tokens=12).tokens
