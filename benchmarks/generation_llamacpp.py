@@ -10,7 +10,7 @@ from benchmarks.generation_worker import config_for
 # issue 26: (shape, quantity) -> (target, stretch) as ours / llama.cpp
 TARGETS = {("100m", "decode_tok_s"): (1.0, 1.3), ("tiny", "decode_tok_s"): (0.5, None),
            ("100m", "prefill_tok_s"): (1.0, None)}
-HEADLINE_VARIANTS = ("packed_a8", "packed_a8_f16head")
+HEADLINE_VARIANTS = ("packed_a8", "packed_a8_f16head", "packed_a8_f16")
 
 
 def tokenizer_problem(shape, context):
@@ -40,7 +40,8 @@ def bench_round(gguf, threads, n_prompt, n_gen, reps=1, poll=None) -> dict:
     b = llamacpp.bench(gguf, threads, n_prompt, n_gen, reps, depth=n_prompt, poll=poll)
     return {"prefill_tok_s": b["prefill"]["mean_tok_s"], "decode_tok_s": b["decode"]["mean_tok_s"],
             "decode_depth": b["decode"]["depth"], "threads": b["decode"]["threads"], "build": b["decode"]["build"],
-            "backends": b["decode"]["backends"], "cpu_info": b["decode"]["cpu_info"], "poll": b["decode"]["poll"]}
+            "backends": b["decode"]["backends"], "cpu_info": b["decode"]["cpu_info"], "poll": b["decode"]["poll"],
+            "kv_types": b["decode"]["kv_types"]}
 
 
 def targets(runs: dict, llama: dict) -> dict:

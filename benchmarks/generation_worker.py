@@ -12,6 +12,8 @@ Variants (the checkpoint is converted per variant):
     packed_* decode with one DecodeModel op per graph call of 16 greedy tokens (the CPU
     defaults: CachedLM decode_steps), float32 head;
   packed_a8_f16head  packed_a8 with the float16 head (head_dtype; llama.cpp's F16 output precision);
+  packed_a8_f16      packed_a8 with the float16 head and float16 KV caches (kv_dtype): llama.cpp's
+                     defaults (F16 output, F16 cache), the like-for-like column;
   packed_a8_1step    packed_a8 at one token per graph call (what sampling runs);
   packed_a8_cells    the packed W1.58A8 model through its own cells (one op per projection, fused
                      attention, one token per call): the form before the whole-layer op.
@@ -37,7 +39,8 @@ SHAPES = {
              "model.model_config.num_heads": 12, "model.model_config.n_kv_heads": 4,
              "model.model_config.intermediate_size": 2304, "model.model_config.dim_model_base": 256},
 }
-VARIANTS = ("fake_quant", "packed_w", "packed_a8", "packed_a8_f16head", "packed_a8_1step", "packed_a8_cells")
+VARIANTS = ("fake_quant", "packed_w", "packed_a8", "packed_a8_f16head", "packed_a8_f16", "packed_a8_1step",
+            "packed_a8_cells")
 BREAKDOWN_VARIANTS = ("packed_a8_1step", "packed_a8_cells", "fake_quant")
 
 
@@ -70,6 +73,7 @@ def load_variants(shape, ckpt, context, variants):
     if a8:
         nets["packed_a8"] = convert_model(load_model(config_for(shape, context, act_bits=8), ckpt)[0])
     extra = {"packed_a8": {}, "packed_a8_f16head": dict(head_dtype="float16"),
+             "packed_a8_f16": dict(head_dtype="float16", kv_dtype="float16"),
              "packed_a8_1step": dict(decode_steps=1), "packed_a8_cells": dict(fused_layers=False)}
     for name in variants:
         if name in extra:

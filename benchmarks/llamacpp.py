@@ -246,7 +246,8 @@ def bench(gguf: str, threads: int, n_prompt: int = 128, n_gen: int = 64, reps: i
             out[kind] = {"tokens": tokens, "depth": row.get("n_depth", 0), "threads": row.get("n_threads", threads),
                          "mean_tok_s": row["avg_ts"], "stddev_tok_s": row["stddev_ts"], "samples_tok_s": samples,
                          "build": row.get("build_commit"), "cpu_info": row.get("cpu_info"),
-                         "backends": row.get("backends"), "poll": row.get("poll", poll)}
+                         "backends": row.get("backends"), "poll": row.get("poll", poll),
+                         "kv_types": [row.get("type_k"), row.get("type_v")]}
     return out
 
 
