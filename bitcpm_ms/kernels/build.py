@@ -61,7 +61,8 @@ TERNARY = KernelLibrary(
     name="libbitcpm_ternary.so",
     sources=tuple(f"ternary_matmul/{f}" for f in
                   ("threads.cpp", "dispatch.cpp", "portable.cpp", "avx2.cpp", "avx2_decode.cpp", "avx2_quant.cpp",
-                   "avx512.cpp", "c_abi.cpp", "decode_ops.cpp", "decode_layer.cpp", "decode_model.cpp"))
+                   "avx512.cpp", "c_abi.cpp", "decode_ops.cpp", "decode_layer.cpp", "decode_model.cpp",
+                   "prefill_model.cpp"))
     + _COMMON_SOURCES,
     headers=("ternary_matmul/ternary_common.h",) + _COMMON_HEADERS,
     cxxflags=_COMMON_FLAGS + ("-ffp-contract=off",),

@@ -54,8 +54,9 @@ def decode_model_reference(ids, positions, spec, embedding, cos, sin, norm_w, he
     return tokens
 
 
-def _op_arrays(ids, positions, spec, embedding, cos, sin, norm_w, head_w, layer_specs, layers, caches):
-    """The op's inputs then its (empty) output; the caches are the callers' arrays (written in place)."""
+def model_op_arrays(op, ids, positions, spec, embedding, cos, sin, norm_w, head_w, layer_specs, layers, caches):
+    """The inputs of a whole-model op (DecodeModel, PrefillModel), contiguous, in the op's dtypes; the
+    caches are the callers' arrays (written in place), so they must already be contiguous."""
     f32 = lambda a: np.ascontiguousarray(a, np.float32)
     head = np.ascontiguousarray(head_w) if np.asarray(head_w).dtype == np.float16 else f32(head_w)
     arrays = [np.ascontiguousarray(ids, np.int32), np.ascontiguousarray(positions, np.int32), f32(spec),
@@ -65,11 +66,17 @@ def _op_arrays(ids, positions, spec, embedding, cos, sin, norm_w, head_w, layer_
     for k_cache, v_cache in caches:
         for c in (k_cache, v_cache):
             if c.dtype not in (np.float32, np.float16) or not c.flags.c_contiguous:
-                raise ValueError("DecodeModel writes the caches in place: they must be C-contiguous float32 or "
+                raise ValueError(f"{op} writes the caches in place: they must be C-contiguous float32 or "
                                  f"float16 arrays, got {c.dtype}")
             arrays.append(c)
-    steps = int(np.ravel(spec)[3])
-    return arrays + [np.empty((arrays[0].shape[0], steps), np.int32)]
+    return arrays
+
+
+def _op_arrays(ids, positions, spec, embedding, cos, sin, norm_w, head_w, layer_specs, layers, caches):
+    """DecodeModel's inputs then its (empty) output."""
+    arrays = model_op_arrays("DecodeModel", ids, positions, spec, embedding, cos, sin, norm_w, head_w, layer_specs,
+                             layers, caches)
+    return arrays + [np.empty((arrays[0].shape[0], int(np.ravel(spec)[3])), np.int32)]
 
 
 def decode_model_numpy(ids, positions, spec, embedding, cos, sin, norm_w, head_w, layer_specs, layers, caches):

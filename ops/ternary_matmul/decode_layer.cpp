@@ -17,7 +17,8 @@
 // Outputs h_out [B,H], k_rot [B,KVH*D] (rotated new key) and v [B,KVH*D] (new value) for the cache.
 //
 // spec[7] = 1 (write_cache) also stores k_rot and v into slot positions[b] of the caches, in place,
-// after attention has read them (rows whose position is S, a full cache, are not stored). The
+// before attention, which reads only slots < positions[b] (rows whose position is S, a full cache, are
+// not stored). The
 // multi-step decode graph (bitcpm_ms/inference/decoder.py, DecodeMultiStepGraph) needs it: step j+1
 // of one graph call must see step j's keys. The caches are host-owned numpy memory that MindSpore
 // passes by pointer (cache.py); the write is ordered by data flow, since step j+1 of layer l consumes
@@ -47,7 +48,7 @@ void rmsnorm_rows(const float *x, const float *w, float eps, int64_t B, int64_t 
 int decode_layer_impl(const float *h, const float *w_attn_norm, const float *w_ffn_norm, const PackedProj *proj,
                       KVCacheRef cache, const int32_t *pos, const float *cos, const float *sin, const float *spec,
                       int64_t B, int64_t H, int64_t KVH, int64_t S, int64_t D, float *h_out, float *k_rot,
-                      float *v_out) {
+                      float *v_out, const int32_t *cache_rows) {
   const float eps_attn = spec[0], eps_ffn = spec[1], res_scale = spec[2], attn_scale = spec[3];
   const int64_t heads = (int64_t)spec[4];
   const int act_bits = (int)spec[5];
@@ -89,18 +90,24 @@ int decode_layer_impl(const float *h, const float *w_attn_norm, const float *w_f
   int rc;
   rmsnorm_rows(h, w_attn_norm, eps_attn, B, H, x.data());
   if ((rc = mm_shared(x.data(), {{&wq, q.data()}, {&wk, k.data()}, {&wv, v_out}}))) return rc;
-  rc = decode_attention_impl(q.data(), k.data(), v_out, cache, pos, cos, sin, attn_scale, B, heads, KVH, S, D,
-                             ctx.data(), k_rot, 0);
-  if (rc) return rc;
-  if (write_cache)
+  // The new keys and values go into the cache before attention: a row at position p reads slots < p
+  // only (its own key and value in float32), so for one token per cache row the order does not matter,
+  // and the tokens of a prompt sharing a cache row (cache_rows, PrefillModel) see every earlier one.
+  if (write_cache) {
+    rope_keys(k.data(), cos, sin, B, KVH, D, k_rot);
     for (int64_t b = 0; b < B; ++b) {
       if (pos[b] >= S) continue;
+      const int64_t row = cache_rows ? cache_rows[b] : b;
       for (int64_t g = 0; g < KVH; ++g) {
-        const int64_t slot = ((b * KVH + g) * S + pos[b]) * D, src = (b * KVH + g) * D;
+        const int64_t slot = ((row * KVH + g) * S + pos[b]) * D, src = (b * KVH + g) * D;
         store_cache_row(cache, false, slot, k_rot + src, D);
         store_cache_row(cache, true, slot, v_out + src, D);
       }
     }
+  }
+  rc = decode_attention_impl(q.data(), k.data(), v_out, cache, pos, cos, sin, attn_scale, B, heads, KVH, S, D,
+                             ctx.data(), k_rot, 0, cache_rows);
+  if (rc) return rc;
   if ((rc = mm(ctx.data(), wo, o.data()))) return rc;
   for (int64_t i = 0; i < B * H; ++i) h_out[i] = h[i] + o[i] * res_scale;  // h1, kept in h_out
   rmsnorm_rows(h_out, w_ffn_norm, eps_ffn, B, H, x.data());

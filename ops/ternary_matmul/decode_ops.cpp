@@ -57,7 +57,8 @@ inline void rope(const float *x, const float *cos, const float *sin, float *out,
 template <typename T>
 void attention_units(const float *q_in, const float *k_in, const float *v_in, const T *k_cache, const T *v_cache,
                      const int32_t *pos, const float *cos, const float *sin, float scale, int64_t H, int64_t KVH,
-                     int64_t S, int64_t D, float *ctx, float *k_rot, bool simd, int64_t lo, int64_t hi) {
+                     int64_t S, int64_t D, float *ctx, float *k_rot, bool simd, const int32_t *cache_rows,
+                     int64_t lo, int64_t hi) {
   const int64_t rep = H / KVH;
   // q: the rep rotated query heads of one KV head [rep, D]; scores [rep, S + 1]; w: one head's weights
   std::vector<float> q(rep * D), scores(rep * (S + 1)), w(S + 1);
@@ -66,7 +67,8 @@ void attention_units(const float *q_in, const float *k_in, const float *v_in, co
     const float *cb = cos + b * D, *sb = sin + b * D;
     float *kr = k_rot + (b * KVH + g) * D;
     rope(k_in + (b * KVH + g) * D, cb, sb, kr, D);
-    const T *kc = k_cache + (b * KVH + g) * S * D, *vc = v_cache + (b * KVH + g) * S * D;
+    const int64_t cb_row = cache_rows ? cache_rows[b] : b;
+    const T *kc = k_cache + (cb_row * KVH + g) * S * D, *vc = v_cache + (cb_row * KVH + g) * S * D;
     const float *vn = v_in + (b * KVH + g) * D;
     for (int64_t r = 0; r < rep; ++r) rope(q_in + (b * H + g * rep + r) * D, cb, sb, q.data() + r * D, D);
 #if BITCPM_X86
@@ -108,7 +110,8 @@ void attention_units(const float *q_in, const float *k_in, const float *v_in, co
 
 int decode_attention_impl(const float *q_in, const float *k_in, const float *v_in, KVCacheRef cache,
                           const int32_t *pos, const float *cos, const float *sin, float scale, int64_t B, int64_t H,
-                          int64_t KVH, int64_t S, int64_t D, float *ctx, float *k_rot, int nthreads) {
+                          int64_t KVH, int64_t S, int64_t D, float *ctx, float *k_rot, int nthreads,
+                          const int32_t *cache_rows) {
   if (B <= 0 || H <= 0 || KVH <= 0 || S <= 0 || D <= 0 || D % 2 || H % KVH)
     return set_error(3, "DecodeAttention: need B, H, KVH, S, D > 0, D even, H % KVH == 0");
   for (int64_t b = 0; b < B; ++b)
@@ -126,12 +129,18 @@ int decode_attention_impl(const float *q_in, const float *k_in, const float *v_i
   parallel_for(B * KVH, nt, 1, [&](int64_t lo, int64_t hi) {
     if (cache.half)
       attention_units(q_in, k_in, v_in, (const uint16_t *)cache.k, (const uint16_t *)cache.v, pos, cos, sin, scale,
-                      H, KVH, S, D, ctx, k_rot, simd, lo, hi);
+                      H, KVH, S, D, ctx, k_rot, simd, cache_rows, lo, hi);
     else
       attention_units(q_in, k_in, v_in, (const float *)cache.k, (const float *)cache.v, pos, cos, sin, scale, H,
-                      KVH, S, D, ctx, k_rot, simd, lo, hi);
+                      KVH, S, D, ctx, k_rot, simd, cache_rows, lo, hi);
   });
   return 0;
+}
+
+void rope_keys(const float *k_in, const float *cos, const float *sin, int64_t B, int64_t KVH, int64_t D,
+               float *k_rot) {
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t g = 0; g < KVH; ++g) rope(k_in + (b * KVH + g) * D, cos + b * D, sin + b * D, k_rot + (b * KVH + g) * D, D);
 }
 
 void store_cache_row(KVCacheRef cache, bool value, int64_t offset, const float *src, int64_t n) {

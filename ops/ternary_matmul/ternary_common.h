@@ -139,10 +139,16 @@ struct KVCacheRef {
   const void *k, *v;
   bool half;
 };
-// decode_ops.cpp: one decode step of RoPE + grouped-query attention over a KV cache.
+// decode_ops.cpp: one decode step of RoPE + grouped-query attention over a KV cache. Row b reads cache
+// row cache_rows[b] (nullptr: row b), so the tokens of a prompt (PrefillModel) can share one cache row.
 int decode_attention_impl(const float *q_in, const float *k_in, const float *v_in, KVCacheRef cache,
                           const int32_t *pos, const float *cos, const float *sin, float scale, int64_t B, int64_t H,
-                          int64_t KVH, int64_t S, int64_t D, float *ctx, float *k_rot, int nthreads);
+                          int64_t KVH, int64_t S, int64_t D, float *ctx, float *k_rot, int nthreads,
+                          const int32_t *cache_rows = nullptr);
+// decode_ops.cpp: k_rot [B, KVH*D] = RoPE of k_in [B, KVH*D] at each row's cos / sin [B, D] (what
+// decode_attention_impl computes as its k_rot output).
+void rope_keys(const float *k_in, const float *cos, const float *sin, int64_t B, int64_t KVH, int64_t D,
+               float *k_rot);
 // decode_ops.cpp: store n float32 values into a cache row (float32 as is, float16 rounded to nearest even).
 void store_cache_row(KVCacheRef cache, bool value, int64_t offset, const float *src, int64_t n);
 // decode_ops.cpp: the decode head, y [M,N] = x [M,K] @ W^T with W float32 or float16 (raw binary16).
@@ -155,16 +161,40 @@ struct PackedProj {  // one packed projection: packed [N, K/4] uint8, scales [N,
   int64_t N, K, G;
 };
 // proj: wq, wk, wv, wo, w1 (gate), w3 (up), w2 (down). h_out may not alias h.
+// cache_rows: as decode_attention_impl's (nullptr: row b uses cache row b).
 int decode_layer_impl(const float *h, const float *w_attn_norm, const float *w_ffn_norm, const PackedProj *proj,
                       KVCacheRef cache, const int32_t *pos, const float *cos, const float *sin, const float *spec,
                       int64_t B, int64_t H, int64_t KVH, int64_t S, int64_t D, float *h_out, float *k_rot,
-                      float *v_out);
+                      float *v_out, const int32_t *cache_rows = nullptr);
 // The dtype check of an AOT cache param: "float32" or "float16"; sets *half. 0, or set_error naming it.
 int cache_dtype(const char *op, int index, const char *dtype, bool *half);
 // The 16 AOT params of one packed layer from index `first`: the attention / FFN RMSNorm weights f32 [H],
 // then (packed u8 [N,K/4], scales f32 [N,G]) of the 7 projections; 0, or set_error naming op and param.
 int layer_params(const char *op, void **params, const int *ndims, int64_t *const *shapes, const char *const *dtypes,
                  int first, const float **norms, PackedProj *proj);
+// decode_model.cpp: the inputs the whole-model ops share (DecodeModel, PrefillModel): 0 token ids
+// i32 [B,*]; 1 positions or lengths i32 [B]; 2 model spec f32 [1,8] (scale_emb, final-norm eps,
+// logit_scale, steps, 0...); 3 embedding f32 [V,H]; 4, 5 cos / sin f32 [P,D]; 6 final norm f32 [H];
+// 7 head f32 or f16 [V,H]; 8 layer specs f32 [L,8] (write_cache set); from 9 + 16 l the 16 weights of
+// layer l (layer_params); from 9 + 16 L + 2 l the k / v caches of layer l; the output last.
+constexpr int kModelFixed = 9;  // inputs before the per-layer ones
+struct ModelArgs {
+  const int32_t *ids, *pos;
+  const float *model_spec, *embedding, *cos, *sin, *norm, *layer_specs;
+  const void *head;
+  bool half_head;
+  int64_t B, V, H, P, D, L, KVH, S, steps;
+  std::vector<const float *> norms;  // [L][2]
+  std::vector<PackedProj> proj;      // [L][7]
+  std::vector<void *> caches;        // [L][2]: k, v
+  bool half_cache = false;           // every cache float16 (else every one float32)
+};
+// Checks and reads params 0..8, the layers and the caches (not the ids' second dim nor the output). 0,
+// or set_error naming op and param.
+int model_args(const char *op, int nparam, void **params, const int *ndims, int64_t *const *shapes,
+               const char *const *dtypes, ModelArgs *a);
+// logits [B,V] = head(rmsnorm(h [B,H]) * logit_scale); x: scratch [B,H].
+int model_logits(const ModelArgs &a, const float *h, int64_t B, float *x, float *logits);
 // MindFormers' LlamaRMSNorm per row: out = (x * (1 / sqrt(mean(x^2) + eps))) * w.
 void rmsnorm_rows(const float *x, const float *w, float eps, int64_t B, int64_t H, float *out);
 void fake_quant_impl(const float *w, float *out, int64_t N, int64_t K, int64_t g, float eps);
