@@ -25,6 +25,9 @@ copy it every step (measured 20 ms per step for a 50 MB cache; docs/generation.m
   DecodeMultiStepGraph(input_ids [B, 1] int32, positions [B] int32, k_0, v_0, ...) -> tokens [B, K] int32
 K greedy steps in one call (packed models only): each layer op stores its new K/V into the cache in
 place, so the caller writes nothing; step j runs at min(positions + j, S - 1).
+  PrefillModelGraph(input_ids [B, P] int32, valid_length [B] int32, k_0, v_0, ...) -> logits [B, V]
+The prompt pass as one op (packed models whose whole model qualifies): it writes slots
+0..valid_length[b]-1 of the cache itself and runs only the valid tokens.
 """
 import numpy as np
 import mindspore as ms
@@ -32,7 +35,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.ops import operations as P
 
 from .fused_layer import layer_kernel, unfusable_reason
-from .fused_model import model_kernel, model_unfusable_reason
+from .fused_model import model_kernel, model_unfusable_reason, prefill_kernel
 from ..kernels.ops import decode_attention_cell, float_matmul_nt_cell
 
 MASK_VALUE = -10000.0   # MindFormers' LowerTriangularMaskWithDynamic adder
@@ -353,3 +356,23 @@ class DecodeMultiStepGraph(_CachedDecoderBase):
             tokens += (token,)
             ids = ops.reshape(token, (bsz, 1))
         return ops.stack(tokens, 1)                                         # [B, steps]
+
+
+class PrefillModelGraph(_CachedDecoderBase):
+    """The prompt pass as one PrefillModel op (fused_model.prefill_kernel), for a packed model whose
+    whole model qualifies (fused_model.model_unfusable_reason) with the CPU head kernel: the valid tokens
+    of every row through the embedding, the layers and the head, the caches written in place. Why: the
+    PrefillGraph above is ~30 MindSpore ops per layer plus a host copy of every layer's K/V, and at 2
+    threads MindSpore's own workers spin beside the kernels' (docs/generation.md, "Speed")."""
+
+    def __init__(self, lm, head_weight=None):
+        super().__init__(lm, borrow_layers=False, head_weight=head_weight)
+        reason = model_unfusable_reason(lm) if self.fast_head else "the head is not the CPU head kernel"
+        if reason is not None:
+            raise ValueError(f"the prompt pass cannot run as one PrefillModel op: {reason}")
+        names = {id(p): p.name for p in lm.get_parameters()}
+        self.model_kernel = prefill_kernel(lm, self.freqs_cos, self.freqs_sin, head_weight)
+        self._restore_names(lm, names)
+
+    def construct(self, input_ids, valid_length, *cache):
+        return self.model_kernel(input_ids, valid_length, *cache)          # [B, V]

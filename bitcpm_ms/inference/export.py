@@ -111,6 +111,12 @@ class ExportedLM:
         logits, keys, values = (o.asnumpy() for o in out)
         return logits[:b], keys[:, :b], values[:, :b]
 
+    def prefill_into(self, input_ids: np.ndarray, valid_length: np.ndarray, cache: KVCache) -> np.ndarray:
+        """As CachedLM.prefill_into: the exported prefill graph, then a host write of its K/V."""
+        logits, keys, values = self.prefill(input_ids, valid_length)
+        cache.write_prompt(keys, values)
+        return logits
+
     def step(self, input_ids: np.ndarray, positions: np.ndarray, cache: KVCache):
         b = input_ids.shape[0]
         out = self.step_graph(ms.Tensor(self._pad_rows(input_ids, 0)), ms.Tensor(self._pad_rows(positions, 0)),

@@ -1,14 +1,18 @@
-"""K greedy decode steps of a whole packed model as one op (the `DecodeModel` kernel,
-bitcpm_ms/kernels/decode_model.py).
+"""A whole packed model as one op: K greedy decode steps (the `DecodeModel` kernel,
+bitcpm_ms/kernels/decode_model.py) or the prompt pass (`PrefillModel`, bitcpm_ms/kernels/prefill_model.py).
 
 `model_kernel(lm, steps, cos, sin)` returns a Cell whose one op runs the embedding (MiniCPM-scaled),
 every decoder layer (the DecodeLayer arithmetic, caches written in place), the (scaled) final norm,
 the head and the argmax of `steps` tokens, on the model's own Parameters (shared, not copied). The
 multi-step decode graph (decoder.py, DecodeMultiStepGraph) uses it when `model_unfusable_reason(lm)`
 is None; otherwise it keeps one DecodeLayer op per layer, which needs only fusable layers.
+`prefill_kernel(lm, cos, sin)` is the same Cell around PrefillModel: (input_ids [B, C], lengths [B],
+caches) -> logits [B, V] at each row's last prompt token, the prompt's keys and values written into the
+caches (CachedLM.prefill_into uses it for such models).
 
 Why: with one op per layer a token still costs ~L + 6 op launches in MindSpore's CPU runtime (tens of
-microseconds each); with this op a graph call of K tokens costs one (docs/generation.md, "Speed").
+microseconds each); with this op a graph call of K tokens costs one, and a prompt pass one instead of
+~30 per layer (docs/generation.md, "Speed").
 """
 import numpy as np
 import mindspore as ms
@@ -16,6 +20,7 @@ from mindspore import Parameter, ParameterTuple, Tensor, nn
 
 from ..kernels.decode_layer import layer_spec
 from ..kernels.decode_model import decode_model_op, model_spec
+from ..kernels.prefill_model import prefill_model_op
 from .fused_layer import _projections, unfusable_reason
 
 _NORMS = ("LlamaRMSNorm", "FusedLlamaRMSNorm")
@@ -56,16 +61,29 @@ def model_kernel(lm, steps: int, cos: Tensor, sin: Tensor, head_weight: Paramete
     reason = model_unfusable_reason(lm)
     if reason is not None:
         raise ValueError(f"this model cannot decode as one DecodeModel op: {reason}")
-    return _DecodeModelCell(lm, int(steps), cos, sin, head_weight)
+    return _WholeModelCell(lm, decode_model_op(int(steps)), int(steps), cos, sin, head_weight)
 
 
-class _DecodeModelCell(nn.Cell):
-    def __init__(self, lm, steps, cos, sin, head_weight):
+def prefill_kernel(lm, cos: Tensor, sin: Tensor, head_weight: Parameter = None) -> nn.Cell:
+    """The PrefillModel Cell of a packed model: (input_ids [B, C] int32 right-padded, lengths [B] int32,
+    k_0, v_0, ...) -> logits [B, V] float32 at each row's last prompt token; slots 0..lengths[b]-1 of the
+    caches written in place. Arguments and name restoring as model_kernel's."""
+    reason = model_unfusable_reason(lm)
+    if reason is not None:
+        raise ValueError(f"this model cannot run its prompt pass as one PrefillModel op: {reason}")
+    return _WholeModelCell(lm, prefill_model_op(), 0, cos, sin, head_weight)
+
+
+class _WholeModelCell(nn.Cell):
+    """op(ids, positions or lengths, spec, embedding, cos, sin, final norm, head, layer specs, L x 16 layer
+    weights, caches) on the model's own Parameters: DecodeModel and PrefillModel take the same inputs."""
+
+    def __init__(self, lm, op, steps, cos, sin, head_weight):
         super().__init__(auto_prefix=False)
         model = lm.model
         embed, scale_emb = _unwrap(model.tok_embeddings)
         norm, logit_scale = _unwrap(model.norm_out)
-        self.op = decode_model_op(steps)
+        self.op = op
         self.embedding = embed.embedding_weight
         self.norm_weight = norm.weight
         self.head_weight = lm.lm_head.weight if head_weight is None else head_weight

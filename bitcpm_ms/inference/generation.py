@@ -177,7 +177,7 @@ def generate(lm, prompts, config: GenerationConfig = None, streamer=None,
 
 
 def _prefill(lm, rows, cfg, stats, streamer, texts):
-    """Right-pad the prompts to the prompt bucket, run the prefill graph and fill the cache.
+    """Right-pad the prompts to the prompt bucket, run the prompt pass, which fills the cache.
     Returns the batch state and the logits of each row's last prompt position [B, vocab]."""
     batch, lengths = len(rows), np.array([len(r) for r in rows], np.int32)
     p_len, s_len = lm.shapes(batch, int(lengths.max()), int(lengths.max()) + cfg.max_new_tokens - 1)
@@ -187,8 +187,7 @@ def _prefill(lm, rows, cfg, stats, streamer, texts):
     for b, ids in enumerate(rows):
         input_ids[b, :len(ids)] = ids
     t = time.perf_counter()
-    logits, keys, values = lm.prefill(input_ids, lengths)
-    cache.write_prompt(keys, values)
+    logits = lm.prefill_into(input_ids, lengths, cache)
     stats.prefill_seconds = time.perf_counter() - t
     return _Batch(cfg, lm, cache, stats, rows, texts, streamer, lengths.copy()), logits
 

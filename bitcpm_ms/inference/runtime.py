@@ -8,7 +8,9 @@ import numpy as np
 import mindspore as ms
 
 from .cache import KV_DTYPES, KVCache, cache_length, prompt_bucket
-from .decoder import DecodeMultiStepGraph, DecodeStepGraph, PrefillGraph, decoder_shape, half_head_weight
+from .decoder import (DecodeMultiStepGraph, DecodeStepGraph, PrefillGraph, PrefillModelGraph, decoder_shape,
+                      half_head_weight)
+from .fused_model import model_unfusable_reason
 from .sampling import GenerationError
 
 
@@ -28,7 +30,10 @@ class CachedLM:
     kv_dtype: "float32" (decoding equals a full recompute up to float reassociation) or "float16"
     (llama.cpp's default cache type: half the cache memory and half the bytes a decode step reads from
     it; each key and value is rounded to float16 once, when stored). float16 needs the C++ decode ops
-    (fused_layers or fused_attention, the CPU defaults): the MindSpore-ops step reads float32 caches."""
+    (fused_layers or fused_attention, the CPU defaults): the MindSpore-ops step reads float32 caches.
+    fused_prefill: the prompt pass (prefill_into) as one PrefillModel op that writes the cache itself and
+    runs only the valid tokens (PrefillModelGraph). Default: when the step runs fused layers and the whole
+    model qualifies (a packed model on CPU); else the PrefillGraph plus a host write of its K/V."""
 
     # 16: a graph call costs ~0.5 ms (tiny) to ~2 ms (~100M) in MindSpore's runtime whatever its work,
     # 6-15% of a token at 8 steps and half that at 16 (docs/generation.md, Speed); the cost of 16 is at
@@ -36,7 +41,8 @@ class CachedLM:
     DEFAULT_DECODE_STEPS = 16
 
     def __init__(self, lm, context: int = None, fused_attention: bool = None, fused_layers: bool = None,
-                 decode_steps: int = None, head_dtype: str = "float32", kv_dtype: str = "float32"):
+                 decode_steps: int = None, head_dtype: str = "float32", kv_dtype: str = "float32",
+                 fused_prefill: bool = None):
         lm.set_train(False)
         self.info = decoder_shape(lm)
         trained = int(getattr(lm.config, "seq_length", self.info.max_positions))
@@ -61,6 +67,14 @@ class CachedLM:
         if kv_dtype == "float16" and not (self.step_graph.fused_layers or self.step_graph.fused_attention):
             raise GenerationError("kv_dtype float16 needs the C++ decode ops (fused_layers or fused_attention, on "
                                   "CPU); the MindSpore-ops decode step reads float32 caches")
+        if fused_prefill is None:
+            fused_prefill = self.step_graph.fused_layers and model_unfusable_reason(lm) is None
+        self.prefill_model_graph = None
+        if fused_prefill:
+            try:
+                self.prefill_model_graph = PrefillModelGraph(lm, head_weight=head)
+            except ValueError as err:
+                raise GenerationError(f"fused_prefill: {err}") from None
         if decode_steps is None:
             decode_steps = self.DEFAULT_DECODE_STEPS if self.step_graph.fused_layers else 1
         if not isinstance(decode_steps, (int, np.integer)) or decode_steps < 1:
@@ -72,7 +86,7 @@ class CachedLM:
                 self.multi_step_graph = DecodeMultiStepGraph(lm, self.decode_steps, head_weight=head)
             except ValueError as err:
                 raise GenerationError(f"decode_steps={decode_steps}: {err}") from None
-        for g in (self.prefill_graph, self.step_graph, self.multi_step_graph):
+        for g in (self.prefill_graph, self.step_graph, self.multi_step_graph, self.prefill_model_graph):
             if g is not None:
                 g.set_train(False)
         self.compiled = set()
@@ -93,7 +107,8 @@ class CachedLM:
         if key in self.compiled:
             return
         t = time.perf_counter()
-        self.prefill(np.zeros((batch, prompt_len), np.int32), np.ones(batch, np.int32))
+        self.prefill_into(np.zeros((batch, prompt_len), np.int32), np.ones(batch, np.int32),
+                          self.new_cache(batch, cache.length))
         self.step(np.zeros((batch, 1), np.int32), np.zeros(batch, np.int32), cache)
         if self.multi_step_graph is not None:        # it writes the cache: compile it on a scratch one
             self.multi_step(np.zeros((batch, 1), np.int32), np.zeros(batch, np.int32),
@@ -104,6 +119,16 @@ class CachedLM:
     def prefill(self, input_ids: np.ndarray, valid_length: np.ndarray):
         out = self.prefill_graph(ms.Tensor(input_ids), ms.Tensor(valid_length))
         return tuple(o.asnumpy() for o in out)
+
+    def prefill_into(self, input_ids: np.ndarray, valid_length: np.ndarray, cache: KVCache) -> np.ndarray:
+        """The prompt pass: logits [B, V] at each row's last prompt token, and the prompt's keys and values
+        in slots 0..valid_length[b]-1 of `cache` (one PrefillModel op when fused_prefill, else the
+        PrefillGraph and a host write)."""
+        if self.prefill_model_graph is not None:
+            return self.prefill_model_graph(ms.Tensor(input_ids), ms.Tensor(valid_length), *cache.tensors).asnumpy()
+        logits, keys, values = self.prefill(input_ids, valid_length)
+        cache.write_prompt(keys, values)
+        return logits
 
     def step(self, input_ids: np.ndarray, positions: np.ndarray, cache: KVCache):
         out = self.step_graph(ms.Tensor(input_ids), ms.Tensor(positions), *cache.tensors)

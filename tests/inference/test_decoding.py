@@ -32,6 +32,11 @@ class Recording:
         self.logits.append(out[0])
         return out
 
+    def prefill_into(self, *args):
+        out = self.lm.prefill_into(*args)
+        self.logits.append(out)
+        return out
+
     def step(self, *args):
         out = self.lm.step(*args)
         self.logits.append(out[0])
@@ -316,3 +321,29 @@ def test_float16_kv_cache_within_the_cache_rounding(packed_a8, fake_quant):
         CachedLM(fq_net, fused_attention=False, kv_dtype="float16")
     with pytest.raises(GenerationError, match="kv_dtype must be float32 or float16"):
         CachedLM(fq_net, kv_dtype="bfloat16")
+
+
+def test_fused_prefill_equals_the_prefill_graph(packed_a8, fake_quant):
+    """A packed model's prompt pass runs as one PrefillModel op by default (valid tokens only, the cache
+    written by the op): its logits and cache slots equal the MindSpore PrefillGraph's plus the host
+    write, and the slots past each prompt stay untouched. A model that does not qualify is refused."""
+    net, lm = packed_a8
+    assert lm.prefill_model_graph is not None
+    lengths = np.array([len(p) for p in PROMPTS], np.int32)
+    ids = np.zeros((3, 16), np.int32)
+    for b, p in enumerate(PROMPTS):
+        ids[b, :len(p)] = p
+    fused_cache, graph_cache = lm.new_cache(3, 64), lm.new_cache(3, 64)
+    fused = lm.prefill_into(ids, lengths, fused_cache)
+    logits, keys, values = lm.prefill(ids, lengths)
+    graph_cache.write_prompt(keys, values)
+    np.testing.assert_allclose(fused, logits, rtol=1e-5, atol=1e-5 * np.abs(logits).max())
+    for a, b in zip(fused_cache.keys + fused_cache.values, graph_cache.keys + graph_cache.values):
+        for row, n in enumerate(lengths):
+            np.testing.assert_allclose(a[row, :, :n], b[row, :, :n], rtol=1e-5, atol=1e-5)
+            assert not a[row, :, n:].any()                     # the graph path wrote padding there
+    assert CachedLM(net, fused_prefill=False, decode_steps=1).prefill_model_graph is None
+    fq_net, fq_lm = fake_quant
+    assert fq_lm.prefill_model_graph is None
+    with pytest.raises(GenerationError, match="fused_prefill: .*PrefillModel"):
+        CachedLM(fq_net, fused_prefill=True)
