@@ -265,6 +265,16 @@ def decode_attention_numpy(q, k, v, k_cache, v_cache, positions, cos, sin, scale
     return ctx, k_rot
 
 
+def exp_shifted_numpy(x, shift: float = 0.0) -> np.ndarray:
+    """The attention softmax's exp(x - shift) (decode_ops.cpp, exp_softmax) through ctypes, float32."""
+    out = np.array(x, np.float32, order="C", copy=True)
+    fn = _load().bitcpm_exp_shifted
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_float]
+    fn(out.ctypes.data, out.size, float(shift))
+    return out
+
+
 def float_to_half_numpy(x) -> np.ndarray:
     """The kernels' float32 -> float16 rounding (the float16 KV cache's stores) through ctypes."""
     x = np.ascontiguousarray(x, np.float32)

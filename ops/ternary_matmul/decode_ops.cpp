@@ -82,11 +82,14 @@ void attention_units(const float *q_in, const float *k_in, const float *v_in, co
       sc[p] = dot(qr, kr, D) * scale;
       float mx = -INFINITY;
       for (int64_t j = 0; j <= p; ++j) mx = std::max(mx, sc[j]);
+#if BITCPM_X86
+      if (simd)
+        exp_shifted_avx2(sc, p + 1, mx);
+      else
+#endif
+        for (int64_t j = 0; j <= p; ++j) sc[j] = exp_softmax(sc[j] - mx);
       float sum = 0.0f;
-      for (int64_t j = 0; j <= p; ++j) {
-        sc[j] = std::exp(sc[j] - mx);
-        sum += sc[j];
-      }
+      for (int64_t j = 0; j <= p; ++j) sum += sc[j];
       for (int64_t j = 0; j <= p; ++j) w[j] = sc[j] / sum;
       float *out = ctx + (b * H + g * rep + r) * D;
       std::memset(out, 0, sizeof(float) * D);
@@ -230,6 +233,19 @@ BITCPM_API int bitcpm_decode_attention(const float *q, const float *k, const flo
                                        int64_t D, float *ctx, float *k_rot, int nthreads) {
   return decode_attention_impl(q, k, v, KVCacheRef{k_cache, v_cache, half_cache != 0}, pos, cos, sin, scale, B, H,
                                KVH, S, D, ctx, k_rot, nthreads);
+}
+
+// ctypes: x[j] = exp_softmax(x[j] - shift), the attention softmax's exp (AVX2 when the CPU has it and the
+// portable path is not forced; tested against numpy and against each other).
+BITCPM_API int bitcpm_exp_shifted(float *x, int64_t n, float shift) {
+#if BITCPM_X86
+  if (!g_force_portable.load() && cpu::has(kNeedAvx2)) {
+    exp_shifted_avx2(x, n, shift);
+    return 0;
+  }
+#endif
+  for (int64_t j = 0; j < n; ++j) x[j] = exp_softmax(x[j] - shift);
+  return 0;
 }
 
 // ctypes: n float32 -> binary16, rounded to nearest even (the float16 cache's stores; tested against numpy).

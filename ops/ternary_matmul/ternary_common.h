@@ -27,6 +27,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -269,6 +270,32 @@ inline uint16_t float_to_half(float f) {
   return sign | (uint16_t)q;                          // q == 1024 is the smallest normal, as it should be
 }
 
+// exp(x) for the attention softmax (x = score - max <= 0 there): Cephes' expf (x = n ln2 + r with ln 2
+// in two parts, a degree-5 polynomial in r, ~1 ulp), in plain float operations (no FMA: the library is
+// built -ffp-contract=off) so that exp_shifted_avx2 gives the same bits 8 lanes at a time. Clamped to
+// +-88.376: below, 2^n underflows to 0 and so does the result. NaN stays NaN. std::exp cost ~15% of a
+// decode step's attention.
+inline float exp_softmax(float x) {
+  if (x != x) return x;
+  x = std::min(std::max(x, -88.3762626647949f), 88.3762626647949f);
+  const float fx = std::floor(x * 1.44269504088896341f + 0.5f);  // n
+  float r = x - fx * 0.693359375f;
+  r = r - fx * -2.12194440e-4f;
+  const float z = r * r;
+  float y = 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * z + r;
+  y = y + 1.0f;
+  const int32_t bits = ((int32_t)fx + 127) * (1 << 23);  // 2^n (0 when n = -127)
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return y * scale;
+}
+
 #if BITCPM_X86
 // ---------------------------------------------------------------- AVX2 + FMA path (avx2.cpp)
 // A chunk is 8 consecutive elements k..k+7 whose codes sit in 8 consecutive bytes at `byte`,
@@ -305,6 +332,8 @@ void attn_scores_avx2(const float *q, int64_t rep, const T *k, int64_t n, int64_
                       int64_t stride);
 template <typename T>
 void attn_accumulate_avx2(const float *w, const T *v, int64_t n, int64_t D, float *out);
+// x[j] = exp_softmax(x[j] - shift) for j < n, bit-identical to the scalar loop.
+void exp_shifted_avx2(float *x, int64_t n, float shift);
 
 // ---------------------------------------------------------------- AVX-512 paths (avx512.cpp)
 constexpr int kPanel = 32;  // output rows unpacked at a time by the VNNI prefill kernel
