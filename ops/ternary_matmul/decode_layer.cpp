@@ -153,7 +153,8 @@ constexpr int kParams = 26;
 
 // MindSpore AOT. Inputs: 0 h f32 [B,H]; 1, 2 attention / FFN RMSNorm weights f32 [H];
 // 3..16 (packed u8 [N,K/4], scales f32 [N,G]) of wq, wk, wv, wo, w1 (gate), w3 (up), w2 (down);
-// 17, 18 k/v caches [B,KVH,S,D], both f32 or both f16 (a float16 cache stores rounded to nearest even); 19 positions i32 [B]; 20, 21 cos/sin f32 [B,D];
+// 17, 18 k/v caches [B,KVH,S,D], both f32 or both f16 (a float16 cache stores rounded to nearest even);
+// 19 positions i32 [B]; 20, 21 cos/sin f32 [B,D];
 // 22 spec f32 [1,8] = (eps_attn, eps_ffn, residual scale, attention scale, heads, act_bits 0|8, A8 eps,
 //    write_cache 0|1).
 // Outputs: 23 h_out f32 [B,H], 24 k_rot f32 [B,KVH*D], 25 v f32 [B,KVH*D].

@@ -143,7 +143,8 @@ int decode_attention_impl(const float *q_in, const float *k_in, const float *v_i
 void rope_keys(const float *k_in, const float *cos, const float *sin, int64_t B, int64_t KVH, int64_t D,
                float *k_rot) {
   for (int64_t b = 0; b < B; ++b)
-    for (int64_t g = 0; g < KVH; ++g) rope(k_in + (b * KVH + g) * D, cos + b * D, sin + b * D, k_rot + (b * KVH + g) * D, D);
+    for (int64_t g = 0; g < KVH; ++g)
+      rope(k_in + (b * KVH + g) * D, cos + b * D, sin + b * D, k_rot + (b * KVH + g) * D, D);
 }
 
 void store_cache_row(KVCacheRef cache, bool value, int64_t offset, const float *src, int64_t n) {
