@@ -1,10 +1,14 @@
 // AVX2 (+ F16C) float loops of the KV-cache decoder, driven by decode_ops.cpp (kNeedAvx2; the float16
-// head also kNeedF16c): the head rows y = x W^T for float32 and float16 W, and the attention score and
-// value loops. Every loop keeps its portable counterpart's lanes and order (mul then add, no FMA), so
-// the attention is bit-identical to the portable path; the head sums 16 (float32) or 32 (float16)
-// lanes, which the tests compare to the reference within float rounding.
+// head and the attention loops kNeedF16c): the head rows y = x W^T for float32 and float16 W, and the
+// attention's score, softmax exp and value loops over a float32 or float16 cache. Every attention loop
+// keeps its portable counterpart's lanes and order (mul then add, no FMA), so the attention is
+// bit-identical to the portable path; the head sums 16 (float32) or 32 (float16) lanes, which the tests
+// compare to the reference within float rounding. Shared work across the rep query heads of a KV head:
+// a float16 key block is widened once, each value row is read once for all of them.
 
 #include <algorithm>
+#include <type_traits>
+#include <vector>
 
 #include "ternary_common.h"
 
@@ -48,35 +52,50 @@ inline float widen(uint16_t h) { return half_to_float(h); }
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 
+namespace {
+
+// scores[0..7] = (q . k_i) * scale for 8 float keys kb [8, D], D % 8 == 0: the 8-key loop of
+// attn_scores_avx2 (same lanes, same order), for keys widened once from a float16 cache.
+inline void score8(const float *q, const float *kb, int64_t D, __m256 vscale, float *scores) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+  for (int64_t i = 0; i < D; i += 8) {
+    const __m256 qv = _mm256_loadu_ps(q + i);
+    a0 = _mm256_add_ps(a0, _mm256_mul_ps(qv, _mm256_loadu_ps(kb + i)));
+    a1 = _mm256_add_ps(a1, _mm256_mul_ps(qv, _mm256_loadu_ps(kb + D + i)));
+    a2 = _mm256_add_ps(a2, _mm256_mul_ps(qv, _mm256_loadu_ps(kb + 2 * D + i)));
+    a3 = _mm256_add_ps(a3, _mm256_mul_ps(qv, _mm256_loadu_ps(kb + 3 * D + i)));
+    a4 = _mm256_add_ps(a4, _mm256_mul_ps(qv, _mm256_loadu_ps(kb + 4 * D + i)));
+    a5 = _mm256_add_ps(a5, _mm256_mul_ps(qv, _mm256_loadu_ps(kb + 5 * D + i)));
+    a6 = _mm256_add_ps(a6, _mm256_mul_ps(qv, _mm256_loadu_ps(kb + 6 * D + i)));
+    a7 = _mm256_add_ps(a7, _mm256_mul_ps(qv, _mm256_loadu_ps(kb + 7 * D + i)));
+  }
+  const __m256 x = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  const __m256 y = _mm256_hadd_ps(_mm256_hadd_ps(a4, a5), _mm256_hadd_ps(a6, a7));
+  const __m256 s = _mm256_add_ps(_mm256_permute2f128_ps(x, y, 0x20), _mm256_permute2f128_ps(x, y, 0x31));
+  _mm256_storeu_ps(scores, _mm256_mul_ps(s, vscale));
+}
+
+// 8 consecutive keys [8, D] as float32: a float32 cache's own memory, a float16 one widened into buf
+// once (not once per query head).
+inline const float *keys8(const float *k, int64_t, float *) { return k; }
+inline const float *keys8(const uint16_t *k, int64_t D, float *buf) {
+  for (int64_t i = 0; i < 8 * D; i += 8) _mm256_storeu_ps(buf + i, load8(k + i));
+  return buf;
+}
+
+}  // namespace
+
 template <typename T>
 void attn_scores_avx2(const float *q, int64_t rep, const T *k, int64_t n, int64_t D, float scale,
                               float *scores, int64_t stride) {
   int64_t j0 = 0;
   if (D % 8 == 0) {  // 8 keys at a time: one accumulator per key, reduced together by two hadd levels
     const __m256 vscale = _mm256_set1_ps(scale);
-    for (; j0 + 8 <= n; j0 += 8)
-      for (int64_t r = 0; r < rep; ++r) {  // the 8 keys (8 D floats) stay in L1 across the rep heads
-        const float *qr = q + r * D;
-        const T *kb = k + j0 * D;
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-        for (int64_t i = 0; i < D; i += 8) {
-          const __m256 qv = _mm256_loadu_ps(qr + i);
-          a0 = _mm256_add_ps(a0, _mm256_mul_ps(qv, load8(kb + i)));
-          a1 = _mm256_add_ps(a1, _mm256_mul_ps(qv, load8(kb + D + i)));
-          a2 = _mm256_add_ps(a2, _mm256_mul_ps(qv, load8(kb + 2 * D + i)));
-          a3 = _mm256_add_ps(a3, _mm256_mul_ps(qv, load8(kb + 3 * D + i)));
-          a4 = _mm256_add_ps(a4, _mm256_mul_ps(qv, load8(kb + 4 * D + i)));
-          a5 = _mm256_add_ps(a5, _mm256_mul_ps(qv, load8(kb + 5 * D + i)));
-          a6 = _mm256_add_ps(a6, _mm256_mul_ps(qv, load8(kb + 6 * D + i)));
-          a7 = _mm256_add_ps(a7, _mm256_mul_ps(qv, load8(kb + 7 * D + i)));
-        }
-        // hadd(hadd(a0, a1), hadd(a2, a3)) holds (l0+l1)+(l2+l3) of keys 0..3 in its low half and
-        // (l4+l5)+(l6+l7) in its high half; low + high is dot8's reduction, for 8 keys at once.
-        const __m256 x = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
-        const __m256 y = _mm256_hadd_ps(_mm256_hadd_ps(a4, a5), _mm256_hadd_ps(a6, a7));
-        const __m256 s = _mm256_add_ps(_mm256_permute2f128_ps(x, y, 0x20), _mm256_permute2f128_ps(x, y, 0x31));
-        _mm256_storeu_ps(scores + r * stride + j0, _mm256_mul_ps(s, vscale));
-      }
+    std::vector<float> buf(std::is_same<T, float>::value ? 0 : 8 * D);
+    for (; j0 + 8 <= n; j0 += 8) {
+      const float *kb = keys8(k + j0 * D, D, buf.data());  // 8 keys (8 D floats), in L1 across the rep heads
+      for (int64_t r = 0; r < rep; ++r) score8(q + r * D, kb, D, vscale, scores + r * stride + j0);
+    }
   }
   const int64_t D8 = D - D % 8;
   for (int64_t j = j0; j < n; ++j) {  // the remaining keys (all of them when D % 8 != 0), one at a time
@@ -122,12 +141,61 @@ void attn_accumulate_avx2(const float *w, const T *v, int64_t n, int64_t D, floa
     for (int64_t j = 0; j < n; ++j) out[i0] += w[j] * widen(v[j * D + i0]);
 }
 
+namespace {
+
+// out[r] [D] += sum_j w[r][j] v_j for NR heads over the same value rows v [n, D] (j ascending, as
+// attn_accumulate_avx2): each block of 16 values is loaded (widened) once for the NR heads.
+template <int NR, typename T>
+void accumulate_heads(const float *w, int64_t wstride, const T *v, int64_t n, int64_t D, float *out,
+                      int64_t ostride) {
+  int64_t i0 = 0;
+  for (; i0 + 16 <= D; i0 += 16) {
+    __m256 o0[NR], o1[NR];
+    for (int r = 0; r < NR; ++r)
+      o0[r] = _mm256_loadu_ps(out + r * ostride + i0), o1[r] = _mm256_loadu_ps(out + r * ostride + i0 + 8);
+    for (int64_t j = 0; j < n; ++j) {
+      const __m256 v0 = load8(v + j * D + i0), v1 = load8(v + j * D + i0 + 8);
+      for (int r = 0; r < NR; ++r) {
+        const __m256 wj = _mm256_set1_ps(w[r * wstride + j]);
+        o0[r] = _mm256_add_ps(o0[r], _mm256_mul_ps(wj, v0));
+        o1[r] = _mm256_add_ps(o1[r], _mm256_mul_ps(wj, v1));
+      }
+    }
+    for (int r = 0; r < NR; ++r)
+      _mm256_storeu_ps(out + r * ostride + i0, o0[r]), _mm256_storeu_ps(out + r * ostride + i0 + 8, o1[r]);
+  }
+  for (int r = 0; r < NR && i0 < D; ++r)  // the last D % 16 values, head by head
+    for (int64_t i = i0; i < D; ++i)
+      for (int64_t j = 0; j < n; ++j) out[r * ostride + i] += w[r * wstride + j] * widen(v[j * D + i]);
+}
+
+}  // namespace
+
+template <typename T>
+void attn_accumulate_heads_avx2(const float *w, int64_t wstride, int64_t rep, const T *v, int64_t n, int64_t D,
+                                float *out, int64_t ostride) {
+  for (int64_t r = 0; r < rep; r += 4) {
+    const float *wr = w + r * wstride;
+    float *o = out + r * ostride;
+    switch (std::min<int64_t>(4, rep - r)) {
+      case 4: accumulate_heads<4>(wr, wstride, v, n, D, o, ostride); break;
+      case 3: accumulate_heads<3>(wr, wstride, v, n, D, o, ostride); break;
+      case 2: accumulate_heads<2>(wr, wstride, v, n, D, o, ostride); break;
+      default: accumulate_heads<1>(wr, wstride, v, n, D, o, ostride);
+    }
+  }
+}
+
 template void attn_scores_avx2<float>(const float *, int64_t, const float *, int64_t, int64_t, float, float *,
                                        int64_t);
 template void attn_scores_avx2<uint16_t>(const float *, int64_t, const uint16_t *, int64_t, int64_t, float, float *,
                                           int64_t);
 template void attn_accumulate_avx2<float>(const float *, const float *, int64_t, int64_t, float *);
 template void attn_accumulate_avx2<uint16_t>(const float *, const uint16_t *, int64_t, int64_t, float *);
+template void attn_accumulate_heads_avx2<float>(const float *, int64_t, int64_t, const float *, int64_t, int64_t,
+                                                float *, int64_t);
+template void attn_accumulate_heads_avx2<uint16_t>(const float *, int64_t, int64_t, const uint16_t *, int64_t,
+                                                   int64_t, float *, int64_t);
 
 #pragma GCC pop_options
 

@@ -60,8 +60,8 @@ void attention_units(const float *q_in, const float *k_in, const float *v_in, co
                      int64_t S, int64_t D, float *ctx, float *k_rot, bool simd, const int32_t *cache_rows,
                      int64_t lo, int64_t hi) {
   const int64_t rep = H / KVH;
-  // q: the rep rotated query heads of one KV head [rep, D]; scores [rep, S + 1]; w: one head's weights
-  std::vector<float> q(rep * D), scores(rep * (S + 1)), w(S + 1);
+  // q: the rep rotated query heads of one KV head [rep, D]; scores [rep, S + 1], then their softmax weights
+  std::vector<float> q(rep * D), scores(rep * (S + 1));
   for (int64_t t = lo; t < hi; ++t) {
     const int64_t b = t / KVH, g = t % KVH, p = pos[b];
     const float *cb = cos + b * D, *sb = sin + b * D;
@@ -74,7 +74,7 @@ void attention_units(const float *q_in, const float *k_in, const float *v_in, co
 #if BITCPM_X86
     if (simd) attn_scores_avx2<T>(q.data(), rep, kc, p, D, scale, scores.data(), S + 1);
 #endif
-    for (int64_t r = 0; r < rep; ++r) {
+    for (int64_t r = 0; r < rep; ++r) {  // scores -> softmax weights, in place
       float *sc = scores.data() + r * (S + 1);
       const float *qr = q.data() + r * D;
       if (!simd)
@@ -90,21 +90,26 @@ void attention_units(const float *q_in, const float *k_in, const float *v_in, co
         for (int64_t j = 0; j <= p; ++j) sc[j] = exp_softmax(sc[j] - mx);
       float sum = 0.0f;
       for (int64_t j = 0; j <= p; ++j) sum += sc[j];
-      for (int64_t j = 0; j <= p; ++j) w[j] = sc[j] / sum;
-      float *out = ctx + (b * H + g * rep + r) * D;
-      std::memset(out, 0, sizeof(float) * D);
+      for (int64_t j = 0; j <= p; ++j) sc[j] = sc[j] / sum;
+    }
+    float *out = ctx + (b * H + g * rep) * D;  // the rep heads' outputs [rep, D], contiguous
+    std::memset(out, 0, sizeof(float) * rep * D);
 #if BITCPM_X86
-      if (simd) {
-        attn_accumulate_avx2<T>(w.data(), vc, p, D, out);
-        attn_accumulate_avx2<float>(w.data() + p, vn, 1, D, out);
-        continue;
-      }
+    if (simd) {  // sum_j w_j v_j over the cache for all rep heads at once, then each head's own value
+      attn_accumulate_heads_avx2<T>(scores.data(), S + 1, rep, vc, p, D, out, D);
+      for (int64_t r = 0; r < rep; ++r)
+        attn_accumulate_avx2<float>(scores.data() + r * (S + 1) + p, vn, 1, D, out + r * D);
+      continue;
+    }
 #endif
+    for (int64_t r = 0; r < rep; ++r) {
+      const float *w = scores.data() + r * (S + 1);
+      float *o = out + r * D;
       for (int64_t j = 0; j < p; ++j) {
         const T *vj = vc + j * D;
-        for (int64_t i = 0; i < D; ++i) out[i] += w[j] * widen(vj[i]);
+        for (int64_t i = 0; i < D; ++i) o[i] += w[j] * widen(vj[i]);
       }
-      for (int64_t i = 0; i < D; ++i) out[i] += w[p] * vn[i];
+      for (int64_t i = 0; i < D; ++i) o[i] += w[p] * vn[i];
     }
   }
 }

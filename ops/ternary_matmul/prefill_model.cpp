@@ -36,8 +36,9 @@ int run_prefill(const ModelArgs &a, int64_t columns, float *logits) {
     const int64_t n = a.pos[b];
     if (n < 1 || n > longest)
       return set_error(3, "PrefillModel: length " + std::to_string(n) + " of row " + std::to_string(b) +
-                              " outside 1.." + std::to_string(longest) + " (prompt columns " + std::to_string(columns) +
-                              ", cache slots " + std::to_string(a.S) + ", rotary positions " + std::to_string(a.P) + ")");
+                              " outside 1.." + std::to_string(longest) + " (prompt columns " +
+                              std::to_string(columns) + ", cache slots " + std::to_string(a.S) +
+                              ", rotary positions " + std::to_string(a.P) + ")");
     first[b + 1] = first[b] + n;
   }
   const int64_t T = first[B];

@@ -332,6 +332,11 @@ void attn_scores_avx2(const float *q, int64_t rep, const T *k, int64_t n, int64_
                       int64_t stride);
 template <typename T>
 void attn_accumulate_avx2(const float *w, const T *v, int64_t n, int64_t D, float *out);
+// out[r * ostride + i] += sum_j w[r * wstride + j] v[j, i] for the rep query heads of one KV head (j
+// ascending, as attn_accumulate_avx2 per head): each value row is read once for all of them.
+template <typename T>
+void attn_accumulate_heads_avx2(const float *w, int64_t wstride, int64_t rep, const T *v, int64_t n, int64_t D,
+                                float *out, int64_t ostride);
 // x[j] = exp_softmax(x[j] - shift) for j < n, bit-identical to the scalar loop.
 void exp_shifted_avx2(float *x, int64_t n, float shift);
 
