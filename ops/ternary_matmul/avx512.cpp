@@ -266,8 +266,8 @@ VNNI_FN void vnni_tile_decode(const int8_t *xp, const int32_t *negc, float xs, c
     } else {
       for (int r = 0; r < NR; ++r) b[r] = _mm512_loadu_si512((const void *)(W + r * ldw + p * 64));
     }
-    for (int r = 0; r < NR; ++r)  // two NR-row passes ahead (the AVX2 decode GEMV's distance)
-      _mm_prefetch((const char *)(W + (r + 2 * NR) * ldw + p * 64), _MM_HINT_T0);
+    for (int r = 0; r < NR; ++r)  // eight NR-row passes ahead (the AVX2 decode GEMV's distance)
+      _mm_prefetch((const char *)(W + (r + 8 * NR) * ldw + p * 64), _MM_HINT_T0);
     const int8_t *xb = xp + p * 256;
     for (int t = 0; t < 4; ++t) {
       const __m512i xv = _mm512_loadu_si512((const void *)(xb + t * 64));
