@@ -275,6 +275,19 @@ def exp_shifted_numpy(x, shift: float = 0.0) -> np.ndarray:
     return out
 
 
+def silu_mul_numpy(gate, up) -> np.ndarray:
+    """SwiGLU's silu(gate) * up as the decode and prefill ops compute it (silu_mul), through ctypes."""
+    out = np.array(gate, np.float32, order="C", copy=True)
+    up = np.ascontiguousarray(up, np.float32)
+    if up.shape != out.shape:
+        raise ValueError(f"gate {out.shape} and up {up.shape} differ in shape")
+    fn = _load().bitcpm_silu_mul
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+    fn(out.ctypes.data, up.ctypes.data, out.size)
+    return out
+
+
 def float_to_half_numpy(x) -> np.ndarray:
     """The kernels' float32 -> float16 rounding (the float16 KV cache's stores) through ctypes."""
     x = np.ascontiguousarray(x, np.float32)

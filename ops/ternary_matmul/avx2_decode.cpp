@@ -210,32 +210,49 @@ template void attn_accumulate_heads_avx2<uint16_t>(const float *, int64_t, int64
 
 #pragma GCC pop_options
 
+namespace {
+
+// exp_softmax's operations in its order, 8 lanes.
+AVX2_FN inline __m256 exp8(__m256 v) {
+  // (bound, v) operand order: a NaN v passes through both, as in std::max / std::min
+  const __m256 c = _mm256_min_ps(_mm256_set1_ps(88.3762626647949f),
+                                 _mm256_max_ps(_mm256_set1_ps(-88.3762626647949f), v));
+  const __m256 fx = _mm256_floor_ps(_mm256_add_ps(_mm256_mul_ps(c, _mm256_set1_ps(1.44269504088896341f)),
+                                                  _mm256_set1_ps(0.5f)));
+  __m256 r = _mm256_sub_ps(c, _mm256_mul_ps(fx, _mm256_set1_ps(0.693359375f)));
+  r = _mm256_sub_ps(r, _mm256_mul_ps(fx, _mm256_set1_ps(-2.12194440e-4f)));
+  const __m256 z = _mm256_mul_ps(r, r);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_add_ps(_mm256_mul_ps(y, z), r);
+  y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  const __m256 res = _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
+  return _mm256_blendv_ps(res, v, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+}
+
+}  // namespace
+
 AVX2_FN void exp_shifted_avx2(float *x, int64_t n, float shift) {
-  const __m256 lo = _mm256_set1_ps(-88.3762626647949f), hi = _mm256_set1_ps(88.3762626647949f);
-  const __m256 log2e = _mm256_set1_ps(1.44269504088896341f), half = _mm256_set1_ps(0.5f);
-  const __m256 c1 = _mm256_set1_ps(0.693359375f), c2 = _mm256_set1_ps(-2.12194440e-4f);
-  const __m256 one = _mm256_set1_ps(1.0f), vshift = _mm256_set1_ps(shift);
+  const __m256 vshift = _mm256_set1_ps(shift);
   int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {  // exp_softmax's operations in its order, 8 lanes
-    const __m256 v = _mm256_sub_ps(_mm256_loadu_ps(x + j), vshift);
-    const __m256 c = _mm256_min_ps(hi, _mm256_max_ps(lo, v));  // (lo, v): a NaN v passes through, as in std::max
-    const __m256 fx = _mm256_floor_ps(_mm256_add_ps(_mm256_mul_ps(c, log2e), half));
-    __m256 r = _mm256_sub_ps(c, _mm256_mul_ps(fx, c1));
-    r = _mm256_sub_ps(r, _mm256_mul_ps(fx, c2));
-    const __m256 z = _mm256_mul_ps(r, r);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_add_ps(_mm256_mul_ps(y, z), r);
-    y = _mm256_add_ps(y, one);
-    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
-    const __m256 res = _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
-    _mm256_storeu_ps(x + j, _mm256_blendv_ps(res, v, _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
-  }
+  for (; j + 8 <= n; j += 8) _mm256_storeu_ps(x + j, exp8(_mm256_sub_ps(_mm256_loadu_ps(x + j), vshift)));
   for (; j < n; ++j) x[j] = exp_softmax(x[j] - shift);
+}
+
+AVX2_FN void silu_mul_avx2(float *gate, const float *up, int64_t n) {
+  const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {  // (g / (1 + exp(-g))) * u, as silu_mul
+    const __m256 g = _mm256_loadu_ps(gate + j);
+    const __m256 e = exp8(_mm256_xor_ps(g, sign));
+    _mm256_storeu_ps(gate + j, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), _mm256_loadu_ps(up + j)));
+  }
+  for (; j < n; ++j) gate[j] = silu_mul(gate[j], up[j]);
 }
 
 namespace {

@@ -254,6 +254,18 @@ BITCPM_API int bitcpm_exp_shifted(float *x, int64_t n, float shift) {
   return 0;
 }
 
+// ctypes: gate[j] = silu_mul(gate[j], up[j]), SwiGLU's element-wise step (dispatched as bitcpm_exp_shifted).
+BITCPM_API int bitcpm_silu_mul(float *gate, const float *up, int64_t n) {
+#if BITCPM_X86
+  if (!g_force_portable.load() && cpu::has(kNeedAvx2)) {
+    silu_mul_avx2(gate, up, n);
+    return 0;
+  }
+#endif
+  for (int64_t j = 0; j < n; ++j) gate[j] = silu_mul(gate[j], up[j]);
+  return 0;
+}
+
 // ctypes: n float32 -> binary16, rounded to nearest even (the float16 cache's stores; tested against numpy).
 BITCPM_API int bitcpm_float_to_half(const float *x, uint16_t *out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = float_to_half(x[i]);

@@ -296,6 +296,9 @@ inline float exp_softmax(float x) {
   return y * scale;
 }
 
+// SwiGLU's silu(g) * u = (g / (1 + exp(-g))) * u with exp_softmax (silu_mul_avx2 gives the same bits).
+inline float silu_mul(float g, float u) { return (g / (1.0f + exp_softmax(-g))) * u; }
+
 #if BITCPM_X86
 // ---------------------------------------------------------------- AVX2 + FMA path (avx2.cpp)
 // A chunk is 8 consecutive elements k..k+7 whose codes sit in 8 consecutive bytes at `byte`,
@@ -339,6 +342,8 @@ void attn_accumulate_heads_avx2(const float *w, int64_t wstride, int64_t rep, co
                                 float *out, int64_t ostride);
 // x[j] = exp_softmax(x[j] - shift) for j < n, bit-identical to the scalar loop.
 void exp_shifted_avx2(float *x, int64_t n, float shift);
+// gate[j] = silu_mul(gate[j], up[j]) for j < n, bit-identical to the scalar loop.
+void silu_mul_avx2(float *gate, const float *up, int64_t n);
 
 // ---------------------------------------------------------------- AVX-512 paths (avx512.cpp)
 constexpr int kPanel = 32;  // output rows unpacked at a time by the VNNI prefill kernel

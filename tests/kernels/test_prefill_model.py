@@ -91,10 +91,11 @@ def test_token_outside_the_vocabulary_is_named():
 
 @pytest.mark.parametrize("isa", ["avx2", "best"])
 def test_threads_do_not_change_the_result(isa):
-    """The prompt GEMMs (M = the valid tokens), attention and head split over 2 threads: the logits and
-    caches of one thread, bit for bit, at either ISA cap."""
+    """The prompt GEMMs (M = the valid tokens), attention, the element-wise steps (RMSNorms, SwiGLU,
+    residuals: split by rows from 2^16 values) and the head over 2 threads: the logits and caches of one
+    thread, bit for bit, at either ISA cap."""
     from bitcpm_ms.kernels import MAX_ISA_AVX2, MAX_ISA_BEST, get_num_threads, set_max_isa, set_num_threads
-    args = _prefill_case((2, 8, 2, 64, 768, 40, 128, 2, 700, [30, 12], 32), 8, False, np.float32)
+    args = _prefill_case((2, 8, 2, 64, 768, 112, 128, 2, 700, [100, 12], 112), 8, False, np.float32)
     two = _copy_caches(args)
     old = get_num_threads()
     set_max_isa(MAX_ISA_AVX2 if isa == "avx2" else MAX_ISA_BEST)
