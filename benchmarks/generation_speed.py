@@ -4,7 +4,7 @@ and vs llama.cpp TQ2_0 on the same weights, measured fairly (issue 26).
 
     python3 -m benchmarks.generation_speed [--shapes tiny,100m] [--threads 1,2] [--isa best,avx2]
         [--variants ...] [--batches 1,8] [--n_prompt 128] [--n_gen 128] [--rounds 3] [--no_llamacpp]
-        [--llama_poll P] [--no_breakdown] [--json benchmarks/results/generation_speed.json]
+        [--llama_poll P] [--bitnet_dir DIR] [--no_breakdown] [--json benchmarks/results/generation_speed.json]
 
 Each shape is one set of random latent weights (speed does not depend on training), group size 256,
 saved as a checkpoint that every variant loads (the variants: benchmarks/generation_worker.py). One
@@ -20,6 +20,8 @@ mean and min-max are reported for both; the ratio to llama.cpp is taken per roun
 round r) and the targets' verdicts come from the spread of those ratios (benchmarks/fair_compare.py).
 The JSON records the CPU model and SIMD flags, the load average at start and at the end, the
 versions (Python, numpy, MindSpore, llama-cpp-python's llama.cpp and its build commit).
+--bitnet_dir: a bitnet.cpp build (benchmarks/generation_bitnet.py): its I2_S kernel joins every round,
+after llama.cpp's, at the same positions (llama-batched-bench), and the JSON gets ours / I2_S per round.
 Breakdown (batch 1, the best ISA): MindSpore Profiler op times of the decode step
 (benchmarks/generation_breakdown.py).
 """
@@ -64,6 +66,10 @@ def format_tables(result) -> str:
             lines.append(f"| {shape} | {threads} | {isa} | {row['variant']} | {row['batch']} "
                          f"| {_cell(row.get('prefill_tok_s'))} | {_cell(row.get('decode_tok_s'))} "
                          f"| {_cell(row.get('decode_ms_per_call'))} |")
+    for key, bn in result.get("bitnet", {}).items():
+        shape, threads = key.split("/")
+        lines.append(f"| {shape} | {threads} | native | bitnet.cpp I2_S | 1 "
+                     f"| {_cell(bn['table'].get('prefill_tok_s'))} | {_cell(bn['table'].get('decode_tok_s'))} | - |")
     for key, lc in result["llamacpp"].items():
         if isinstance(lc, dict):
             shape, threads = key.split("/")
@@ -73,6 +79,9 @@ def format_tables(result) -> str:
             lines.append(f"\nllama.cpp ({key}): {lc}")
     lines += ["", "ours / llama.cpp TQ2_0, per-round ratio: median (min-max)"]
     lines += [f"- {k}: {ratio_text(c)}" for k, c in result.get("targets", {}).items()]
+    if result.get("bitnet_ratios"):
+        lines += ["", "ours / bitnet.cpp I2_S, per-round ratio: median (min-max)"]
+        lines += [f"- {k}: {ratio_text(c)}" for k, c in result["bitnet_ratios"].items()]
     return "\n".join(lines)
 
 
@@ -88,6 +97,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no_llamacpp", action="store_true")
     ap.add_argument("--llama_poll", type=int, default=None, help="llama-bench --poll (default: its own, 50)")
+    ap.add_argument("--bitnet_dir", default=None,
+                    help="a bitnet.cpp build (bin/llama-quantize, bin/llama-batched-bench)")
     ap.add_argument("--no_breakdown", action="store_true")
     ap.add_argument("--json", default=os.path.join(ROOT, "benchmarks", "results", "generation_speed.json"))
     args = ap.parse_args(argv)
@@ -105,22 +116,28 @@ def main(argv=None):
     result = {"n_prompt": args.n_prompt, "n_gen": args.n_gen, "rounds": args.rounds, "group_size": GROUP,
               "decode_positions": [args.n_prompt, context - 1], "shapes": {}, "runs": {}, "llamacpp": {},
               "breakdown": {}}
-    samples, llama = {}, {}
+    samples, llama, bitnet = {}, {}, {}
+    if args.bitnet_dir:
+        from benchmarks import generation_bitnet as gbn
+        result["bitnet"] = {}
     for shape in args.shapes.split(","):
         skip = "--no_llamacpp" if args.no_llamacpp else glc.tokenizer_problem(shape, context)
         if skip and not args.no_llamacpp:
             print(f"the llama.cpp column of {shape} will be skipped: {skip}", file=sys.stderr, flush=True)
         result["shapes"][shape] = prep = prepare_checkpoint(shape, context, work)
         gguf = None if skip else glc.export_tq2(shape, prep["checkpoint"], context, work)
+        i2s = gbn.export_i2s(shape, prep["checkpoint"], context, work, args.bitnet_dir) if args.bitnet_dir else None
         for t in threads:
             workers = {isa: Worker(shape, prep["checkpoint"], t, isa, variants, batches, args.n_prompt, args.n_gen)
                        for isa in isas}
-            rounds = []
+            rounds, bn_rounds = [], []
             for r in range(args.rounds):
                 for isa, w in workers.items():
                     samples.setdefault((shape, t, isa), []).extend(w.ask(f"round {r}"))
                 if gguf:
                     rounds.append(glc.bench_round(gguf, t, args.n_prompt, args.n_gen, poll=args.llama_poll))
+                if i2s:
+                    bn_rounds.append(gbn.bench_round(i2s, t, args.n_prompt, args.n_gen, args.bitnet_dir))
                 print(f"  {shape} threads={t} round {r + 1}/{args.rounds}", file=sys.stderr, flush=True)
             if not args.no_breakdown:
                 result["breakdown"][f"{shape}/{t}"] = workers[isas[0]].ask("breakdown")
@@ -133,9 +150,15 @@ def main(argv=None):
                     "table": {q: stats(r[q] for r in rounds) for q in ("prefill_tok_s", "decode_tok_s")}}
             elif skip:
                 result["llamacpp"][f"{shape}/{t}"] = f"skipped: {skip}"
+            if i2s:
+                bitnet[(shape, t)] = bn_rounds
+                result["bitnet"][f"{shape}/{t}"] = {"rounds": bn_rounds, "table": gbn.table(bn_rounds),
+                                                    "format": "I2_S", "harness": "llama-batched-bench"}
     for (shape, t, isa), ss in samples.items():
         result["runs"][f"{shape}/{t}/{isa}"] = {"samples": ss, "table": summarize(ss)}
     result["targets"] = glc.targets(samples, llama)
+    if bitnet:
+        result["bitnet_ratios"] = gbn.ratios(samples, bitnet, glc.HEADLINE_VARIANTS)
     from benchmarks import llamacpp
     result["versions"] = {"llama_cpp_python": llamacpp.VERSION}
     text = format_tables(result)
