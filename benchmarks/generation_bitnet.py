@@ -60,10 +60,16 @@ def bench_round(gguf, threads, n_prompt, n_gen, bitnet_dir) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))   # the build uses OpenMP for its threads
     text = _run([_tool(bitnet_dir, "llama-batched-bench"), "-m", gguf, "-c", n_prompt + n_gen + 16, "-b", 512,
                  "-ub", 512, "-npp", n_prompt, "-ntg", n_gen, "-npl", 1, "-t", threads, "-tb", threads], env=env)
+    return {**parse_batched_bench(text, n_prompt, n_gen), "threads": threads}
+
+
+def parse_batched_bench(text: str, n_prompt: int, n_gen: int) -> dict:
+    """llama-batched-bench's table row | PP | TG | B=1 | N_KV | T_PP s | S_PP t/s | T_TG s | S_TG t/s | ...
+    for this PP and TG -> {"prefill_tok_s": S_PP, "decode_tok_s": S_TG}."""
     for line in text.splitlines():
         m = ROW.match(line.strip())
         if m and int(m.group(1)) == n_prompt and int(m.group(2)) == n_gen:
-            return {"prefill_tok_s": float(m.group(4)), "decode_tok_s": float(m.group(6)), "threads": threads}
+            return {"prefill_tok_s": float(m.group(4)), "decode_tok_s": float(m.group(6))}
     raise BitnetError(f"no PP {n_prompt} / TG {n_gen} row in llama-batched-bench's output:\n{text[-1500:]}")
 
 

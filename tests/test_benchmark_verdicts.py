@@ -69,3 +69,18 @@ def test_generation_targets_from_round_extremes():
     assert "tiny" in tiny["target"] and tiny["verdict"] == "met"                 # 280 / 13 = 21.5 >= 20
     assert "fake-quant" in packed["target"] and packed["interval"] == [60 / 6, 80 / 4]
     assert "llama.cpp" in lc["target"] and lc["verdict"] == "not resolved" and lc["interval"] == [95 / 80, 105 / 60]
+
+
+def test_bitnet_rounds_parse_llama_batched_bench_and_name_a_missing_build(tmp_path):
+    """generation_speed --bitnet_dir: the PP/TG row of llama-batched-bench (output of the 2024 fork's
+    build, 100M model) gives the prefill and decode rates; a directory without the tools is a named error."""
+    import pytest
+    from benchmarks.generation_bitnet import BitnetError, bench_round, parse_batched_bench
+    text = ("|    PP |     TG |    B |   N_KV |   T_PP s | S_PP t/s |   T_TG s | S_TG t/s |      T s |    S t/s |\n"
+            "|-------|--------|------|--------|----------|----------|----------|----------|----------|----------|\n"
+            "|   128 |    128 |    1 |    256 |    0.163 |   783.24 |    0.322 |   397.83 |    0.485 |   527.65 |\n")
+    assert parse_batched_bench(text, 128, 128) == {"prefill_tok_s": 783.24, "decode_tok_s": 397.83}
+    with pytest.raises(BitnetError, match="no PP 64 / TG 128 row"):
+        parse_batched_bench(text, 64, 128)
+    with pytest.raises(BitnetError, match="llama-batched-bench is missing"):
+        bench_round("m.gguf", 1, 128, 128, str(tmp_path))
