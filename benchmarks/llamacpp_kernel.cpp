@@ -1,6 +1,6 @@
 // One M = 1 GEMV, ours (bitcpm_ternary_matmul through dlopen) against llama.cpp's TQ2_0 matmul (ggml
 // mul_mat of a TQ2_0 weight by a float32 vector: ggml quantizes the vector to Q8_K and runs the TQ2_0
-// vec-dot), in one process, rounds interleaved. Driven by benchmarks/kernel_compare.py, which builds it
+// vec-dot), in one process, rounds interleaved and, inside a round, blocks of 10 calls of each side. Driven by benchmarks/kernel_compare.py, which builds it
 // next to the cached llama.cpp build (benchmarks/llamacpp.py).
 //
 //   bitcpm-kernel-bench LIB K N G THREADS ISA ROUNDS REPS
@@ -29,16 +29,19 @@ static double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+// Appends the seconds of n calls of f to t.
 template <class F>
-static double median_call(F f, int reps) {
-  std::vector<double> t(reps);
-  for (int i = 0; i < reps; ++i) {
+static void time_calls(F f, int n, std::vector<double> &t) {
+  for (int i = 0; i < n; ++i) {
     double a = now();
     f();
-    t[i] = now() - a;
+    t.push_back(now() - a);
   }
+}
+
+static double median(std::vector<double> t) {
   std::sort(t.begin(), t.end());
-  return t[reps / 2];
+  return t[t.size() / 2];
 }
 
 static void print_list(const char *name, const std::vector<double> &v, bool last) {
@@ -96,18 +99,29 @@ int main(int argc, char **argv) {
   std::vector<uint8_t> work(plan.work_size + 64);
   plan.work_data = work.data();
 
+  // A round: reps calls of each side in blocks of kBlock, the sides alternating block by block, so that a
+  // burst of the host's noise falls on both sides of a round rather than on one; each side's median per
+  // call over the round is kept.
+  constexpr int kBlock = 10;
   std::vector<double> a8, wo, tq;
   for (int r = 0; r < rounds; ++r) {
-    // our workers poll between calls as they do inside the decode ops (a spin session), as ggml's poll
-    ggml_threadpool_pause(tp);
-    spin_session(1);
-    a8.push_back(median_call([&] { mm(x.data(), packed.data(), scales.data(), y.data(), 1, K, N, G, 8, 1e-5f,
-                                      threads, 0); }, reps));
-    wo.push_back(median_call([&] { mm(x.data(), packed.data(), scales.data(), y.data(), 1, K, N, G, 0, 1e-5f,
-                                      threads, 0); }, reps));
-    spin_session(0);
-    ggml_threadpool_resume(tp);
-    tq.push_back(median_call([&] { ggml_graph_compute(gf, &plan); }, reps));
+    std::vector<double> ta8, two, ttq;
+    for (int done = 0; done < reps; done += kBlock) {
+      const int n = std::min(kBlock, reps - done);
+      // our workers poll between calls as they do inside the decode ops (a spin session), as ggml's poll
+      ggml_threadpool_pause(tp);
+      spin_session(1);
+      time_calls([&] { mm(x.data(), packed.data(), scales.data(), y.data(), 1, K, N, G, 8, 1e-5f, threads, 0); },
+                 n, ta8);
+      time_calls([&] { mm(x.data(), packed.data(), scales.data(), y.data(), 1, K, N, G, 0, 1e-5f, threads, 0); },
+                 n, two);
+      spin_session(0);
+      ggml_threadpool_resume(tp);
+      time_calls([&] { ggml_graph_compute(gf, &plan); }, n, ttq);
+    }
+    a8.push_back(median(ta8));
+    wo.push_back(median(two));
+    tq.push_back(median(ttq));
   }
   std::printf("{");
   print_list("ours_a8", a8, false);
