@@ -13,8 +13,9 @@ activations) with `threads` threads and the ISA cap (avx2: set_max_isa(MAX_ISA_A
 ggml_mul_mat of a TQ2_0 tensor by the float32 vector (ggml quantizes it to Q8_K, then the TQ2_0
 vec-dot) through ggml_graph_compute on a ggml threadpool of `threads` threads; llama.cpp is built
 GGML_NATIVE, so it runs whatever this CPU has whatever our cap. Rounds interleave, and so do the calls
-inside a round: blocks of 10 calls of ours (A8, weight-only) then 10 of llama.cpp, repeated until each
-side has made reps calls, each side's median per call over the round kept (a burst of the host's noise
+inside a round: blocks of 10 timed calls of ours (A8, weight-only) then 10 of llama.cpp, each block after
+two untimed calls (the other side's threads may still be winding down), repeated until each side has
+made reps timed calls, each side's median per call over the round kept (a burst of the host's noise
 then falls on both sides of a round, not on one); the
 table shows median / mean (min-max) over the rounds, and ratios are taken per round
 (benchmarks/fair_compare.py). Targets: A8 >= 1.2x llama.cpp, weight-only >= 1.0x.

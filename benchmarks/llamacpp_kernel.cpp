@@ -29,9 +29,11 @@ static double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Appends the seconds of n calls of f to t.
+// Appends the seconds of n calls of f to t, after two untimed calls: the other side's threads may still
+// be winding down (ggml's poll, our spin session) when a block starts.
 template <class F>
 static void time_calls(F f, int n, std::vector<double> &t) {
+  f(), f();
   for (int i = 0; i < n; ++i) {
     double a = now();
     f();
