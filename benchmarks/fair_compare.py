@@ -51,3 +51,26 @@ def ratio_text(c: dict) -> str:
     if "stretch" in c:
         text += f"; stretch {c['stretch']}: {c['stretch_verdict']}"
     return text
+
+
+def paired_ratios(runs: dict, theirs_by_key: dict, variants, targets: dict = None, suffix: str = "") -> dict:
+    """generation_speed's per-round comparisons: runs[(shape, threads, isa)] = our samples (dicts with
+    variant, batch, round and the rates), theirs_by_key[(shape, threads)] = the other side's rounds. For
+    each variant at batch 1 and each of decode / prefill tokens/s: compare() of the rounds both sides
+    have, with targets[(shape, quantity)] = (target, stretch) where given; keys
+    "SHAPE threads=T isa=I VARIANT decode|prefill" + suffix."""
+    out = {}
+    for (shape, threads, isa), samples in runs.items():
+        theirs = theirs_by_key.get((shape, threads))
+        if not theirs:
+            continue
+        for variant in variants:
+            mine = {s["round"]: s for s in samples if s["variant"] == variant and s["batch"] == 1}
+            if not mine:
+                continue
+            for qty in ("decode_tok_s", "prefill_tok_s"):
+                target, stretch = (targets or {}).get((shape, qty), (None, None))
+                rounds = sorted(set(mine) & set(range(len(theirs))))
+                out[f"{shape} threads={threads} isa={isa} {variant} {qty.split('_')[0]}{suffix}"] = compare(
+                    [mine[r][qty] for r in rounds], [theirs[r][qty] for r in rounds], target, stretch)
+    return out

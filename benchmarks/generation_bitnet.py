@@ -16,7 +16,7 @@ import os
 import re
 import subprocess
 
-from benchmarks.fair_compare import compare, stats
+from benchmarks.fair_compare import paired_ratios, stats
 from benchmarks.generation_worker import config_for
 
 ROW = re.compile(r"^\|\s*(\d+)\s*\|\s*(\d+)\s*\|\s*1\s*\|\s*\d+\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|"
@@ -80,16 +80,4 @@ def table(rounds) -> dict:
 def ratios(runs: dict, bitnet: dict, variants) -> dict:
     """ours / bitnet.cpp I2_S per round at batch 1, no target (the issue asks for the column, reported
     as it is): runs[(shape, threads, isa)] = our samples, bitnet[(shape, threads)] = its rounds."""
-    out = {}
-    for (shape, threads, isa), samples in runs.items():
-        theirs = bitnet.get((shape, threads))
-        if not theirs:
-            continue
-        for variant in variants:
-            mine = {s["round"]: s for s in samples if s["variant"] == variant and s["batch"] == 1}
-            for qty in ("decode_tok_s", "prefill_tok_s"):
-                rounds = sorted(set(mine) & set(range(len(theirs))))
-                if rounds:
-                    out[f"{shape} threads={threads} isa={isa} {variant} {qty.split('_')[0]} vs bitnet.cpp I2_S"] = \
-                        compare([mine[r][qty] for r in rounds], [theirs[r][qty] for r in rounds])
-    return out
+    return paired_ratios(runs, bitnet, variants, suffix=" vs bitnet.cpp I2_S")

@@ -4,7 +4,7 @@ of n_prompt tokens at depth 0; decode of n_gen tokens at depth n_prompt, llama-b
 count; and the issue-26 targets computed from the paired rounds (benchmarks.fair_compare)."""
 import os
 
-from benchmarks.fair_compare import compare
+from benchmarks.fair_compare import paired_ratios
 from benchmarks.generation_worker import config_for
 
 # issue 26: (shape, quantity) -> (target, stretch) as ours / llama.cpp
@@ -47,18 +47,4 @@ def bench_round(gguf, threads, n_prompt, n_gen, reps=1, poll=None) -> dict:
 def targets(runs: dict, llama: dict) -> dict:
     """runs[(shape, threads, isa)] = our samples; llama[(shape, threads)] = its rounds. For every
     headline variant at batch 1: ours / llama.cpp per round, with the verdicts of TARGETS."""
-    out = {}
-    for (shape, threads, isa), samples in runs.items():
-        theirs = llama.get((shape, threads))
-        if not theirs:
-            continue
-        for variant in HEADLINE_VARIANTS:
-            mine = {s["round"]: s for s in samples if s["variant"] == variant and s["batch"] == 1}
-            if not mine:
-                continue
-            for qty in ("decode_tok_s", "prefill_tok_s"):
-                target, stretch = TARGETS.get((shape, qty), (None, None))
-                rounds = sorted(set(mine) & set(range(len(theirs))))
-                c = compare([mine[r][qty] for r in rounds], [theirs[r][qty] for r in rounds], target, stretch)
-                out[f"{shape} threads={threads} isa={isa} {variant} {qty.split('_')[0]}"] = c
-    return out
+    return paired_ratios(runs, llama, HEADLINE_VARIANTS, TARGETS)
