@@ -56,17 +56,6 @@ void for_rows(int64_t B, int64_t width, F fn) {
   parallel_for(B, nt, 1, fn);
 }
 
-// gate[i] = silu(gate[i]) * up[i] for n values (AVX2 when the CPU has it: silu_mul_avx2, the same bits).
-void silu_mul_rows(float *gate, const float *up, int64_t n) {
-#if BITCPM_X86
-  if (!g_force_portable.load() && cpu::has(kNeedAvx2)) {
-    silu_mul_avx2(gate, up, n);
-    return;
-  }
-#endif
-  for (int64_t i = 0; i < n; ++i) gate[i] = silu_mul(gate[i], up[i]);
-}
-
 }  // namespace
 
 int decode_layer_impl(const float *h, const float *w_attn_norm, const float *w_ffn_norm, const PackedProj *proj,

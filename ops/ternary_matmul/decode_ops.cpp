@@ -82,12 +82,7 @@ void attention_units(const float *q_in, const float *k_in, const float *v_in, co
       sc[p] = dot(qr, kr, D) * scale;
       float mx = -INFINITY;
       for (int64_t j = 0; j <= p; ++j) mx = std::max(mx, sc[j]);
-#if BITCPM_X86
-      if (simd)
-        exp_shifted_avx2(sc, p + 1, mx);
-      else
-#endif
-        for (int64_t j = 0; j <= p; ++j) sc[j] = exp_softmax(sc[j] - mx);
+      exp_shifted(sc, p + 1, mx, simd);
       float sum = 0.0f;
       for (int64_t j = 0; j <= p; ++j) sum += sc[j];
       for (int64_t j = 0; j <= p; ++j) sc[j] = sc[j] / sum;
@@ -143,6 +138,34 @@ int decode_attention_impl(const float *q_in, const float *k_in, const float *v_i
                       KVH, S, D, ctx, k_rot, simd, cache_rows, lo, hi);
   });
   return 0;
+}
+
+bool elementwise_simd() {
+#if BITCPM_X86
+  return !g_force_portable.load() && cpu::has(kNeedAvx2);
+#else
+  return false;
+#endif
+}
+
+void exp_shifted(float *x, int64_t n, float shift, bool simd) {
+#if BITCPM_X86
+  if (simd) {
+    exp_shifted_avx2(x, n, shift);
+    return;
+  }
+#endif
+  for (int64_t j = 0; j < n; ++j) x[j] = exp_softmax(x[j] - shift);
+}
+
+void silu_mul_rows(float *gate, const float *up, int64_t n) {
+#if BITCPM_X86
+  if (elementwise_simd()) {
+    silu_mul_avx2(gate, up, n);
+    return;
+  }
+#endif
+  for (int64_t j = 0; j < n; ++j) gate[j] = silu_mul(gate[j], up[j]);
 }
 
 void rope_keys(const float *k_in, const float *cos, const float *sin, int64_t B, int64_t KVH, int64_t D,
@@ -241,28 +264,16 @@ BITCPM_API int bitcpm_decode_attention(const float *q, const float *k, const flo
                                KVH, S, D, ctx, k_rot, nthreads);
 }
 
-// ctypes: x[j] = exp_softmax(x[j] - shift), the attention softmax's exp (AVX2 when the CPU has it and the
-// portable path is not forced; tested against numpy and against each other).
+// ctypes: x[j] = exp_softmax(x[j] - shift), the attention softmax's exp (tested against numpy, and AVX2
+// against the portable loop).
 BITCPM_API int bitcpm_exp_shifted(float *x, int64_t n, float shift) {
-#if BITCPM_X86
-  if (!g_force_portable.load() && cpu::has(kNeedAvx2)) {
-    exp_shifted_avx2(x, n, shift);
-    return 0;
-  }
-#endif
-  for (int64_t j = 0; j < n; ++j) x[j] = exp_softmax(x[j] - shift);
+  exp_shifted(x, n, shift, elementwise_simd());
   return 0;
 }
 
-// ctypes: gate[j] = silu_mul(gate[j], up[j]), SwiGLU's element-wise step (dispatched as bitcpm_exp_shifted).
+// ctypes: gate[j] = silu_mul(gate[j], up[j]), SwiGLU's element-wise step (the layer op's silu_mul_rows).
 BITCPM_API int bitcpm_silu_mul(float *gate, const float *up, int64_t n) {
-#if BITCPM_X86
-  if (!g_force_portable.load() && cpu::has(kNeedAvx2)) {
-    silu_mul_avx2(gate, up, n);
-    return 0;
-  }
-#endif
-  for (int64_t j = 0; j < n; ++j) gate[j] = silu_mul(gate[j], up[j]);
+  silu_mul_rows(gate, up, n);
   return 0;
 }
 

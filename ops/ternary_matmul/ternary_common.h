@@ -150,6 +150,13 @@ int decode_attention_impl(const float *q_in, const float *k_in, const float *v_i
 // decode_attention_impl computes as its k_rot output).
 void rope_keys(const float *k_in, const float *cos, const float *sin, int64_t B, int64_t KVH, int64_t D,
                float *k_rot);
+// decode_ops.cpp: the element-wise steps' dispatch. elementwise_simd(): the AVX2 forms may run (the CPU
+// has them, the portable path is not forced). exp_shifted: x[j] = exp_softmax(x[j] - shift), 8 lanes
+// when simd (exp_shifted_avx2, the same bits). silu_mul_rows: gate[j] = silu_mul(gate[j], up[j]), 8
+// lanes when elementwise_simd() (silu_mul_avx2, the same bits).
+bool elementwise_simd();
+void exp_shifted(float *x, int64_t n, float shift, bool simd);
+void silu_mul_rows(float *gate, const float *up, int64_t n);
 // decode_ops.cpp: store n float32 values into a cache row (float32 as is, float16 rounded to nearest even).
 void store_cache_row(KVCacheRef cache, bool value, int64_t offset, const float *src, int64_t n);
 // decode_ops.cpp: the decode head, y [M,N] = x [M,K] @ W^T with W float32 or float16 (raw binary16).
