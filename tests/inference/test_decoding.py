@@ -117,6 +117,23 @@ def _two_prefilled_caches(lm):
     return np.argmax(logits, -1).astype(np.int32)[:, None], lengths, caches
 
 
+def _check_multi_step_equals_single_steps(lm):
+    """From two identically prefilled caches: one multi-step call and decode_steps one-step calls with
+    host-written caches give the same tokens and the same caches, bit for bit. Returns the caches."""
+    first, lengths, caches = _two_prefilled_caches(lm)
+    tokens = lm.multi_step(first, lengths, caches[0])
+    cur, pos, steps = first, lengths.copy(), []
+    for _ in range(lm.decode_steps):
+        logits, keys, values = lm.step(cur, pos, caches[1])
+        caches[1].write_step(keys, values, pos)
+        cur, pos = np.argmax(logits, -1).astype(np.int32)[:, None], pos + 1
+        steps.append(cur[:, 0])
+    np.testing.assert_array_equal(tokens, np.stack(steps, 1))
+    for a, b in zip(caches[0].keys + caches[0].values, caches[1].keys + caches[1].values):
+        np.testing.assert_array_equal(a, b)
+    return caches
+
+
 def test_multi_step_greedy_equals_one_step_and_fills_the_same_cache(packed_a8):
     """K greedy steps per graph call (the layer ops write the cache in place) give the tokens, the token
     counts and the cache of K one-step calls with host-written caches."""
@@ -137,18 +154,7 @@ def test_multi_step_greedy_equals_one_step_and_fills_the_same_cache(packed_a8):
     stop = dict(max_new_tokens=12, decode=decode, stop_strings=[f"<{single.tokens[0][0]}><"])
     got, want = generate(lm, PROMPTS[:1], **stop), generate(one, PROMPTS[:1], **stop)
     assert (got.texts, got.tokens, got.finish_reasons) == (want.texts, want.tokens, ["stop"])
-    # the caches after one multi-step call and after k single steps
-    first, lengths, caches = _two_prefilled_caches(lm)
-    tokens = lm.multi_step(first, lengths, caches[0])
-    cur, pos, steps = first, lengths.copy(), []
-    for _ in range(k):
-        logits, keys, values = lm.step(cur, pos, caches[1])
-        caches[1].write_step(keys, values, pos)
-        cur, pos = np.argmax(logits, -1).astype(np.int32)[:, None], pos + 1
-        steps.append(cur[:, 0])
-    np.testing.assert_array_equal(tokens, np.stack(steps, 1))
-    for a, b in zip(caches[0].keys + caches[0].values, caches[1].keys + caches[1].values):
-        np.testing.assert_array_equal(a, b)
+    _check_multi_step_equals_single_steps(lm)       # the caches after one multi-step call and k single steps
 
 
 def test_whole_model_op_equals_one_layer_op_per_layer(packed_a8):
@@ -301,18 +307,8 @@ def test_float16_kv_cache_within_the_cache_rounding(packed_a8, fake_quant):
     assert all(a.dtype == np.float16 for a in cache.keys + cache.values)
     assert cache.nbytes == lm.new_cache(2, 64).nbytes // 2
     check_every_step(net, Recording(half), PROMPTS, tol=1e-4)
-    first, lengths, caches = _two_prefilled_caches(half)
-    tokens = half.multi_step(first, lengths, caches[0])
-    cur, pos, steps = first, lengths.copy(), []
-    for _ in range(half.decode_steps):
-        logits, keys, values = half.step(cur, pos, caches[1])
-        caches[1].write_step(keys, values, pos)
-        cur, pos = np.argmax(logits, -1).astype(np.int32)[:, None], pos + 1
-        steps.append(cur[:, 0])
-    np.testing.assert_array_equal(tokens, np.stack(steps, 1))
-    for a, b in zip(caches[0].keys + caches[0].values, caches[1].keys + caches[1].values):
-        assert a.dtype == np.float16
-        np.testing.assert_array_equal(a, b)
+    caches = _check_multi_step_equals_single_steps(half)
+    assert all(a.dtype == np.float16 for c in caches for a in c.keys + c.values)
     fq_net, fq_lm = fake_quant
     fq_half = CachedLM(fq_net, kv_dtype="float16")
     fq_half.prefill_graph = fq_lm.prefill_graph

@@ -48,6 +48,13 @@ def _copy_caches(args):
     return args[:-1] + [[(k.copy(), v.copy()) for k, v in args[-1]]]
 
 
+def _assert_same_caches(args, other):
+    """The (k, v) caches of two argument lists equal bit for bit."""
+    for (k, v), (k2, v2) in zip(args[-1], other[-1]):
+        np.testing.assert_array_equal(k, k2)
+        np.testing.assert_array_equal(v, v2)
+
+
 @pytest.mark.parametrize("cache_dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("half_head", [False, True])
 @pytest.mark.parametrize("act_bits", [None, 8])
@@ -82,9 +89,7 @@ def test_k_steps_equal_k_calls_of_one_step():
         ids = decode_model_numpy(*one)
         singles.append(ids[:, 0])
     np.testing.assert_array_equal(tokens, np.stack(singles, 1))
-    for (k, v), (k1, v1) in zip(args[-1], one[-1]):
-        np.testing.assert_array_equal(k, k1)
-        np.testing.assert_array_equal(v, v1)
+    _assert_same_caches(args, one)
 
 
 def _call(arrays):
@@ -155,9 +160,7 @@ def test_threads_and_polling_do_not_change_the_result(spin_us):
         set_num_threads(old_threads)
         set_spin_us(old_spin)
     np.testing.assert_array_equal(one_tokens, two_tokens)
-    for (k, v), (k2, v2) in zip(args[-1], two[-1]):
-        np.testing.assert_array_equal(k, k2)
-        np.testing.assert_array_equal(v, v2)
+    _assert_same_caches(args, two)
 
 
 def test_spin_setting_clamps_at_zero():

@@ -7,7 +7,7 @@ import pytest
 
 from bitcpm_ms.kernels.decode_model import decode_model_numpy, model_spec
 from bitcpm_ms.kernels.prefill_model import prefill_model_numpy, prefill_model_reference
-from tests.kernels.test_decode_model import _copy_caches, _model
+from tests.kernels.test_decode_model import _assert_same_caches, _copy_caches, _model
 
 CASES = [  # bsz, heads, kvh, head_dim, intermediate, cache slots, group, layers, vocab, lengths, columns
     (1, 4, 2, 16, 96, 24, 32, 2, 50, [7], 8),
@@ -108,6 +108,4 @@ def test_threads_do_not_change_the_result(isa):
         set_num_threads(old)
         set_max_isa(MAX_ISA_BEST)
     np.testing.assert_array_equal(one_logits, two_logits)
-    for (k, v), (k2, v2) in zip(args[-1], two[-1]):
-        np.testing.assert_array_equal(k, k2)
-        np.testing.assert_array_equal(v, v2)
+    _assert_same_caches(args, two)
