@@ -107,12 +107,11 @@ class CachedLM:
         if key in self.compiled:
             return
         t = time.perf_counter()
-        self.prefill_into(np.zeros((batch, prompt_len), np.int32), np.ones(batch, np.int32),
-                          self.new_cache(batch, cache.length))
+        scratch = self.new_cache(batch, cache.length)    # the prompt pass and multi-step calls write a cache
+        self.prefill_into(np.zeros((batch, prompt_len), np.int32), np.ones(batch, np.int32), scratch)
         self.step(np.zeros((batch, 1), np.int32), np.zeros(batch, np.int32), cache)
-        if self.multi_step_graph is not None:        # it writes the cache: compile it on a scratch one
-            self.multi_step(np.zeros((batch, 1), np.int32), np.zeros(batch, np.int32),
-                            self.new_cache(batch, cache.length))
+        if self.multi_step_graph is not None:
+            self.multi_step(np.zeros((batch, 1), np.int32), np.zeros(batch, np.int32), scratch)
         self.compile_seconds += time.perf_counter() - t
         self.compiled.add(key)
 
