@@ -61,6 +61,7 @@ struct Prepared {
   std::vector<int8_t> xq;
   std::vector<float> xs;
   std::vector<int32_t> xsum;  // per-group activation sums: remove the +1 offset of u = code + 1
+  std::vector<int16_t> xstart;  // the AVX2 A8 kernels' int16 group starts (avx2_a8_short_groups)
 #if BITCPM_X86
   VnniDecodePlan pl;
   std::vector<int8_t> xperm;
@@ -88,6 +89,10 @@ void prepare(Prepared &p, const float *x, int64_t M, int64_t K, int64_t G, int a
     activation_group_sums(p.xq.data(), M, K, G, p.xsum.data());
   }
 #if BITCPM_X86
+  if (p.path == Path::kAvx2A8 && avx2_a8_short_groups(K / G)) {
+    p.xstart.resize((size_t)(M * G * 16));
+    a8_group_starts(p.xsum.data(), M, G, p.xstart.data());
+  }
   if (p.path == Path::kVnniA8Decode) {  // the decode kernel removes the offset per scale window (negc)
     p.pl = vnni_decode_plan(K, K / G);
     p.xperm.resize((size_t)(M * p.pl.npairs * 256));
@@ -132,7 +137,7 @@ void run_rows(const Prepared &p, const uint8_t *W, const float *S, float *y, int
     case Path::kVnniA8Decode:
       return vnni_a8_decode(p.xperm.data(), p.negc.data(), p.xs.data(), W, S, y, M, K, N, G, p.pl, n0, n1);
     case Path::kAvx2A8:
-      return avx2_a8(p.xq.data(), p.xsum.data(), p.xs.data(), W, S, y, M, K, N, G, n0, n1);
+      return avx2_a8(p.xq.data(), p.xsum.data(), p.xstart.data(), p.xs.data(), W, S, y, M, K, N, G, n0, n1);
 #endif
     case Path::kPortableA8:
       return portable_a8(p.xq.data(), p.xs.data(), W, S, y, M, K, N, G, n0, n1);

@@ -318,9 +318,15 @@ std::vector<Chunk8> make_chunks8(int64_t K, int64_t g);
 // Weight-only: K % 32 == 0, g % 8 == 0.
 void avx2_f32(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N, int64_t G,
               const Chunk8 *ch, int64_t nch, int64_t n0, int64_t n1);
-// A8: K % 128 == 0, g % 32 == 0.
-void avx2_a8(const int8_t *xq, const int32_t *xsum, const float *xs, const uint8_t *W, const float *S, float *y,
-             int64_t M, int64_t K, int64_t N, int64_t G, int64_t n0, int64_t n1);
+// A8: K % 128 == 0, g % 32 == 0. xstart: a8_group_starts' output where avx2_a8_short_groups(g), else unused.
+void avx2_a8(const int8_t *xq, const int32_t *xsum, const int16_t *xstart, const float *xs, const uint8_t *W,
+             const float *S, float *y, int64_t M, int64_t K, int64_t N, int64_t G, int64_t n0, int64_t n1);
+// Groups of one or two whole 128-blocks (g = 128, 256): the AVX2 A8 kernels start each group's int16
+// accumulator with the +1 offset's correction instead of adding it in int32 (avx2.cpp).
+inline bool avx2_a8_short_groups(int64_t g) { return g == 128 || g == 256; }
+// start[(m * G + gi) * 16 + lane], the int16 start of group gi of token m: c = -xsum[m, gi] split over
+// lanes 0 and 1 (c >> 1 and c - (c >> 1): |c| <= 32768, so each half fits), the other lanes 0.
+void a8_group_starts(const int32_t *xsum, int64_t M, int64_t G, int16_t *start);
 // quantize_rows on AVX2, bit-identical (the A8 paths' activation quantizer when the CPU has AVX2).
 void quantize_rows_avx2(const float *x, int64_t M, int64_t K, float eps, int8_t *xq, float *s);
 // g % 8 == 0.

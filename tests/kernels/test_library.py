@@ -309,6 +309,50 @@ def test_activation_quantizer_simd_equals_portable_and_reference(k):
         assert a[0, k // 2] == -128
 
 
+@pytest.mark.parametrize("path", ISA_PATHS)
+@pytest.mark.parametrize("K, g", [(1024, 128), (1024, 256), (2048, 512), (2048, 1024)])
+@pytest.mark.parametrize("pattern", ["plus", "minus", "lanes"])
+@pytest.mark.parametrize("M", [1, 6])
+def test_a8_extreme_group_sums_exact(K, g, pattern, M, path):
+    """Every activation at +-127 (s = 1) and whole groups of +1, -1 or 0 codes: the group sums and the
+    +1-offset correction reach their extremes (|sum| = 127 g), so an int16 lane that could overflow in
+    the decode GEMVs (M = 1) or the prompt tiles (M = 6: a tile of 4 tokens and 2 single tokens) would
+    show (the AVX2 kernels start their int16 accumulators with the correction, split over lanes 0 and 1,
+    for g <= 256). "lanes": +127 at the inputs that land in int16 lanes 0 and 1 (the first 4 of every
+    32) and -127 elsewhere, so that the correction and those lanes' products add up instead of
+    cancelling; with M = 6 the odd tokens take the opposite sign. Power-of-two scales: exact."""
+    N = 13
+    codes = np.zeros((N, K), np.int8)
+    for n in range(N):  # per group: all +1, all -1, all 0, or alternating, varying by row
+        for gi in range(K // g):
+            kind = (n + gi) % 4
+            codes[n, gi * g:(gi + 1) * g] = (1, -1, 0, 0)[kind] if kind < 3 else np.resize([1, -1], g)
+    scales = np.exp2(np.arange(N * (K // g)) % 5 - 2.0).astype(np.float32).reshape(N, K // g)
+    x = np.full((1, K), -127.0 if pattern == "minus" else 127.0, np.float32)
+    if pattern == "lanes":
+        x[0, np.arange(K) % 32 >= 4] = -127.0
+    x = x * np.resize([1.0, -1.0], (M, 1)).astype(np.float32)
+    y = run_path(x, pack_ternary(codes, scales, g), 8, path)
+    isum = (x.astype(np.int64)[:, None, :] * codes.astype(np.int64)[None]).reshape(M, N, K // g, g).sum(-1)
+    np.testing.assert_array_equal(y, (isum * scales.astype(np.float64)).sum(-1).astype(np.float32))
+
+
+@pytest.mark.parametrize("K, g", [(768, 256), (1024, 128), (2048, 512), (384, 64), (640, 128)])
+def test_avx2_a8_prompt_tiles_equal_decode_gemv_bit_for_bit(K, g):
+    """AVX2 A8: a prompt of 7 tokens (a tile of 4, then single tokens) gives every token exactly what the
+    decode GEMV gives it alone, so a prefill followed by decode steps matches stepwise decoding bit for
+    bit whatever the group size (short groups, longer groups, groups of slots)."""
+    if not has_avx2():
+        pytest.skip("no AVX2")
+    rng = np.random.default_rng(K * 3 + g)
+    p, _, _ = make_packed(rng, 21, K, g)
+    x = rng.standard_normal((7, K)).astype(np.float32) * np.linspace(0.1, 4.0, 7, dtype=np.float32)[:, None]
+    with isa_path(MAX_ISA_AVX2):
+        whole = ternary_matmul_numpy(x, p, 8)
+        alone = np.concatenate([ternary_matmul_numpy(x[m:m + 1], p, 8) for m in range(7)])
+    np.testing.assert_array_equal(whole, alone)
+
+
 @pytest.mark.parametrize("K, g", [(768, 256), (1024, 128), (2304, 768), (512, 512)])
 def test_avx2_decode_rows_of_four_equal_single_rows_bit_for_bit(K, g):
     """M = 1, AVX2 A8: four adjacent rows per pass (4u unpacking of slots 1 and 3) give each row exactly
