@@ -60,11 +60,11 @@ _COMMON_HEADERS = ("common/cpu_features.h", "common/c_abi_util.h")
 TERNARY = KernelLibrary(
     name="libbitcpm_ternary.so",
     sources=tuple(f"ternary_matmul/{f}" for f in
-                  ("threads.cpp", "dispatch.cpp", "portable.cpp", "avx2.cpp", "avx2_decode.cpp", "avx2_quant.cpp",
-                   "avx512.cpp", "c_abi.cpp", "decode_ops.cpp", "decode_layer.cpp", "decode_model.cpp",
-                   "prefill_model.cpp"))
+                  ("threads.cpp", "dispatch.cpp", "portable.cpp", "avx2.cpp", "avx2_a8.cpp", "avx2_decode.cpp",
+                   "avx2_quant.cpp", "avx512.cpp", "c_abi.cpp", "decode_ops.cpp", "decode_layer.cpp",
+                   "decode_model.cpp", "prefill_model.cpp"))
     + _COMMON_SOURCES,
-    headers=("ternary_matmul/ternary_common.h",) + _COMMON_HEADERS,
+    headers=("ternary_matmul/ternary_common.h", "ternary_matmul/avx2_common.h") + _COMMON_HEADERS,
     cxxflags=_COMMON_FLAGS + ("-ffp-contract=off",),
     include_dirs=("common",),
     env_src="BITCPM_MS_KERNEL_SRC")

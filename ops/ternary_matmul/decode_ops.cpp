@@ -1,5 +1,5 @@
 // The two float kernels of the KV-cache decoder (bitcpm_ms/inference/decoder.py): portable code and
-// drivers (the AVX2 / F16C head rows are in avx2.cpp). MindSpore ops in bitcpm_ms/kernels/ops.py,
+// drivers (the AVX2 / F16C head rows are in avx2_decode.cpp). MindSpore ops in bitcpm_ms/kernels/ops.py,
 // ctypes in bitcpm_ms/kernels/library.py, numpy references in bitcpm_ms/kernels/reference.py.
 //
 // 1. DecodeAttention: one decode step of grouped-query attention with a KV cache, one kernel
@@ -195,7 +195,7 @@ int cache_dtype(const char *op, int index, const char *dtype, bool *half) {
 
 namespace {
 
-// The portable head rows (the SIMD ones are avx2.cpp's gemv_rows_avx2 and half_gemv_rows_f16c).
+// The portable head rows (the SIMD ones are avx2_decode.cpp's gemv_rows_avx2 and half_gemv_rows_f16c).
 void gemv_rows(const float *x, const float *W, float *y, int64_t M, int64_t K, int64_t N, int64_t n0, int64_t n1) {
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t m = 0; m < M; ++m) y[m * N + n] = dot(x + m * K, W + n * K, K);

@@ -1,6 +1,6 @@
 // Shared declarations of the ternary (1.58-bit) matmul library: packed layout, run-time settings,
-// threading, and the entry points of every code path. One translation unit per path (portable.cpp,
-// avx2.cpp, avx512.cpp), dispatch.cpp picks the path, c_abi.cpp holds the exported C functions.
+// threading, and the entry points of every code path. Translation units per path (portable.cpp,
+// avx2*.cpp, avx512.cpp), dispatch.cpp picks the path, c_abi.cpp holds the exported C functions.
 //
 // Packed layout (must match bitcpm_ms/kernels/packing.py):
 //   Each output row n stores K/4 bytes. The K input elements are split into blocks of kBlock = 128
@@ -307,7 +307,7 @@ inline float exp_softmax(float x) {
 inline float silu_mul(float g, float u) { return (g / (1.0f + exp_softmax(-g))) * u; }
 
 #if BITCPM_X86
-// ---------------------------------------------------------------- AVX2 + FMA path (avx2.cpp)
+// ---------------------------------------------------------------- AVX2 + FMA path (avx2.cpp, avx2_a8.cpp)
 // A chunk is 8 consecutive elements k..k+7 whose codes sit in 8 consecutive bytes at `byte`,
 // bits [shift, shift+1]. Chunks are listed in packed order; `grp` is the scale group.
 struct Chunk8 {
@@ -318,11 +318,12 @@ std::vector<Chunk8> make_chunks8(int64_t K, int64_t g);
 // Weight-only: K % 32 == 0, g % 8 == 0.
 void avx2_f32(const float *x, const uint8_t *W, const float *S, float *y, int64_t M, int64_t K, int64_t N, int64_t G,
               const Chunk8 *ch, int64_t nch, int64_t n0, int64_t n1);
-// A8: K % 128 == 0, g % 32 == 0. xstart: a8_group_starts' output where avx2_a8_short_groups(g), else unused.
+// A8 (avx2_a8.cpp): K % 128 == 0, g % 32 == 0. xstart: a8_group_starts' output where
+// avx2_a8_short_groups(g), else unused.
 void avx2_a8(const int8_t *xq, const int32_t *xsum, const int16_t *xstart, const float *xs, const uint8_t *W,
              const float *S, float *y, int64_t M, int64_t K, int64_t N, int64_t G, int64_t n0, int64_t n1);
 // Groups of one or two whole 128-blocks (g = 128, 256): the AVX2 A8 kernels start each group's int16
-// accumulator with the +1 offset's correction instead of adding it in int32 (avx2.cpp).
+// accumulator with the +1 offset's correction instead of adding it in int32 (avx2_a8.cpp).
 inline bool avx2_a8_short_groups(int64_t g) { return g == 128 || g == 256; }
 // start[(m * G + gi) * 16 + lane], the int16 start of group gi of token m: c = -xsum[m, gi] split over
 // lanes 0 and 1 (c >> 1 and c - (c >> 1): |c| <= 32768, so each half fits), the other lanes 0.
