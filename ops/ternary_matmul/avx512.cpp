@@ -204,6 +204,9 @@ void vnni_a8_prefill(const int8_t *xq, const int32_t *xsum, const float *xs, con
 // lanes start at -(lane activation sum over the window) (the +1 correction), are converted to
 // float and multiplied by the group scale of their half; per-lane float sums, one horizontal sum
 // at the end, / s_token. (Float order differs from the portable path: within the test tolerance.)
+// Where both halves of every window lie in one group (g % 256 == 0: pl.uniform) the window's scale is
+// one broadcast instead of two blended ones: in-process A/B, 1 thread, g = 256, 1.20-1.22x at K = N =
+// 768, 2048 and 4096, the same bits.
 VnniDecodePlan vnni_decode_plan(int64_t K, int64_t g) {
   VnniDecodePlan pl;
   pl.nblk = K / 128;
@@ -217,6 +220,7 @@ VnniDecodePlan vnni_decode_plan(int64_t K, int64_t g) {
     const int64_t klo = 2 * p * 128 + 32 * t, khi = klo + 128;
     pl.gl[w] = (int32_t)(klo / g);
     pl.gh[w] = (int32_t)(khi < K ? khi / g : klo / g);
+    pl.uniform = pl.uniform && pl.gl[w] == pl.gh[w];
   }
   return pl;
 }
@@ -244,7 +248,7 @@ void vnni_decode_prep(const int8_t *xq, const VnniDecodePlan &pl, int8_t *xperm,
 
 namespace {
 
-template <int NR>
+template <int NR, bool kUniform>
 VNNI_FN void vnni_tile_decode(const int8_t *xp, const int32_t *negc, float xs, const uint8_t *W, int64_t ldw,
                               const float *S, int64_t G, const VnniDecodePlan &pl, float *y) {
   __m512 f[NR];
@@ -278,8 +282,9 @@ VNNI_FN void vnni_tile_decode(const int8_t *xp, const int32_t *negc, float xs, c
       if (++cnt == sw) {
         cnt = 0;
         for (int r = 0; r < NR; ++r) {
-          const __m512 sc = _mm512_mask_blend_ps((__mmask16)0xFF00, _mm512_set1_ps(S[r * G + gl[w]]),
-                                                 _mm512_set1_ps(S[r * G + gh[w]]));
+          const __m512 sc = kUniform ? _mm512_set1_ps(S[r * G + gl[w]])
+                                     : _mm512_mask_blend_ps((__mmask16)0xFF00, _mm512_set1_ps(S[r * G + gl[w]]),
+                                                            _mm512_set1_ps(S[r * G + gh[w]]));
           f[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a[r]), sc, f[r]);
         }
         ++w;
@@ -304,8 +309,15 @@ void vnni_a8_decode(const int8_t *xperm, const int32_t *negc, const float *xs, c
     const int8_t *xp = xperm + m * pl.npairs * 256;
     const int32_t *nc = negc + m * pl.nwin * 16;
     int64_t n = n0;
-    for (; n + NR <= n1; n += NR) vnni_tile_decode<NR>(xp, nc, xs[m], W + n * ldw, ldw, S + n * G, G, pl, y + m * N + n);
-    for (; n < n1; ++n) vnni_tile_decode<1>(xp, nc, xs[m], W + n * ldw, ldw, S + n * G, G, pl, y + m * N + n);
+    if (pl.uniform) {
+      for (; n + NR <= n1; n += NR)
+        vnni_tile_decode<NR, true>(xp, nc, xs[m], W + n * ldw, ldw, S + n * G, G, pl, y + m * N + n);
+      for (; n < n1; ++n) vnni_tile_decode<1, true>(xp, nc, xs[m], W + n * ldw, ldw, S + n * G, G, pl, y + m * N + n);
+    } else {
+      for (; n + NR <= n1; n += NR)
+        vnni_tile_decode<NR, false>(xp, nc, xs[m], W + n * ldw, ldw, S + n * G, G, pl, y + m * N + n);
+      for (; n < n1; ++n) vnni_tile_decode<1, false>(xp, nc, xs[m], W + n * ldw, ldw, S + n * G, G, pl, y + m * N + n);
+    }
   }
 }
 

@@ -377,6 +377,7 @@ void vnni_a8_prefill(const int8_t *xq, const int32_t *xsum, const float *xs, con
 struct VnniDecodePlan {
   int64_t nblk = 0, npairs = 0, sw = 1, nwin = 0;
   std::vector<int32_t> gl, gh;
+  bool uniform = true;  // gl == gh in every window: one scale per window (g % 256 == 0)
 };
 VnniDecodePlan vnni_decode_plan(int64_t K, int64_t g);
 // One token: xperm npairs*256 bytes, negc nwin*16 int32.
