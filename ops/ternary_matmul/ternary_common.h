@@ -377,7 +377,8 @@ void vnni_a8_prefill(const int8_t *xq, const int32_t *xsum, const float *xs, con
 struct VnniDecodePlan {
   int64_t nblk = 0, npairs = 0, sw = 1, nwin = 0;
   std::vector<int32_t> gl, gh;
-  bool uniform = true;  // gl == gh in every window: one scale per window (g % 256 == 0)
+  bool uniform = true;   // gl == gh in every window: one scale per window (g % 256 == 0)
+  bool adjacent = true;  // gh == gl + 1 in every window: the two scales are adjacent (g = 128, even blocks)
 };
 VnniDecodePlan vnni_decode_plan(int64_t K, int64_t g);
 // One token: xperm npairs*256 bytes, negc nwin*16 int32.
